@@ -1,0 +1,294 @@
+"""The one projected-gradient attack core every gradient attack builds on.
+
+A single `tf.function`-compiled loop: random start, gradient of a per-example
+objective with respect to the input only, a step (sign for L-inf, normalized
+gradient for L2), projection onto the eps-ball around the clean input, and a
+clip to the image box [0, 1]. FGSM, PGD, TRADES-KL PGD, CW-margin PGD,
+Temperature-PGD and HE-adaptive PGD are instances that differ only in the
+objective (see `he_keras.losses.get_objective`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional, Union
+
+import tensorflow as tf
+
+from he_keras import losses
+
+NORMS = ("linf", "l2")
+RANDOM_STARTS = ("zero", "uniform", "normal")
+# Standard deviation of the "normal" start: x + 0.001 * N(0, 1) (TRADES, AT_HE).
+NORMAL_START_STDDEV = 1e-3
+
+
+def _per_example_l2(t: tf.Tensor) -> tf.Tensor:
+    """L2 norm over all but the batch axis, shaped to broadcast against `t`."""
+    axes = tf.range(1, tf.rank(t))
+    return tf.sqrt(tf.reduce_sum(tf.square(t), axis=axes, keepdims=True) + 1e-24)
+
+
+def project(delta: tf.Tensor, eps: Any, norm: str) -> tf.Tensor:
+    """Projects a perturbation onto the `norm` ball of radius `eps`.
+
+    Args:
+        delta: Perturbation, shape `(batch_size, ...)`.
+        eps: Radius (scalar).
+        norm: `"linf"` or `"l2"`.
+
+    Returns:
+        The projected perturbation, same shape as `delta`.
+    """
+    if norm == "linf":
+        return tf.clip_by_value(delta, -eps, eps)
+    return delta * tf.minimum(1.0, eps / _per_example_l2(delta))
+
+
+def ascent_direction(grad: tf.Tensor, norm: str) -> tf.Tensor:
+    """Steepest-ascent direction of unit `norm`: sign(g) or g / ||g||_2."""
+    if norm == "linf":
+        return tf.sign(grad)
+    return grad / _per_example_l2(grad)
+
+
+def random_start(
+    rng: tf.random.Generator, x: tf.Tensor, eps: Any, norm: str, kind: str
+) -> tf.Tensor:
+    """Draws a starting point of the attack, clipped to [0, 1].
+
+    Args:
+        rng: The generator the noise comes from.
+        x: Clean inputs in [0, 1].
+        eps: Radius of the ball.
+        norm: `"linf"` or `"l2"`.
+        kind: `"zero"` (x itself), `"uniform"` (uniform in the eps-ball) or
+            `"normal"` (`x + 0.001 * N(0, 1)`, as TRADES and AT_HE start).
+
+    Returns:
+        The starting point, same shape as `x`.
+    """
+    if kind == "zero":
+        return x
+    if kind == "normal":
+        delta = NORMAL_START_STDDEV * rng.normal(tf.shape(x))
+    elif norm == "linf":
+        delta = rng.uniform(tf.shape(x), -1.0, 1.0) * eps
+    else:
+        direction = rng.normal(tf.shape(x))
+        direction = direction / _per_example_l2(direction)
+        dims = tf.cast(tf.reduce_prod(tf.shape(x)[1:]), tf.float32)
+        radius = rng.uniform(tf.concat([tf.shape(x)[:1], tf.ones_like(tf.shape(x)[1:])], 0))
+        delta = direction * eps * tf.pow(radius, 1.0 / dims)
+    return tf.clip_by_value(x + delta, 0.0, 1.0)
+
+
+def make_generator(seed: Optional[int]) -> tf.random.Generator:
+    """A `tf.random.Generator` from `seed` (non-deterministic when None).
+
+    Create it inside `strategy.scope()` to get one reproducible stream per
+    replica under `tf.distribute`.
+    """
+    if seed is None:
+        return tf.random.Generator.from_non_deterministic_state()
+    return tf.random.Generator.from_seed(int(seed))
+
+
+class ProjectedGradientAttack:
+    """Projected gradient ascent on a per-example objective, compiled once.
+
+    Args:
+        eps: Radius of the threat model in pixel units ([0, 1] images).
+        step_size: Step size (for L-inf, the size of each sign step).
+        steps: Number of gradient steps (1 with `step_size=eps` and a zero
+            start is FGSM).
+        norm: `"linf"` or `"l2"`.
+        random_start: `"zero"`, `"uniform"` or `"normal"`.
+        objective: An objective name for `he_keras.losses.get_objective`, or a
+            callable `(y, logits, reference_logits) -> per-example loss`.
+        objective_params: Keyword parameters for a named objective.
+        training: Whether the model runs in training mode (BN batch
+            statistics) while crafting. Default False, as the reference TRADES
+            and HE code craft.
+        targeted: If True, `y` holds target classes and the objective is
+            minimized.
+        needs_reference: Whether the objective uses the clean logits (True for
+            `"kl"`); they are computed once, in the crafting mode, without
+            gradient.
+        keep_best: If True, return per example the first misclassified
+            iterate, or the highest-loss one if none is (evaluation mode). If
+            False return the last iterate (training mode).
+        seed: Seed of the random start (None: non-deterministic).
+
+    Example:
+
+    ```python
+    pgd = ProjectedGradientAttack(eps=0.3, step_size=0.03, steps=20)
+    x_adv = pgd(model, x, y)
+    ```
+    """
+
+    def __init__(
+        self,
+        eps: float,
+        step_size: float,
+        steps: int,
+        norm: str = "linf",
+        random_start: str = "uniform",
+        objective: Union[str, Callable] = "ce",
+        objective_params: Optional[dict] = None,
+        training: bool = False,
+        targeted: bool = False,
+        needs_reference: Optional[bool] = None,
+        keep_best: bool = False,
+        seed: Optional[int] = None,
+    ) -> None:
+        validate_attack_params(eps=eps, step_size=step_size, steps=steps, norm=norm)
+        if random_start not in RANDOM_STARTS:
+            raise ValueError(
+                f"`random_start` must be one of {RANDOM_STARTS}. "
+                f"Received: random_start={random_start!r}"
+            )
+        self.eps = float(eps)
+        self.step_size = float(step_size)
+        self.steps = int(steps)
+        self.norm = norm
+        self.random_start = random_start
+        if callable(objective):
+            self.objective = objective
+        else:
+            self.objective = losses.get_objective(objective, **(objective_params or {}))
+        if needs_reference is None:
+            needs_reference = objective == "kl"
+        self.needs_reference = bool(needs_reference)
+        self.training = bool(training)
+        self.targeted = bool(targeted)
+        self.keep_best = bool(keep_best)
+        self.rng = make_generator(seed)
+        self.trace_count = 0
+        self._compiled = tf.function(self._perturb)
+
+    def __call__(
+        self,
+        model: Callable,
+        x: tf.Tensor,
+        y: tf.Tensor,
+        reference: Optional[tf.Tensor] = None,
+    ) -> tf.Tensor:
+        """Crafts adversarial examples.
+
+        Args:
+            model: Callable `model(x, training=...) -> logits` (a Keras model).
+            x: Clean inputs in [0, 1], float.
+            y: Integer labels (targets if `targeted`).
+            reference: Optional clean logits for objectives that use them;
+                computed from `model` when needed and not given.
+
+        Returns:
+            Adversarial inputs, same shape and dtype as `x`.
+        """
+        x = tf.convert_to_tensor(x, tf.float32)
+        y = tf.convert_to_tensor(y)
+        if reference is None:
+            reference = tf.zeros([0])
+            has_reference = False
+        else:
+            has_reference = True
+        return self._compiled(model, x, y, reference, has_reference)
+
+    def _logits(self, model: Callable, x: tf.Tensor) -> tf.Tensor:
+        return tf.cast(model(x, training=self.training), tf.float32)
+
+    def _perturb(
+        self,
+        model: Callable,
+        x: tf.Tensor,
+        y: tf.Tensor,
+        reference: tf.Tensor,
+        has_reference: bool,
+    ) -> tf.Tensor:
+        self.trace_count += 1
+        if self.needs_reference and not has_reference:
+            reference = tf.stop_gradient(self._logits(model, x))
+        sign = -1.0 if self.targeted else 1.0
+        x_adv = random_start(self.rng, x, self.eps, self.norm, self.random_start)
+        batch = tf.shape(x)[0]
+        best_x = x_adv
+        best_hit = tf.zeros([batch], tf.bool)
+        best_loss = tf.fill([batch], -float("inf"))
+
+        def remember(best, candidate, logits, loss):
+            best_x, best_hit, best_loss = best
+            pred = tf.argmax(logits, axis=-1, output_type=tf.int32)
+            hit = tf.equal(pred, tf.cast(y, tf.int32))
+            hit = hit if self.targeted else tf.logical_not(hit)
+            better = tf.logical_or(
+                tf.logical_and(hit, tf.logical_not(best_hit)),
+                tf.logical_and(tf.equal(hit, best_hit), loss > best_loss),
+            )
+            mask = tf.reshape(better, [-1] + [1] * (len(x.shape) - 1))
+            return (
+                tf.where(mask, candidate, best_x),
+                tf.logical_or(best_hit, hit),
+                tf.where(better, loss, best_loss),
+            )
+
+        best = (best_x, best_hit, best_loss)
+        for _ in tf.range(self.steps):
+            with tf.GradientTape() as tape:
+                tape.watch(x_adv)
+                logits = self._logits(model, x_adv)
+                loss = sign * self.objective(y, logits, reference)
+            grad = tape.gradient(loss, x_adv)
+            if self.keep_best:
+                best = remember(best, x_adv, logits, loss)
+            step = self.step_size * ascent_direction(grad, self.norm)
+            delta = project(x_adv + step - x, self.eps, self.norm)
+            x_adv = tf.stop_gradient(tf.clip_by_value(x + delta, 0.0, 1.0))
+        if not self.keep_best:
+            return x_adv
+        logits = self._logits(model, x_adv)
+        best = remember(best, x_adv, logits, sign * self.objective(y, logits, reference))
+        return best[0]
+
+
+def fgsm(eps: float, norm: str = "linf", **kwargs: Any) -> ProjectedGradientAttack:
+    """FGSM (fast gradient method): one step of size `eps` from the clean input.
+
+    Args:
+        eps: Radius of the threat model.
+        norm: `"linf"` (FGSM) or `"l2"` (fast gradient method in L2).
+        **kwargs: Other `ProjectedGradientAttack` arguments.
+
+    Returns:
+        A `ProjectedGradientAttack` with one step and a zero start.
+    """
+    kwargs.setdefault("random_start", "zero")
+    return ProjectedGradientAttack(eps=eps, step_size=eps, steps=1, norm=norm, **kwargs)
+
+
+def validate_attack_params(
+    eps: Any = None, step_size: Any = None, steps: Any = None, norm: Any = None
+) -> None:
+    """Raises ValueError naming the first invalid attack parameter.
+
+    Args:
+        eps: Must lie in [0, 1] for L-inf (pixel units), >= 0 for L2.
+        step_size: Must be > 0.
+        steps: Must be an integer >= 1.
+        norm: Must be one of `NORMS`.
+    """
+    if eps is not None:
+        bound = 1.0 if norm in (None, "linf") else float("inf")
+        if not 0.0 <= float(eps) <= bound:
+            raise ValueError(
+                f"`eps` must lie in [0, {bound}] (pixel units) for norm={norm or 'linf'}. "
+                f"Received: eps={eps!r}"
+            )
+    if step_size is not None and not float(step_size) > 0.0:
+        raise ValueError(f"`step_size` must be > 0. Received: step_size={step_size!r}")
+    if steps is not None and (
+        isinstance(steps, bool) or int(steps) != steps or int(steps) < 1
+    ):
+        raise ValueError(f"`steps` must be an integer >= 1. Received: steps={steps!r}")
+    if norm is not None and norm not in NORMS:
+        raise ValueError(f"`norm` must be one of {NORMS}. Received: norm={norm!r}")

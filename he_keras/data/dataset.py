@@ -1,0 +1,111 @@
+"""The dataset container every loader returns, and the batching pipeline."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+import numpy as np
+import tensorflow as tf
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """A classification dataset with images in [0, 1].
+
+    Attributes:
+        name: Registered name.
+        num_classes: Number of classes.
+        input_shape: `(height, width, channels)`.
+        train: Unbatched training split, `(float32 image, int32 label)`.
+        test: Unbatched test split.
+        augment: Whether training uses pad-4 random crop + horizontal flip
+            (CIFAR / SVHN).
+        mean: Per-channel mean for the model's normalization layer, or None.
+        std: Per-channel std for the model's normalization layer, or None.
+    """
+
+    name: str
+    num_classes: int
+    input_shape: tuple
+    train: tf.data.Dataset
+    test: tf.data.Dataset
+    augment: bool = False
+    mean: Optional[tuple] = None
+    std: Optional[tuple] = None
+
+
+def from_arrays(
+    name: str,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    num_classes: int,
+    **kwargs,
+) -> Dataset:
+    """Wraps in-memory float images in [0, 1] and integer labels."""
+    def ds(x, y):
+        return tf.data.Dataset.from_tensor_slices(
+            (x.astype("float32"), y.astype("int32"))
+        )
+
+    return Dataset(
+        name=name,
+        num_classes=num_classes,
+        input_shape=tuple(x_train.shape[1:]),
+        train=ds(x_train, y_train),
+        test=ds(x_test, y_test),
+        **kwargs,
+    )
+
+
+def _crop_and_flip(image: tf.Tensor, label: tf.Tensor) -> tuple:
+    h, w = image.shape[0], image.shape[1]
+    padded = tf.image.pad_to_bounding_box(image, 4, 4, h + 8, w + 8)
+    image = tf.image.random_crop(padded, tf.shape(image))
+    return tf.image.random_flip_left_right(image), label
+
+
+def batches(
+    data: tf.data.Dataset,
+    batch_size: int,
+    shuffle: bool = False,
+    augment: bool = False,
+    seed: Optional[int] = None,
+    drop_remainder: bool = False,
+) -> tf.data.Dataset:
+    """Shuffles, augments, batches and prefetches a split.
+
+    Args:
+        data: An unbatched split.
+        batch_size: Global batch size.
+        shuffle: Reshuffle each epoch (seeded by `seed`).
+        augment: Pad-4 random crop and random horizontal flip.
+        seed: Seed of shuffling.
+        drop_remainder: Keep static batch shapes (needed by the multi-worker
+            loop and by XLA).
+
+    Returns:
+        A batched `tf.data.Dataset`.
+    """
+    if shuffle:
+        data = data.shuffle(10_000, seed=seed, reshuffle_each_iteration=True)
+    if augment:
+        data = data.map(_crop_and_flip, num_parallel_calls=tf.data.AUTOTUNE)
+    return data.batch(batch_size, drop_remainder=drop_remainder).prefetch(
+        tf.data.AUTOTUNE
+    )
+
+
+def to_numpy(data: tf.data.Dataset, limit: Optional[int] = None) -> tuple:
+    """Materializes (at most `limit` examples of) a split as NumPy arrays."""
+    if limit is not None:
+        data = data.take(limit)
+    xs, ys = [], []
+    for x, y in data.batch(1024).as_numpy_iterator():
+        xs.append(x)
+        ys.append(y)
+    if not xs:
+        raise ValueError("The dataset split is empty (0 examples)")
+    return np.concatenate(xs), np.concatenate(ys).astype("int32")

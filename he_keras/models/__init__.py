@@ -1,0 +1,48 @@
+"""Classifier backbones with a linear, HE or m-HE head, built by name."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import keras
+
+from he_keras.models.heads import HEADS, find_head, head_kind, make_head
+from he_keras.models.small_cnn import small_cnn, trades_cnn
+
+MODELS: dict[str, Callable[..., keras.Model]] = {
+    "small_cnn": small_cnn,
+    "trades_cnn": trades_cnn,
+}
+
+
+def build_model(
+    name: str, input_shape: Sequence[int], num_classes: int, **kwargs: Any
+) -> keras.Model:
+    """Builds a registered classifier by name.
+
+    Args:
+        name: A key of `MODELS`.
+        input_shape: `(height, width, channels)`.
+        num_classes: Number of classes.
+        **kwargs: Model arguments (`head`, `s`, `mean`, `std`, ...).
+
+    Returns:
+        A `keras.Model` mapping [0, 1] images to logits.
+    """
+    if name not in MODELS:
+        raise ValueError(
+            f"Unknown model. Expected one of {sorted(MODELS)}. Received: model={name!r}"
+        )
+    return MODELS[name](input_shape, num_classes, **kwargs)
+
+
+__all__ = [
+    "HEADS",
+    "MODELS",
+    "build_model",
+    "find_head",
+    "head_kind",
+    "make_head",
+    "small_cnn",
+    "trades_cnn",
+]

@@ -1,0 +1,273 @@
+"""The one `train_step` skeleton every adversarial-training framework shares.
+
+`AdversarialTrainer` is a `keras.Model` that owns a classifier (composition)
+and overrides `train_step` / `test_step`:
+
+    x* = craft(x, y)                      # the framework's inner maximization
+    loss = mean(objective(x, x*, y))      # the framework's outer objective
+    optimizer.apply(grad(loss))
+    metrics: loss, clean_accuracy, adv_accuracy
+
+A framework is a short subclass that overrides `objective` (and, if its
+attack is not the default PGD on cross-entropy, `attack_objective` or
+`craft`). The classification loss is chosen by the classifier's head: plain
+cross-entropy for a linear head, the HE margin loss `CE(s*(g(theta) - m*1_y))`
+for an HE or m-HE head (`he_keras.losses.margin_cross_entropy`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import keras
+import tensorflow as tf
+
+from he_keras import losses
+from he_keras.attacks.core import ProjectedGradientAttack, validate_attack_params
+from he_keras.models.heads import find_head, head_kind
+
+# Default margins of the HE paper: HE s=15, m=0.2 (Table 1); m-HE s=15, m=0.1
+# (Appendix C.5).
+DEFAULT_MARGIN = {"linear": 0.0, "he": 0.2, "mhe": 0.1}
+
+
+class AdversarialTrainer(keras.Model):
+    """Base class of the adversarial-training frameworks.
+
+    Args:
+        classifier: A Keras model mapping [0, 1] images to logits (any head).
+        eps: L-inf (or L2) radius of the training attack, in pixel units.
+        step_size: Step size of the training attack.
+        steps: Steps of the training attack.
+        norm: `"linf"` or `"l2"`.
+        random_start: Start of the training attack: `"zero"`, `"uniform"` or
+            `"normal"` (x + 0.001 N(0, 1)).
+        attack_training: Whether BN runs in training mode while crafting
+            (default False, as TRADES and the HE reference code do).
+        margin: HE margin `m`. None picks the paper's default for the head
+            (0 linear, 0.2 HE, 0.1 m-HE). Must be 0 for a linear head.
+        eval_steps: Steps of the PGD run by `evaluate()` / validation.
+        eval_step_size: Its step size (None: `2.5 * eps / eval_steps`).
+        seed: Seed of the attacks' random streams (None: non-deterministic).
+        **kwargs: `keras.Model` keyword arguments (`name`).
+
+    Example:
+
+    ```python
+    classifier = keras.Sequential([..., HypersphereDense(10, s=15)])
+    trainer = PGDAT(classifier, eps=0.3, step_size=0.03, steps=10)
+    trainer.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9))
+    trainer.fit(x, y, epochs=5)      # logs loss, clean_accuracy, adv_accuracy
+    ```
+    """
+
+    attack_objective_name = "ce"
+    default_random_start = "uniform"
+
+    def __init__(
+        self,
+        classifier: keras.Model,
+        eps: float = 8 / 255,
+        step_size: float = 2 / 255,
+        steps: int = 10,
+        norm: str = "linf",
+        random_start: Optional[str] = None,
+        attack_training: bool = False,
+        margin: Optional[float] = None,
+        eval_steps: int = 20,
+        eval_step_size: Optional[float] = None,
+        seed: Optional[int] = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if not isinstance(classifier, keras.Model):
+            raise ValueError(
+                "`classifier` must be a keras.Model. "
+                f"Received: classifier={type(classifier).__name__}"
+            )
+        validate_attack_params(eps=eps, step_size=step_size, steps=steps, norm=norm)
+        validate_attack_params(steps=eval_steps)
+        self.classifier = classifier
+        self.head_kind = head_kind(classifier)
+        if margin is None:
+            margin = DEFAULT_MARGIN[self.head_kind]
+        if not float(margin) >= 0:
+            raise ValueError(f"`margin` must be >= 0. Received: margin={margin!r}")
+        if self.head_kind == "linear" and margin != 0:
+            raise ValueError(
+                "A margin needs an HE or m-HE head (HypersphereDense / ArcCosLogits); "
+                f"the classifier has a linear head. Received: margin={margin!r}"
+            )
+        if eval_step_size is None:
+            eval_step_size = 2.5 * eps / eval_steps if eps > 0 else 1.0
+        validate_attack_params(step_size=eval_step_size)
+        self.eps = float(eps)
+        self.step_size = float(step_size)
+        self.steps = int(steps)
+        self.norm = norm
+        self.random_start = random_start or self.default_random_start
+        self.attack_training = bool(attack_training)
+        self.margin = float(margin)
+        self.eval_steps = int(eval_steps)
+        self.eval_step_size = float(eval_step_size)
+        self.seed = seed
+        self.attack = ProjectedGradientAttack(
+            eps=self.eps,
+            step_size=self.step_size,
+            steps=self.steps,
+            norm=self.norm,
+            random_start=self.random_start,
+            objective=self.attack_objective,
+            training=self.attack_training,
+            needs_reference=self.attack_objective_name == "kl",
+            seed=seed,
+        )
+        self.eval_attack = ProjectedGradientAttack(
+            eps=self.eps,
+            step_size=self.eval_step_size,
+            steps=self.eval_steps,
+            norm=self.norm,
+            random_start="uniform",
+            objective="ce",
+            seed=None if seed is None else seed + 1,
+        )
+        self.clean_accuracy = keras.metrics.SparseCategoricalAccuracy(
+            name="clean_accuracy"
+        )
+        self.adv_accuracy = keras.metrics.SparseCategoricalAccuracy(name="adv_accuracy")
+
+    # === Hooks a framework overrides ===
+
+    def attack_objective(self, y: tf.Tensor, logits: tf.Tensor, reference: Any) -> tf.Tensor:
+        """Per-example loss the training attack maximizes (default: CE on logits)."""
+        return losses.get_objective(self.attack_objective_name)(y, logits, reference)
+
+    def craft(self, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+        """The inner maximization: adversarial examples for a training batch."""
+        return self.attack(self.classifier, x, y)
+
+    def objective(
+        self, x: tf.Tensor, x_adv: tf.Tensor, y: tf.Tensor
+    ) -> tuple[tf.Tensor, Optional[tf.Tensor], tf.Tensor]:
+        """The outer objective, run under the gradient tape.
+
+        Args:
+            x: Clean batch.
+            x_adv: Adversarial batch from `craft`.
+            y: Integer labels.
+
+        Returns:
+            `(per_example_loss, clean_logits or None, adv_logits)`; clean
+            logits are computed for the metrics when None.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement objective(x, x_adv, y)"
+        )
+
+    # === Shared pieces ===
+
+    def classification_loss(self, y: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+        """Per-example CE, with the HE margin `s*m` for HE / m-HE heads."""
+        if self.head_kind == "linear" or self.margin == 0:
+            return losses.cross_entropy(y, logits)
+        head = find_head(self.classifier)
+        return losses.margin_cross_entropy(y, logits, head.scale * self.margin)
+
+    def unscaled_logits(self, logits: tf.Tensor) -> tf.Tensor:
+        """Logits divided by the HE scale (raw `cos(theta)` or `-theta`)."""
+        if self.head_kind == "linear":
+            return logits
+        return tf.cast(logits, tf.float32) / find_head(self.classifier).scale
+
+    def call(self, inputs: Any, training: bool = False) -> Any:
+        return self.classifier(inputs, training=training)
+
+    def compile(self, optimizer: Any = "sgd", **kwargs: Any) -> None:
+        """Configures the optimizer. The loss comes from the framework.
+
+        Args:
+            optimizer: A Keras optimizer or its name.
+            **kwargs: Other `keras.Model.compile` arguments except `loss`.
+        """
+        if kwargs.get("loss") is not None:
+            raise ValueError(
+                f"{type(self).__name__} defines its own loss; do not pass `loss` to compile()."
+            )
+        super().compile(optimizer=optimizer, **kwargs)
+
+    def reduce_loss(self, per_example: tf.Tensor, sample_weight: Any = None) -> tf.Tensor:
+        """Mean over the global batch plus regularization, per replica."""
+        loss = tf.nn.compute_average_loss(per_example, sample_weight=sample_weight)
+        if self.losses:
+            loss += tf.nn.scale_regularization_loss(tf.add_n(self.losses))
+        return loss
+
+    def apply_gradients(self, tape: tf.GradientTape, loss: tf.Tensor) -> None:
+        """Computes gradients of a (per-replica) loss and applies them."""
+        variables = self.trainable_variables
+        grads = tape.gradient(loss, variables)
+        self.optimizer.apply(grads, variables)
+
+    def update_metrics(
+        self,
+        loss: tf.Tensor,
+        y: tf.Tensor,
+        clean_logits: tf.Tensor,
+        adv_logits: tf.Tensor,
+        sample_weight: Any = None,
+    ) -> dict:
+        """Updates loss / clean / adversarial accuracy and returns all results."""
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        for metric in self.metrics:
+            if metric.name == "loss":
+                metric.update_state(loss * replicas)
+        self.clean_accuracy.update_state(y, clean_logits, sample_weight)
+        self.adv_accuracy.update_state(y, adv_logits, sample_weight)
+        return {m.name: m.result() for m in self.metrics}
+
+    def train_step(self, data: Any) -> dict:
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        y = tf.cast(tf.reshape(y, [-1]), tf.int32)
+        x_adv = tf.stop_gradient(self.craft(x, y))
+        with tf.GradientTape() as tape:
+            per_example, clean_logits, adv_logits = self.objective(x, x_adv, y)
+            loss = self.reduce_loss(per_example, sample_weight)
+            scaled = self.optimizer.scale_loss(loss)
+        self.apply_gradients(tape, scaled)
+        if clean_logits is None:
+            clean_logits = self.classifier(x, training=False)
+        return self.update_metrics(loss, y, clean_logits, adv_logits, sample_weight)
+
+    def test_step(self, data: Any) -> dict:
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        y = tf.cast(tf.reshape(y, [-1]), tf.int32)
+        x_adv = self.eval_attack(self.classifier, x, y)
+        clean_logits = self.classifier(x, training=False)
+        adv_logits = self.classifier(x_adv, training=False)
+        loss = self.reduce_loss(self.classification_loss(y, adv_logits), sample_weight)
+        return self.update_metrics(loss, y, clean_logits, adv_logits, sample_weight)
+
+    # === Config ===
+
+    def get_config(self) -> dict:
+        return {
+            "name": self.name,
+            "classifier": keras.saving.serialize_keras_object(self.classifier),
+            "eps": self.eps,
+            "step_size": self.step_size,
+            "steps": self.steps,
+            "norm": self.norm,
+            "random_start": self.random_start,
+            "attack_training": self.attack_training,
+            "margin": self.margin,
+            "eval_steps": self.eval_steps,
+            "eval_step_size": self.eval_step_size,
+            "seed": self.seed,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict) -> "AdversarialTrainer":
+        config = dict(config)
+        config["classifier"] = keras.saving.deserialize_keras_object(config["classifier"])
+        return cls(**config)
+
