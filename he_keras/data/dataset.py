@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -19,8 +19,8 @@ class Dataset:
         input_shape: `(height, width, channels)`.
         train: Unbatched training split, `(float32 image, int32 label)`.
         test: Unbatched test split.
-        augment: Whether training uses pad-4 random crop + horizontal flip
-            (CIFAR / SVHN).
+        augment: Training augmentation: `""` (none), `"crop"` (pad-4 random
+            crop, SVHN) or `"crop_flip"` (also random horizontal flip, CIFAR).
         mean: Per-channel mean for the model's normalization layer, or None.
         std: Per-channel std for the model's normalization layer, or None.
     """
@@ -30,7 +30,7 @@ class Dataset:
     input_shape: tuple
     train: tf.data.Dataset
     test: tf.data.Dataset
-    augment: bool = False
+    augment: str = ""
     mean: Optional[tuple] = None
     std: Optional[tuple] = None
 
@@ -60,18 +60,26 @@ def from_arrays(
     )
 
 
-def _crop_and_flip(image: tf.Tensor, label: tf.Tensor) -> tuple:
-    h, w = image.shape[0], image.shape[1]
-    padded = tf.image.pad_to_bounding_box(image, 4, 4, h + 8, w + 8)
-    image = tf.image.random_crop(padded, tf.shape(image))
-    return tf.image.random_flip_left_right(image), label
+AUGMENTATIONS = ("", "crop", "crop_flip")
+
+
+def _augmenter(kind: str, seed: Optional[int]) -> Callable:
+    def augment(image: tf.Tensor, label: tf.Tensor) -> tuple:
+        h, w = image.shape[0], image.shape[1]
+        padded = tf.image.pad_to_bounding_box(image, 4, 4, h + 8, w + 8)
+        image = tf.image.random_crop(padded, tf.shape(image), seed=seed)
+        if kind == "crop_flip":
+            image = tf.image.random_flip_left_right(image, seed=seed)
+        return image, label
+
+    return augment
 
 
 def batches(
     data: tf.data.Dataset,
     batch_size: int,
     shuffle: bool = False,
-    augment: bool = False,
+    augment: str = "",
     seed: Optional[int] = None,
     drop_remainder: bool = False,
 ) -> tf.data.Dataset:
@@ -81,7 +89,8 @@ def batches(
         data: An unbatched split.
         batch_size: Global batch size.
         shuffle: Reshuffle each epoch (seeded by `seed`).
-        augment: Pad-4 random crop and random horizontal flip.
+        augment: One of `AUGMENTATIONS`: none, pad-4 random crop, or crop and
+            random horizontal flip.
         seed: Seed of shuffling.
         drop_remainder: Keep static batch shapes (needed by the multi-worker
             loop and by XLA).
@@ -91,8 +100,10 @@ def batches(
     """
     if shuffle:
         data = data.shuffle(10_000, seed=seed, reshuffle_each_iteration=True)
+    if augment not in AUGMENTATIONS:
+        raise ValueError(f"`augment` must be one of {AUGMENTATIONS}. Received: {augment!r}")
     if augment:
-        data = data.map(_crop_and_flip, num_parallel_calls=tf.data.AUTOTUNE)
+        data = data.map(_augmenter(augment, seed), num_parallel_calls=tf.data.AUTOTUNE)
     return data.batch(batch_size, drop_remainder=drop_remainder).prefetch(
         tf.data.AUTOTUNE
     )
