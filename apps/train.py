@@ -21,6 +21,8 @@ _DATASET = flags.DEFINE_string("dataset", "digits", "digits, mnist5k, or a tfds 
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "tfds data directory.")
 _N_TRAIN = flags.DEFINE_integer("n_train", 0, "Use only the first N training examples (0 = all).")
 _MODEL = flags.DEFINE_string("model", "small_cnn", "Backbone name (see he_keras.models.MODELS).")
+_DEPTH = flags.DEFINE_integer("depth", 34, "WideResNet depth (6n+4).")
+_WIDTH = flags.DEFINE_integer("width", 10, "WideResNet widening factor.")
 _HEAD = flags.DEFINE_string("head", "he", "linear | he | mhe.")
 _S = flags.DEFINE_float("s", 15.0, "Scale s of the HE / m-HE logits.")
 _M = flags.DEFINE_float("m", -1.0, "HE margin m; -1 = paper default (0.2 HE, 0.1 m-HE, 0 linear).")
@@ -84,6 +86,8 @@ def config_from_flags():
         data_dir=_DATA_DIR.value,
         n_train=_N_TRAIN.value,
         model=_MODEL.value,
+        depth=_DEPTH.value,
+        width=_WIDTH.value,
         head=_HEAD.value,
         s=_S.value,
         m=_M.value,

@@ -7,11 +7,15 @@ from typing import Any, Callable, Sequence
 import keras
 
 from he_keras.models.heads import HEADS, find_head, head_kind, make_head
+from he_keras.models.resnets import preact_resnet18, resnet50, wide_resnet
 from he_keras.models.small_cnn import small_cnn, trades_cnn
 
 MODELS: dict[str, Callable[..., keras.Model]] = {
     "small_cnn": small_cnn,
     "trades_cnn": trades_cnn,
+    "preact_resnet18": preact_resnet18,
+    "wide_resnet": wide_resnet,
+    "resnet50": resnet50,
 }
 
 
@@ -43,6 +47,9 @@ __all__ = [
     "find_head",
     "head_kind",
     "make_head",
+    "preact_resnet18",
+    "resnet50",
+    "wide_resnet",
     "small_cnn",
     "trades_cnn",
 ]

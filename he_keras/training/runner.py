@@ -46,6 +46,8 @@ class TrainConfig:
     data_dir: Optional[str] = None
     n_train: int = 0
     model: str = "small_cnn"
+    depth: int = 34
+    width: int = 10
     head: str = "he"
     s: float = 15.0
     m: float = -1.0
@@ -115,6 +117,8 @@ class TrainConfig:
             ("m", self.m >= 0 or self.m == -1.0, ">= 0 (or -1 for the paper default)"),
             ("epochs", self.epochs >= 1, ">= 1"),
             ("batch_size", self.batch_size >= 1, ">= 1"),
+            ("depth", self.depth >= 10 and (self.depth - 4) % 6 == 0, "6n + 4 >= 10"),
+            ("width", self.width >= 1, ">= 1"),
             ("lr", self.lr > 0, "> 0"),
             ("momentum", 0.0 <= self.momentum < 1.0, "in [0, 1)"),
             ("weight_decay", self.weight_decay >= 0, ">= 0"),
@@ -205,6 +209,11 @@ def build_trainer(config: TrainConfig, data) -> keras.Model:
     """Builds classifier, framework trainer and optimizer (call in strategy scope)."""
     from he_keras.training import FRAMEWORKS
 
+    model_params = (
+        {"depth": config.depth, "width": config.width}
+        if config.model == "wide_resnet"
+        else {}
+    )
     classifier = build_model(
         config.model,
         data.input_shape,
@@ -215,6 +224,7 @@ def build_trainer(config: TrainConfig, data) -> keras.Model:
         std=data.std,
         feature_norm=config.feature_norm,
         weight_norm=config.weight_norm,
+        **model_params,
     )
     kwargs = dict(
         eps=config.eps,

@@ -1,0 +1,331 @@
+"""Per-point worst-case bookkeeping over a sequence of attacks.
+
+The rules (those of AutoAttack's `run_standard_evaluation`):
+
+- a point counts only if the model classifies it correctly when clean;
+- attacks run in order; each one that is not `standalone` only sees the points
+  still robust (clean-correct and not broken by an earlier attack);
+- a point broken by any attack is non-robust, so the robust accuracy is the
+  fraction of points that survive every attack (never an average);
+- the suite never trusts an attack: its output is projected onto the eps-ball
+  around the clean input intersected with [0, 1] (`core.project` + clip),
+  non-finite outputs are replaced by the clean input, and the prediction on the
+  projected point decides. An attack can neither report a false success nor
+  a point outside the threat model.
+
+A `standalone` attack (a cheap white-box one) runs on every clean-correct
+point, so its own accuracy is exact; the ensemble then counts only the points
+that were still robust. Other attacks run only on the still-robust points and
+report no standalone accuracy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Callable, Optional, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from he_keras.attacks import core
+
+KINDS = ("white-box", "black-box", "transfer")
+# An attack's raw output may exceed the ball by float round-off only.
+_BALL_TOLERANCE = 1e-5
+
+
+@dataclasses.dataclass
+class SuiteAttack:
+    """An attack as the suite runs it.
+
+    Attributes:
+        name: Display name, e.g. `"PGD-20"`.
+        attack: The attack: an object with an `attack(model, x, y)` method
+            or a callable `(model, x, y) -> x_adv`.
+        config: Its settings, written into the report next to every number.
+        kind: `"white-box"`, `"black-box"` (gradient-free; used by the
+            gradient-masking checks) or `"transfer"`.
+        standalone: Run on every clean-correct point so that the attack's own
+            accuracy is exact (cheap attacks), instead of only on the points
+            still robust.
+    """
+
+    name: str
+    attack: Any
+    config: dict
+    kind: str = "white-box"
+    standalone: bool = True
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(
+                f"`kind` must be one of {KINDS}. Received: kind={self.kind!r} "
+                f"for attack {self.name!r}"
+            )
+
+    def run(self, model: Callable, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Calls the attack on one batch and returns its raw output."""
+        fn = getattr(self.attack, "attack", self.attack)
+        return np.asarray(fn(model, x, y), dtype=np.float32)
+
+    def extras(self) -> dict:
+        """Per-run diagnostics the attack exposes (minimal norms, distances)."""
+        out = {}
+        for attr in ("last_norms", "last_distances"):
+            values = getattr(self.attack, attr, None)
+            if values is not None:
+                out[attr] = np.asarray(values, dtype=np.float64).reshape(-1)
+        return out
+
+
+@dataclasses.dataclass
+class AttackResult:
+    """What one attack did inside the ensemble.
+
+    Attributes:
+        name: Attack name.
+        kind: Attack kind.
+        config: Attack settings.
+        n_attacked: Points the attack ran on.
+        n_broken: Points it broke that no earlier attack had broken.
+        accuracy: Its standalone accuracy over all points (None when the
+            attack only ran on still-robust points).
+        cumulative_accuracy: Robust accuracy of the ensemble after it.
+        seconds: Wall time of the attack, re-check included.
+        correct: Per-point flags "correct under this attack alone" (None when
+            not standalone); clean-misclassified points are False.
+        n_outside_ball: Outputs the attack returned outside the eps-ball or
+            [0, 1] (projected back before the re-check).
+        n_nonfinite: Outputs with NaN/inf (replaced by the clean input).
+        summary: Statistics of what the attack exposes (e.g. median minimal
+            norm, mean boundary distance = ADBD for RayS).
+    """
+
+    name: str
+    kind: str
+    config: dict
+    n_attacked: int
+    n_broken: int
+    accuracy: Optional[float]
+    cumulative_accuracy: float
+    seconds: float
+    correct: Optional[np.ndarray]
+    n_outside_ball: int
+    n_nonfinite: int
+    summary: dict
+
+    def to_json(self) -> dict:
+        """The JSON-ready record (per-point flags left out)."""
+        out = dataclasses.asdict(self)
+        out.pop("correct")
+        return out
+
+
+@dataclasses.dataclass
+class EnsembleResult:
+    """Per-point worst case of a sequence of attacks.
+
+    Attributes:
+        labels: True labels, shape `(n,)`.
+        clean_pred: Clean predictions, shape `(n,)`.
+        clean_correct: Clean-correct flags, shape `(n,)`.
+        robust: Flags of the points that survived every attack.
+        adv_pred: Prediction on the worst-case input x* (the clean
+            prediction where no attack succeeded).
+        broken_by: Index of the first attack that broke each point, -1 if
+            none did.
+        x_adv: Worst-case inputs (the clean input where no attack succeeded).
+        attacks: One `AttackResult` per attack, in order.
+        eps: Radius of the threat model.
+        norm: `"linf"` or `"l2"`.
+    """
+
+    labels: np.ndarray
+    clean_pred: np.ndarray
+    clean_correct: np.ndarray
+    robust: np.ndarray
+    adv_pred: np.ndarray
+    broken_by: np.ndarray
+    x_adv: np.ndarray
+    attacks: list
+    eps: float
+    norm: str
+
+    @property
+    def n(self) -> int:
+        """Number of evaluated points."""
+        return int(len(self.labels))
+
+    @property
+    def clean_accuracy(self) -> float:
+        """Clean accuracy."""
+        return float(self.clean_correct.mean())
+
+    @property
+    def robust_accuracy(self) -> float:
+        """Accuracy under the per-point worst case of all attacks."""
+        return float(self.robust.mean())
+
+
+def predict_logits(model: Callable, x: np.ndarray, batch_size: int) -> np.ndarray:
+    """Logits of `model` in inference mode, batch by batch, as float32 NumPy."""
+    out = [
+        np.asarray(tf.cast(model(x[i : i + batch_size], training=False), tf.float32))
+        for i in range(0, len(x), batch_size)
+    ]
+    return np.concatenate(out)
+
+
+def threat_model_projection(
+    x: np.ndarray, x_adv: np.ndarray, eps: float, norm: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Maps attack outputs into the threat model (eps-ball ∩ [0, 1]).
+
+    Args:
+        x: Clean inputs.
+        x_adv: Attack outputs, same shape.
+        eps: Radius.
+        norm: `"linf"` or `"l2"`.
+
+    Returns:
+        `(x_proj, outside, nonfinite)`: the projected inputs and per-point
+        flags of outputs that were outside the ball or [0, 1] (beyond float
+        round-off) and of outputs holding NaN/inf (replaced by `x`).
+    """
+    if x_adv.shape != x.shape:
+        raise ValueError(
+            f"An attack returned shape {x_adv.shape} for inputs of shape {x.shape}"
+        )
+    flat = x_adv.reshape(len(x), -1)
+    nonfinite = ~np.isfinite(flat).all(axis=1)
+    x_adv = np.where(nonfinite.reshape((-1,) + (1,) * (x.ndim - 1)), x, x_adv)
+    delta = (x_adv - x).reshape(len(x), -1)
+    size = np.abs(delta).max(axis=1) if norm == "linf" else np.linalg.norm(delta, axis=1)
+    flat = x_adv.reshape(len(x), -1)
+    outside = (size > eps + _BALL_TOLERANCE) | (flat.min(axis=1) < -_BALL_TOLERANCE)
+    outside |= flat.max(axis=1) > 1.0 + _BALL_TOLERANCE
+    projected = core.project(tf.constant(x_adv - x), eps, norm)
+    x_proj = np.clip(x + np.asarray(projected), 0.0, 1.0).astype(np.float32)
+    return x_proj, outside, nonfinite
+
+
+def _summarize(extras: dict, eps: float) -> dict:
+    summary = {}
+    for key, values in extras.items():
+        finite = values[np.isfinite(values)]
+        if len(finite):
+            summary[key] = {
+                "mean": float(finite.mean()),
+                "median": float(np.median(finite)),
+                "fraction_within_eps": float(np.mean(finite <= eps)),
+                "n": int(len(finite)),
+            }
+    return summary
+
+
+def run_ensemble(
+    model: Callable,
+    x: np.ndarray,
+    y: np.ndarray,
+    attacks: Sequence[SuiteAttack],
+    eps: float,
+    norm: str = "linf",
+    batch_size: int = 128,
+    verbose: int = 0,
+) -> EnsembleResult:
+    """Runs `attacks` in order and keeps the per-point worst case.
+
+    Args:
+        model: Callable `model(x, training=False) -> logits`.
+        x: Clean inputs in [0, 1], float32 NumPy `(n, ...)`.
+        y: Integer labels, `(n,)`.
+        attacks: The attacks, in the order they run.
+        eps: Radius of the threat model.
+        norm: `"linf"` or `"l2"`.
+        batch_size: Points per attack call.
+        verbose: 1 shows a progress bar.
+
+    Returns:
+        An `EnsembleResult`.
+
+    Example:
+
+    ```python
+    pgd = ProjectedGradientAttack(eps=0.3, step_size=0.0375, steps=20, keep_best=True)
+    result = run_ensemble(model, x, y, [SuiteAttack("PGD-20", pgd, {"steps": 20})], 0.3)
+    print(result.clean_accuracy, result.robust_accuracy)
+    ```
+    """
+    core.validate_attack_params(eps=eps, norm=norm)
+    x = np.asarray(x, dtype=np.float32)
+    y = np.asarray(y, dtype=np.int32)
+    clean_pred = predict_logits(model, x, batch_size).argmax(axis=1).astype(np.int32)
+    clean_correct = clean_pred == y
+    robust = clean_correct.copy()
+    adv_pred = clean_pred.copy()
+    broken_by = np.full(len(y), -1, dtype=np.int32)
+    x_adv_all = x.copy()
+    results = []
+    for index, spec in enumerate(attacks):
+        start = time.perf_counter()
+        targets = np.flatnonzero(clean_correct if spec.standalone else robust)
+        correct = clean_correct.copy() if spec.standalone else None
+        extras: dict = {}
+        n_outside = n_nonfinite = n_new = 0
+        progress = None
+        if verbose:
+            print(f"[{index + 1}/{len(attacks)}] {spec.name} on {len(targets)} points")
+            progress = keras.utils.Progbar(
+                len(targets), stateful_metrics=["robust_acc"], unit_name="point"
+            )
+        for lo in range(0, len(targets), batch_size):
+            idx = targets[lo : lo + batch_size]
+            raw = spec.run(model, x[idx], y[idx])
+            for key, values in spec.extras().items():
+                extras.setdefault(key, []).append(values)
+            x_proj, outside, nonfinite = threat_model_projection(x[idx], raw, eps, norm)
+            n_outside += int(outside.sum())
+            n_nonfinite += int(nonfinite.sum())
+            pred = predict_logits(model, x_proj, batch_size).argmax(axis=1)
+            hit = pred != y[idx]
+            if correct is not None:
+                correct[idx[hit]] = False
+            new = hit & robust[idx]
+            n_new += int(new.sum())
+            robust[idx[new]] = False
+            broken_by[idx[new]] = index
+            adv_pred[idx[new]] = pred[new]
+            x_adv_all[idx[new]] = x_proj[new]
+            if progress is not None:
+                progress.add(len(idx), values=[("robust_acc", float(robust.mean()))])
+        extras = {k: np.concatenate(v) for k, v in extras.items()}
+        results.append(
+            AttackResult(
+                name=spec.name,
+                kind=spec.kind,
+                config=dict(spec.config),
+                n_attacked=int(len(targets)),
+                n_broken=n_new,
+                accuracy=None if correct is None else float(correct.mean()),
+                cumulative_accuracy=float(robust.mean()),
+                seconds=time.perf_counter() - start,
+                correct=correct,
+                n_outside_ball=n_outside,
+                n_nonfinite=n_nonfinite,
+                summary=_summarize(extras, eps),
+            )
+        )
+    return EnsembleResult(
+        labels=y,
+        clean_pred=clean_pred,
+        clean_correct=clean_correct,
+        robust=robust,
+        adv_pred=adv_pred,
+        broken_by=broken_by,
+        x_adv=x_adv_all,
+        attacks=results,
+        eps=float(eps),
+        norm=norm,
+    )
