@@ -86,21 +86,25 @@ def _true_and_best_other(
     return true, other
 
 
-def cw_margin(y: tf.Tensor, logits: tf.Tensor, kappa: float = 0.0) -> tf.Tensor:
-    """Carlini-Wagner margin `max_{j!=y} z_j - z_y`, clipped below at `-kappa`.
+def cw_margin(
+    y: tf.Tensor, logits: tf.Tensor, kappa: float = float("inf")
+) -> tf.Tensor:
+    """Carlini-Wagner margin `max_{j!=y} z_j - z_y`, capped above at `kappa`.
 
-    Positive exactly when the example is misclassified. Maximized by CW-Linf.
+    Positive exactly when the example is misclassified. Maximized by CW-Linf;
+    the cap (confidence) stops pushing an example once it is misclassified by
+    `kappa` (the TRADES evaluation uses 50; the default is no cap).
 
     Args:
         y: Integer labels, shape `(batch_size,)`.
         logits: Logits, shape `(batch_size, classes)`.
-        kappa: Confidence; the loss stops growing once the margin is `kappa`.
+        kappa: Confidence; the loss stops growing once the margin reaches it.
 
     Returns:
         Per-example margin, shape `(batch_size,)`, float32.
     """
     true, other = _true_and_best_other(y, logits)
-    return tf.maximum(other - true, -kappa)
+    return tf.minimum(other - true, kappa)
 
 
 def dlr(y: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
@@ -160,7 +164,7 @@ def get_objective(name: str, **params: Any) -> Objective:
     if name == "ce":
         return lambda y, z, ref: cross_entropy(y, z)
     if name == "cw":
-        kappa = float(params.get("kappa", 0.0))
+        kappa = float(params.get("kappa", float("inf")))
         return lambda y, z, ref: cw_margin(y, z, kappa)
     if name == "dlr":
         return lambda y, z, ref: dlr(y, z)

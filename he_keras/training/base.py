@@ -63,6 +63,8 @@ class AdversarialTrainer(keras.Model):
 
     attack_objective_name = "ce"
     default_random_start = "uniform"
+    # Names of the `TrainConfig.framework_params` the framework accepts.
+    hyperparameters: tuple = ()
 
     def __init__(
         self,
@@ -164,7 +166,35 @@ class AdversarialTrainer(keras.Model):
             f"{type(self).__name__} must implement objective(x, x_adv, y)"
         )
 
+    @classmethod
+    def prepare_run(cls, config: Any) -> Any:
+        """Completes a run's `TrainConfig` before the trainer is built.
+
+        `he_keras.training.runner.run` calls this right after validating the
+        config. A framework that needs something produced by a run of its own
+        (HAT's standard helper model) produces it here and returns the
+        completed config. The default returns `config` unchanged.
+
+        Args:
+            config: The validated `TrainConfig`.
+
+        Returns:
+            The `TrainConfig` to train with.
+        """
+        return config
+
+    @property
+    def updates_per_batch(self) -> int:
+        """Optimizer updates per training batch (1; FreeAT: its replays)."""
+        return 1
+
     # === Shared pieces ===
+
+    @staticmethod
+    def unpack(data: Any) -> tuple:
+        """`(x, int32 labels of shape (batch,), sample_weight)` of a batch."""
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        return x, tf.cast(tf.reshape(y, [-1]), tf.int32), sample_weight
 
     def classification_loss(self, y: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
         """Per-example CE, with the HE margin `s*m` for HE / m-HE heads."""
@@ -202,11 +232,24 @@ class AdversarialTrainer(keras.Model):
             loss += tf.nn.scale_regularization_loss(tf.add_n(self.losses))
         return loss
 
-    def apply_gradients(self, tape: tf.GradientTape, loss: tf.Tensor) -> None:
-        """Computes gradients of a (per-replica) loss and applies them."""
+    def apply_gradients(
+        self, tape: tf.GradientTape, loss: tf.Tensor, sources: tuple = ()
+    ) -> list:
+        """Computes gradients of a (per-replica) loss and applies them.
+
+        Args:
+            tape: The tape the loss was recorded on.
+            loss: The (scaled) per-replica loss.
+            sources: Further tensors watched by the tape whose gradients are
+                wanted from the same backward pass (FreeAT's perturbation).
+
+        Returns:
+            The gradients with respect to `sources`.
+        """
         variables = self.trainable_variables
-        grads = tape.gradient(loss, variables)
-        self.optimizer.apply(grads, variables)
+        grads = tape.gradient(loss, [*sources, *variables])
+        self.optimizer.apply(grads[len(sources):], variables)
+        return grads[: len(sources)]
 
     def update_metrics(
         self,
@@ -226,8 +269,7 @@ class AdversarialTrainer(keras.Model):
         return {m.name: m.result() for m in self.metrics}
 
     def train_step(self, data: Any) -> dict:
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        y = tf.cast(tf.reshape(y, [-1]), tf.int32)
+        x, y, sample_weight = self.unpack(data)
         x_adv = tf.stop_gradient(self.craft(x, y))
         with tf.GradientTape() as tape:
             per_example, clean_logits, adv_logits = self.objective(x, x_adv, y)
@@ -239,8 +281,7 @@ class AdversarialTrainer(keras.Model):
         return self.update_metrics(loss, y, clean_logits, adv_logits, sample_weight)
 
     def test_step(self, data: Any) -> dict:
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        y = tf.cast(tf.reshape(y, [-1]), tf.int32)
+        x, y, sample_weight = self.unpack(data)
         x_adv = self.eval_attack(self.classifier, x, y)
         clean_logits = self.classifier(x, training=False)
         adv_logits = self.classifier(x_adv, training=False)

@@ -380,6 +380,7 @@ def run(
             initial_epoch=epoch,
             epochs=epoch + 1,
             callbacks=callbacks,
+            shuffle=False,
             verbose=config.verbose,
         )
         for key, values in result.history.items():

@@ -1,0 +1,32 @@
+# he-keras: two commands set everything up on a fresh machine.
+#   make run   - install into .venv, train PGD-AT+HE on digits, evaluate, export
+#   make test  - install into .venv (with test extras), run the test suite
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+RUN_DIR := runs/quickstart
+
+.PHONY: install run test bench clean
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(PY) apps/train.py --flagfile=configs/quickstart.cfg --output_dir=$(RUN_DIR)
+	$(PY) apps/evaluate.py --model=$(RUN_DIR)/model.keras --dataset=digits --suite=quick --eps=0.3 --output_dir=$(RUN_DIR)/eval
+	$(PY) apps/export.py --model=$(RUN_DIR)/model.keras --output_dir=$(RUN_DIR)/export
+
+test: install
+	$(PY) -m pytest
+
+bench: install
+	$(PY) bench/he_overhead.py
+
+clean:
+	rm -rf runs build *.egg-info

@@ -1,0 +1,290 @@
+"""Writes an evaluation report: `report.json`, `report.md` and PNG figures.
+
+Every file is written atomically (a temporary file in the output directory,
+then `os.replace`), so a crash never leaves a half-written report behind.
+The Markdown tables follow the HE paper's Table 2 (one row per model, one
+column per attack), seed 003's Table 2 (one row per attack, total then one
+column per class) and the HE paper's Table 5 (mCA then per corruption).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Callable, Optional
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _atomic(path: str, write: Callable[[str], None]) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.splitext(path)[1])
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_text(path: str, text: str) -> None:
+    """Writes `text` to `path` atomically."""
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+
+    _atomic(path, write)
+
+
+def _save_figure(fig: plt.Figure, path: str) -> None:
+    try:
+        _atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
+    finally:
+        plt.close(fig)
+
+
+def _pct(value: Optional[float]) -> str:
+    return "—" if value is None else f"{100 * value:.2f}"
+
+
+def attack_table(report: dict) -> str:
+    """HE paper Table 2: one row, clean then each attack's accuracy (%).
+
+    Attacks that only ran on still-robust points have no standalone accuracy;
+    their column shows the ensemble's cumulative accuracy after them, marked
+    with `≤`.
+    """
+    names = ["Clean"] + [a["name"] for a in report["attacks"]] + ["Worst case"]
+    cells = [_pct(report["clean_accuracy"])]
+    for a in report["attacks"]:
+        cells.append(
+            _pct(a["accuracy"]) if a["accuracy"] is not None
+            else "≤ " + _pct(a["cumulative_accuracy"])
+        )
+    cells.append(f"**{_pct(report['robust_accuracy'])}**")
+    model = report["settings"]["model"]
+    return "\n".join([
+        "| Model | " + " | ".join(names) + " |",
+        "|---" * (len(names) + 1) + "|",
+        f"| {model} | " + " | ".join(cells) + " |",
+    ])
+
+
+def ensemble_table(report: dict) -> str:
+    """The per-point worst-case bookkeeping, one row per attack."""
+    lines = [
+        "| # | Attack | Kind | Points attacked | Newly broken | Cumulative robust acc. (%) | Outside ball | Time (s) | Settings |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for i, a in enumerate(report["attacks"], 1):
+        settings = ", ".join(f"{k}={v}" for k, v in a["config"].items())
+        lines.append(
+            f"| {i} | {a['name']} | {a['kind']} | {a['n_attacked']} | {a['n_broken']} | "
+            f"{_pct(a['cumulative_accuracy'])} | {a['n_outside_ball']} | {a['seconds']:.1f} | {settings} |"
+        )
+    return "\n".join(lines)
+
+
+def classwise_table(classwise: dict) -> str:
+    """Seed 003 Table 2: accuracy (%) in total and per class, one row per attack."""
+    classes = classwise["classes"]
+    lines = [
+        "| Attack | Tot. | " + " | ".join(str(c) for c in classes) + " |",
+        "|---" * (len(classes) + 2) + "|",
+    ]
+    rows = [("Clean", classwise["clean"])]
+    rows += list(classwise["attacks"].items())
+    rows.append(("Worst case", classwise["worst_case"]))
+    for name, entry in rows:
+        total = sum(entry["correct"]) / max(sum(entry["n"]), 1)
+        lines.append(
+            f"| {name} | {_pct(total)} | " + " | ".join(_pct(a) for a in entry["accuracy"]) + " |"
+        )
+    return "\n".join(lines)
+
+
+def confusion_table(classwise: dict) -> str:
+    """Robustness confusion matrix: rows true class, columns class on x*."""
+    classes = classwise["classes"]
+    lines = [
+        "| true \\ pred. on x* | " + " | ".join(str(c) for c in classes) + " |",
+        "|---" * (len(classes) + 1) + "|",
+    ]
+    for c, row in zip(classes, classwise["confusion_matrix"]):
+        lines.append(f"| {c} | " + " | ".join(str(v) for v in row) + " |")
+    return "\n".join(lines)
+
+
+def _curve_table(curve: dict, key: str) -> str:
+    lines = [f"| {key} | accuracy (%) |", "|---|---|"]
+    lines += [f"| {p[key]:g} | {_pct(p['accuracy'])} |" for p in curve["points"]]
+    return "\n".join(lines)
+
+
+def _corruption_table(result: dict) -> str:
+    names = list(result["per_corruption"])
+    return "\n".join([
+        "| mCA | " + " | ".join(names) + " |",
+        "|---" * (len(names) + 1) + "|",
+        f"| {_pct(result['mCA'])} | "
+        + " | ".join(_pct(result["per_corruption"][c]) for c in names) + " |",
+    ])
+
+
+def markdown(report: dict) -> str:
+    """Renders the whole report as Markdown."""
+    s = report["settings"]
+    out = [
+        f"# Robustness evaluation of `{s['model']}`",
+        "",
+        f"Dataset `{s['dataset']}`, n = {s['n']} test points, threat model {s['norm']} "
+        f"eps = {s['eps']:g}, suite `{s['suite']}`, seed {s['seed']}, "
+        f"total time {report['seconds']:.1f} s.",
+        "",
+        f"**Clean accuracy {_pct(report['clean_accuracy'])} %, robust accuracy under the "
+        f"per-point worst case of all {len(report['attacks'])} attacks "
+        f"{_pct(report['robust_accuracy'])} %.**",
+        "",
+        "## Accuracy (%) per attack",
+        "",
+        attack_table(report),
+        "",
+        "## Per-point worst case, attack by attack",
+        "",
+        ensemble_table(report),
+        "",
+        "## Gradient-masking checks",
+        "",
+    ]
+    for check in report["checks"]:
+        mark = "**FLAG**" if check["flagged"] else "ok"
+        out.append(f"- {mark} `{check['name']}`: {check['message']}")
+    for key, label in (("accuracy_vs_eps", "eps"), ("accuracy_vs_steps", "steps")):
+        curve = report["curves"].get(key)
+        if curve:
+            settings = ", ".join(f"{k}={v}" for k, v in curve["attack"].items())
+            out += ["", f"## Accuracy vs {label} ({settings})", "", _curve_table(curve, label)]
+    classwise = report.get("classwise")
+    if classwise:
+        out += [
+            "", "## Class-wise accuracy (%)", "", classwise_table(classwise),
+            "", "## Robustness confusion matrix (counts)", "", confusion_table(classwise),
+            "", "## Class-wise properties", "",
+            "| class | " + " | ".join(str(c) for c in classwise["classes"]) + " |",
+            "|---" * (len(classwise["classes"]) + 1) + "|",
+            "| mean variance of predicted probabilities | "
+            + " | ".join("—" if v is None else f"{v:.4f}" for v in classwise["probability_variance"])
+            + " |",
+        ]
+        if classwise["weight_norms"] is not None:
+            out.append(
+                "| classifier weight norm | "
+                + " | ".join(f"{v:.3f}" for v in classwise["weight_norms"]) + " |"
+            )
+            corr = classwise["weight_norm_vs_robustness"]
+            out += ["", "Spearman correlation of weight norm and worst-case class robustness: "
+                    + ("undefined (constant values)" if corr is None
+                       else f"rho = {corr['rho']:.3f} (p = {corr['p_value']:.3g})") + "."]
+    margin = report.get("margin")
+    if margin:
+        out += ["", "## Margin along initial adversarial directions (L2)", "",
+                "| direction | n | mean | p10 | p50 | p90 | capped |", "|---|---|---|---|---|---|---|"]
+        for key in ("adversarial", "orthogonal"):
+            m = margin[key]
+            if m.get("n"):
+                out.append(
+                    f"| {key} | {m['n']} | {m['mean']:.2f} | {m['p10']:.2f} | {m['p50']:.2f} | "
+                    f"{m['p90']:.2f} | {m['n_capped']} |"
+                )
+    corruptions = report.get("corruptions")
+    if corruptions:
+        out += ["", f"## Common corruptions ({corruptions.get('dataset', '')})", ""]
+        out.append(
+            _corruption_table(corruptions) if "mCA" in corruptions
+            else f"Skipped: {corruptions['skipped']}"
+        )
+    return "\n".join(out) + "\n"
+
+
+def _figures(report: dict) -> dict:
+    figures = {}
+    for key, label in (("accuracy_vs_eps", "eps"), ("accuracy_vs_steps", "steps")):
+        curve = report["curves"].get(key)
+        if curve:
+            fig, ax = plt.subplots(figsize=(4.5, 3.2))
+            ax.plot([p[label] for p in curve["points"]],
+                    [100 * p["accuracy"] for p in curve["points"]], "o-")
+            ax.set_xlabel(label)
+            ax.set_ylabel("accuracy (%)")
+            ax.set_ylim(-2, 102)
+            ax.set_title(f"Accuracy vs {label}")
+            if label == "steps":
+                ax.set_xscale("log")
+            figures[f"{key}.png"] = fig
+    classwise = report.get("classwise")
+    if not classwise:
+        return figures
+    classes = np.array(classwise["classes"])
+    clean = [np.nan if a is None else 100 * a for a in classwise["clean"]["accuracy"]]
+    worst = [np.nan if a is None else 100 * a for a in classwise["worst_case"]["accuracy"]]
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    ax.bar(classes - 0.2, clean, 0.4, label="clean")
+    ax.bar(classes + 0.2, worst, 0.4, label="worst case")
+    ax.set_xticks(classes)
+    ax.set_xlabel("class")
+    ax.set_ylabel("accuracy (%)")
+    ax.legend()
+    figures["classwise_accuracy.png"] = fig
+    fig, ax = plt.subplots(figsize=(4.8, 4.2))
+    image = ax.imshow(np.array(classwise["confusion_matrix"]), cmap="viridis")
+    fig.colorbar(image, ax=ax)
+    ax.set_xlabel("class predicted on x*")
+    ax.set_ylabel("true class")
+    ax.set_xticks(classes)
+    ax.set_yticks(classes)
+    ax.set_title("Robustness confusion matrix")
+    figures["robustness_confusion.png"] = fig
+    if classwise["weight_norms"] is not None:
+        fig, ax = plt.subplots(figsize=(4.5, 3.4))
+        ax.scatter(classwise["weight_norms"], worst)
+        for c, xv, yv in zip(classes, classwise["weight_norms"], worst):
+            ax.annotate(str(c), (xv, yv))
+        ax.set_xlabel("classifier weight norm")
+        ax.set_ylabel("worst-case accuracy (%)")
+        figures["weight_norm_vs_robustness.png"] = fig
+    return figures
+
+
+def write_report(report: dict, output_dir: str) -> list:
+    """Writes `report.json`, `report.md` and the figures into `output_dir`.
+
+    Args:
+        report: The report dict of `he_keras.evaluation.evaluate`.
+        output_dir: Directory (created if missing; must not be a file).
+
+    Returns:
+        The paths written.
+    """
+    if os.path.isfile(output_dir):
+        raise ValueError(f"`output_dir` is a file, not a directory: {output_dir!r}")
+    os.makedirs(output_dir, exist_ok=True)
+    paths = []
+    path = os.path.join(output_dir, "report.json")
+    write_text(path, json.dumps(report, indent=2, allow_nan=False) + "\n")
+    paths.append(path)
+    path = os.path.join(output_dir, "report.md")
+    write_text(path, markdown(report))
+    paths.append(path)
+    for name, fig in _figures(report).items():
+        path = os.path.join(output_dir, name)
+        _save_figure(fig, path)
+        paths.append(path)
+    return paths

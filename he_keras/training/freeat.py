@@ -1,0 +1,130 @@
+"""FreeAT, "Adversarial training for free!" (Shafahi et al., 2019)."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import keras
+import tensorflow as tf
+
+from he_keras.attacks.core import ascent_direction, project
+from he_keras.training.base import AdversarialTrainer
+
+
+@keras.saving.register_keras_serializable(package="he_keras")
+class FreeAT(AdversarialTrainer):
+    """FreeAT: `replays` updates per minibatch, one backward pass each.
+
+    A perturbation buffer `delta` starts at zero once and is never reset: it
+    carries over between the replays of a minibatch *and* between minibatches
+    (rows `[:batch]` are used when a batch is smaller than the buffer). Each
+    replay runs the classifier (BN in training mode) on `clip(x + delta, 0,
+    1)`; the one backward pass of the classification loss gives both the
+    weight gradient (applied by the optimizer) and the input gradient, which
+    moves the buffer by `step_size * sign(grad)` (projected onto the eps-ball;
+    the stored buffer is not clipped to the image box). For HE / m-HE heads
+    the loss is the HE margin loss for both, as in the HE reference code.
+
+    The epoch budget is divided by `replays` (train `ceil(epochs / replays)`
+    passes); the optimizer makes `replays` updates per batch, which
+    `updates_per_batch` reports so learning-rate schedules count them. Under
+    `tf.distribute` each replica keeps its own buffer.
+
+    Args:
+        classifier: The model to train; its input shape must be known.
+        replays: Number of replays `m` of each minibatch.
+        eps: L-inf radius of the buffer.
+        step_size: Buffer step (None: `eps`, as FreeAT).
+        steps: Must be 1 (one step per replay).
+        **kwargs: Other `AdversarialTrainer` arguments.
+
+    Example:
+
+    ```python
+    trainer = FreeAT(classifier, replays=4, eps=4 / 255)
+    trainer.compile(optimizer="sgd")
+    trainer.fit(dataset, epochs=23)   # ceil(90 / 4) passes
+    ```
+    """
+
+    hyperparameters: tuple = ("replays",)
+
+    def __init__(
+        self,
+        classifier: keras.Model,
+        replays: int = 8,
+        eps: float = 8 / 255,
+        step_size: Optional[float] = None,
+        steps: int = 1,
+        **kwargs: Any,
+    ) -> None:
+        if isinstance(replays, bool) or int(replays) != replays or replays < 1:
+            raise ValueError(f"`replays` must be an integer >= 1. Received: replays={replays!r}")
+        if steps != 1:
+            raise ValueError(
+                f"FreeAT takes one buffer step per replay. Received: steps={steps!r}"
+            )
+        if kwargs.get("norm", "linf") != "linf":
+            raise ValueError(f"FreeAT is L-inf only. Received: norm={kwargs['norm']!r}")
+        super().__init__(
+            classifier,
+            eps=eps,
+            step_size=eps if step_size is None else step_size,
+            steps=steps,
+            **kwargs,
+        )
+        input_shape = getattr(classifier, "input_shape", None)
+        if not input_shape or any(d is None for d in input_shape[1:]):
+            raise ValueError(
+                "FreeAT needs a classifier with a known input shape. "
+                f"Received: input_shape={input_shape}"
+            )
+        self.replays = int(replays)
+        # One buffer per replica (ON_READ); rows grow to the largest batch.
+        self.perturbation = tf.Variable(
+            tf.zeros([0, *input_shape[1:]]),
+            shape=tf.TensorShape([None, *input_shape[1:]]),
+            trainable=False,
+            synchronization=tf.VariableSynchronization.ON_READ,
+            aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+            name="free_perturbation",
+        )
+
+    @property
+    def updates_per_batch(self) -> int:
+        return self.replays
+
+    def _buffer(self, batch: tf.Tensor) -> tf.Tensor:
+        """The stored perturbation, zero-padded to at least `batch` rows."""
+        stored = self.perturbation.read_value()
+        missing = tf.maximum(batch - tf.shape(stored)[0], 0)
+        padding = tf.zeros(
+            tf.concat([[missing], tf.shape(stored)[1:]], 0), stored.dtype
+        )
+        return tf.concat([stored, padding], 0)
+
+    def train_step(self, data: Any) -> dict:
+        x, y, sample_weight = self.unpack(data)
+        x = tf.cast(x, tf.float32)
+        batch = tf.shape(x)[0]
+        buffer = self._buffer(batch)
+        delta = buffer[:batch]
+        for _ in range(self.replays):
+            with tf.GradientTape() as tape:
+                tape.watch(delta)
+                adv_logits = self.classifier(
+                    tf.clip_by_value(x + delta, 0.0, 1.0), training=True
+                )
+                loss = self.reduce_loss(
+                    self.classification_loss(y, adv_logits), sample_weight
+                )
+                scaled = self.optimizer.scale_loss(loss)
+            (grad,) = self.apply_gradients(tape, scaled, sources=(delta,))
+            step = self.step_size * ascent_direction(grad, self.norm)
+            delta = project(delta + step, self.eps, self.norm)
+        self.perturbation.assign(tf.concat([delta, buffer[batch:]], 0))
+        clean_logits = self.classifier(x, training=False)
+        return self.update_metrics(loss, y, clean_logits, adv_logits, sample_weight)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "replays": self.replays}

@@ -1,0 +1,112 @@
+"""The projected-gradient attack core."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from he_keras.attacks import ProjectedGradientAttack, fgsm, project
+from helpers import accuracy, digits_arrays, undefended_digits_model
+
+
+@pytest.fixture(scope="module")
+def model():
+    return undefended_digits_model()
+
+
+@pytest.fixture(scope="module")
+def test_data():
+    _, _, x, y = digits_arrays()
+    return x[:128], y[:128]
+
+
+@pytest.mark.parametrize("norm,eps", [("linf", 0.1), ("l2", 1.0)])
+@pytest.mark.parametrize("start", ["zero", "uniform", "normal"])
+def test_perturbation_within_ball_and_box(model, test_data, norm, eps, start):
+    x, y = test_data
+    attack = ProjectedGradientAttack(eps, eps / 4, 5, norm=norm, random_start=start, seed=0)
+    x_adv = attack(model, x, y).numpy()
+    delta = (x_adv - x).reshape(len(x), -1)
+    if norm == "linf":
+        assert np.abs(delta).max() <= eps + 1e-6
+    else:
+        assert np.linalg.norm(delta, axis=1).max() <= eps + 1e-5
+    assert x_adv.min() >= 0.0 and x_adv.max() <= 1.0
+    assert np.abs(delta).max() > 0.5 * (eps if norm == "linf" else eps / 8)
+
+
+def test_pgd20_breaks_undefended_model(model, test_data):
+    x, y = test_data
+    assert accuracy(model, x, y) > 0.9
+    x_adv = ProjectedGradientAttack(0.3, 0.03, 20, seed=0)(model, x, y)
+    assert accuracy(model, x_adv, y) < 0.10
+
+
+def test_pgd_at_most_fgsm(model, test_data):
+    x, y = test_data
+    eps = 0.1
+    fgsm_acc = accuracy(model, fgsm(eps)(model, x, y), y)
+    pgd_acc = accuracy(model, ProjectedGradientAttack(eps, eps / 8, 20, seed=0)(model, x, y), y)
+    assert pgd_acc <= fgsm_acc
+    assert fgsm_acc < accuracy(model, x, y)
+
+
+def test_no_retracing_on_second_call(model, test_data):
+    x, y = test_data
+    attack = ProjectedGradientAttack(0.1, 0.02, 3, seed=0)
+    attack(model, x, y)
+    attack(model, x + 0.0, y)
+    assert attack.trace_count == 1
+
+
+def test_seed_makes_random_start_reproducible(model, test_data):
+    x, y = test_data
+    a = ProjectedGradientAttack(0.1, 0.02, 2, seed=3)(model, x, y).numpy()
+    b = ProjectedGradientAttack(0.1, 0.02, 2, seed=3)(model, x, y).numpy()
+    c = ProjectedGradientAttack(0.1, 0.02, 2, seed=4)(model, x, y).numpy()
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a - c).max() > 0
+
+
+def test_keep_best_never_worse_than_last_iterate(model, test_data):
+    x, y = test_data
+    last = ProjectedGradientAttack(0.08, 0.04, 10, seed=0)(model, x, y)
+    best = ProjectedGradientAttack(0.08, 0.04, 10, seed=0, keep_best=True)(model, x, y)
+    assert accuracy(model, best, y) <= accuracy(model, last, y)
+
+
+def test_targeted_reaches_target(model, test_data):
+    x, y = test_data
+    target = (y + 1) % 10
+    x_adv = ProjectedGradientAttack(0.3, 0.03, 20, targeted=True, seed=0)(model, x, target)
+    pred = np.argmax(model.predict(x_adv.numpy(), verbose=0), 1)
+    assert np.mean(pred == target) > 0.9
+
+
+def test_gradients_only_wrt_input(model, test_data):
+    x, y = test_data
+    before = [w.numpy().copy() for w in model.weights]
+    ProjectedGradientAttack(0.1, 0.02, 3, seed=0)(model, x, y)
+    for w, b in zip(model.weights, before):
+        np.testing.assert_array_equal(w.numpy(), b)
+
+
+def test_project_l2():
+    delta = tf.constant([[3.0, 4.0], [0.3, 0.4]])
+    np.testing.assert_allclose(project(delta, 1.0, "l2").numpy(), [[0.6, 0.8], [0.3, 0.4]], atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(eps=-0.1, step_size=0.1, steps=1), "eps"),
+        (dict(eps=1.5, step_size=0.1, steps=1), "eps"),
+        (dict(eps=0.1, step_size=0.0, steps=1), "step_size"),
+        (dict(eps=0.1, step_size=0.1, steps=-2), "steps"),
+        (dict(eps=0.1, step_size=0.1, steps=1, norm="l1"), "norm"),
+        (dict(eps=0.1, step_size=0.1, steps=1, random_start="gauss"), "random_start"),
+        (dict(eps=float("nan"), step_size=0.1, steps=1), "eps"),
+    ],
+)
+def test_invalid_parameters(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ProjectedGradientAttack(**kwargs)
