@@ -4,8 +4,11 @@ Usage:
   python apps/train.py --flagfile=configs/quickstart.cfg
   python apps/train.py --flagfile=configs/trades_he.cfg --output_dir=runs/trades_he
 
-Every flag is validated before any compute; a run directory that already holds
-a checkpoint is resumed (disable with --noresume).
+Every flag is validated before any compute; invalid input ends the run with
+one `error:` line naming the value and exit code 2, writing nothing. A run
+directory that holds a checkpoint is resumed from its last finished epoch,
+with the settings it was started with; --noresume refuses such a directory
+instead of overwriting it.
 """
 
 from __future__ import annotations
@@ -53,7 +56,9 @@ _LR_DECAY_FACTOR = flags.DEFINE_float("lr_decay_factor", 0.1, "Multiplier at eac
 _CALLBACKS = flags.DEFINE_list("callbacks", [], "Training callbacks (see he_keras.training.CALLBACKS).")
 _SEED = flags.DEFINE_integer("seed", 0, "Random seed.")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "runs/train", "Run directory (checkpoints, model.keras, metrics.json).")
-_RESUME = flags.DEFINE_boolean("resume", True, "Resume from the run directory's last checkpoint.")
+_RESUME = flags.DEFINE_boolean(
+    "resume", True, "Resume from the run directory's last checkpoint (--noresume: refuse a directory that has one)."
+)
 _STRATEGY = flags.DEFINE_string("strategy", "default", "default | mirrored | multi_worker (TF_CONFIG).")
 _JIT = flags.DEFINE_boolean("jit_compile", False, "XLA-compile the train step (slower for conv nets on CPU).")
 _PRECISION = flags.DEFINE_string("precision", "float32", "float32 | mixed_bfloat16 | mixed_float16.")
@@ -138,12 +143,14 @@ def main(argv):
     tf.config.threading.set_intra_op_parallelism_threads(_INTRA_OP.value)
     from he_keras.training import runner
 
+    # ValueError is how the library reports invalid input (flags, files,
+    # framework parameters), before any training step runs.
     try:
         config = config_from_flags()
+        metrics = runner.run(config)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
-    metrics = runner.run(config)
     test = metrics["test"]
     print(
         f"clean accuracy: {test['clean_accuracy']:.4f}  "

@@ -177,3 +177,19 @@ def test_softmax_and_randomness_checks():
         return toy_model(x) + rng.normal([len(x), C])
 
     assert checks.randomness_check(noisy, x).flagged
+
+
+@pytest.mark.parametrize("head", ["linear", "he"])
+def test_weight_norms_read_the_unnormalized_classifier_kernel(head):
+    from he_keras.models import build_model, find_head
+
+    model = build_model("small_cnn", (8, 8, 1), C, head=head)
+    layer = find_head(model) if head == "he" else model.layers[-1]
+    kernel = np.asarray(layer.kernel)
+    kernel[:, 1] *= 3.0  # HE normalizes columns in its forward pass, not in the variable.
+    layer.kernel.assign(kernel)
+    norms = classwise.classifier_weight_norms(model, C)
+    assert np.allclose(norms, np.linalg.norm(kernel, axis=0), rtol=1e-6)
+    assert classwise.classifier_weight_norms(toy_model, C) is None
+    corr = classwise.spearman(norms, norms + 1.0)
+    assert corr["rho"] == pytest.approx(1.0)

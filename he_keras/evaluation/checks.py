@@ -95,9 +95,8 @@ def zero_gradient_check(
         "points are exactly zero"
         + (" (gradient masking: saturated softmax or non-differentiable ops)" if flagged else "")
     )
-    return Check(
-        "zero_gradients", flagged, message, {"n": int(len(x)), "zero_ce": counts["ce"], "zero_dlr": counts["dlr"]}
-    )
+    evidence = {"n": int(len(x)), "zero_ce": counts["ce"], "zero_dlr": counts["dlr"]}
+    return Check("zero_gradients", flagged, message, evidence)
 
 
 def randomness_check(model: Callable, x: np.ndarray, passes: int = 3) -> Check:
@@ -135,11 +134,11 @@ def softmax_output_check(logits: np.ndarray) -> Check:
 
 
 def black_box_check(attacks: Sequence[AttackResult], n: int) -> Check:
-    """Flags gradient-free attacks that break points the white-box ones missed.
+    """Flags black-box attacks that break points the white-box ones missed.
 
-    AutoAttack's rule for Square, applied to every black-box attack that runs
-    after at least one white-box attack: flagged when it lowers the robust
-    accuracy by more than 0.2 percentage points.
+    AutoAttack's rule for Square, applied to every gradient-free or transfer
+    attack that runs after at least one white-box attack: flagged when it
+    lowers the robust accuracy by more than 0.2 percentage points.
 
     Args:
         attacks: Ensemble results, in run order.
@@ -150,7 +149,7 @@ def black_box_check(attacks: Sequence[AttackResult], n: int) -> Check:
     for r in attacks:
         if r.kind == "white-box":
             seen_white_box = True
-        elif r.kind == "black-box" and seen_white_box and r.n_broken:
+        elif seen_white_box and r.n_broken:
             extra[r.name] = r.n_broken / n
     worst = max(extra.values(), default=0.0)
     flagged = worst > BLACK_BOX_MARGIN

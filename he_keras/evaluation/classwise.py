@@ -125,7 +125,10 @@ def classwise_report(
     Returns:
         A JSON-ready dict with `clean`, `worst_case`, per-attack
         (`attacks`, standalone attacks only), `confusion_matrix`,
-        `weight_norms`, `weight_norm_vs_robustness`, `probability_variance`.
+        `probability_variance`, `weight_norms` and
+        `weight_norm_vs_robustness` (Spearman rho and p-value against the
+        worst-case and each attack's per-class accuracy; None where a side
+        is constant).
     """
     labels = result.labels
     worst = per_class_accuracy(labels, result.robust, num_classes)
@@ -147,7 +150,10 @@ def classwise_report(
     }
     norms = None if model is None else classifier_weight_norms(model, num_classes)
     if norms is not None:
-        robust = np.array([np.nan if a is None else a for a in worst["accuracy"]])
         out["weight_norms"] = norms.tolist()
-        out["weight_norm_vs_robustness"] = spearman(norms, robust)
+        rows = {"worst_case": worst, **out["attacks"]}
+        out["weight_norm_vs_robustness"] = {
+            name: spearman(norms, np.array([np.nan if a is None else a for a in row["accuracy"]]))
+            for name, row in rows.items()
+        }
     return out

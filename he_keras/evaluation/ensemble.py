@@ -42,8 +42,7 @@ class SuiteAttack:
 
     Attributes:
         name: Display name, e.g. `"PGD-20"`.
-        attack: The attack: an object with an `attack(model, x, y)` method
-            or a callable `(model, x, y) -> x_adv`.
+        attack: The attack, a callable `(model, x, y) -> x_adv`.
         config: Its settings, written into the report next to every number.
         kind: `"white-box"`, `"black-box"` (gradient-free; used by the
             gradient-masking checks) or `"transfer"`.
@@ -67,8 +66,7 @@ class SuiteAttack:
 
     def run(self, model: Callable, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Calls the attack on one batch and returns its raw output."""
-        fn = getattr(self.attack, "attack", self.attack)
-        return np.asarray(fn(model, x, y), dtype=np.float32)
+        return np.asarray(self.attack(model, x, y), dtype=np.float32)
 
     def extras(self) -> dict:
         """Per-run diagnostics the attack exposes (minimal norms, distances)."""
@@ -212,16 +210,17 @@ def threat_model_projection(
 
 
 def _summarize(extras: dict, eps: float) -> dict:
+    """Statistics of per-point norms / distances; inf marks "none found"."""
     summary = {}
     for key, values in extras.items():
         finite = values[np.isfinite(values)]
-        if len(finite):
-            summary[key] = {
-                "mean": float(finite.mean()),
-                "median": float(np.median(finite)),
-                "fraction_within_eps": float(np.mean(finite <= eps)),
-                "n": int(len(finite)),
-            }
+        summary[key] = {
+            "n": int(len(values)),
+            "n_not_found": int(len(values) - len(finite)),
+            "fraction_within_eps": float(np.mean(values <= eps)) if len(values) else None,
+            "mean": float(finite.mean()) if len(finite) else None,
+            "median": float(np.median(finite)) if len(finite) else None,
+        }
     return summary
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from typing import Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import matplotlib
 
@@ -55,6 +55,17 @@ def _pct(value: Optional[float]) -> str:
     return "—" if value is None else f"{100 * value:.2f}"
 
 
+def _table(header: Sequence[Any], rows: Sequence[Sequence[Any]]) -> str:
+    """A Markdown table from a header and rows of cells."""
+    lines = ["| " + " | ".join(str(h) for h in header) + " |", "|---" * len(header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _settings(config: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in config.items())
+
+
 def attack_table(report: dict) -> str:
     """HE paper Table 2: one row, clean then each attack's accuracy (%).
 
@@ -62,7 +73,6 @@ def attack_table(report: dict) -> str:
     their column shows the ensemble's cumulative accuracy after them, marked
     with `≤`.
     """
-    names = ["Clean"] + [a["name"] for a in report["attacks"]] + ["Worst case"]
     cells = [_pct(report["clean_accuracy"])]
     for a in report["attacks"]:
         cells.append(
@@ -70,73 +80,62 @@ def attack_table(report: dict) -> str:
             else "≤ " + _pct(a["cumulative_accuracy"])
         )
     cells.append(f"**{_pct(report['robust_accuracy'])}**")
-    model = report["settings"]["model"]
-    return "\n".join([
-        "| Model | " + " | ".join(names) + " |",
-        "|---" * (len(names) + 1) + "|",
-        f"| {model} | " + " | ".join(cells) + " |",
-    ])
+    header = ["Model", "Clean"] + [a["name"] for a in report["attacks"]] + ["Worst case"]
+    return _table(header, [[report["settings"]["model"]] + cells])
 
 
 def ensemble_table(report: dict) -> str:
     """The per-point worst-case bookkeeping, one row per attack."""
-    lines = [
-        "| # | Attack | Kind | Points attacked | Newly broken | Cumulative robust acc. (%) | Outside ball | Time (s) | Settings |",
-        "|---|---|---|---|---|---|---|---|---|",
+    header = ["#", "Attack", "Kind", "Points attacked", "Newly broken",
+              "Cumulative robust acc. (%)", "Outside ball", "Time (s)", "Settings"]
+    rows = [
+        [i, a["name"], a["kind"], a["n_attacked"], a["n_broken"], _pct(a["cumulative_accuracy"]),
+         a["n_outside_ball"], f"{a['seconds']:.1f}", _settings(a["config"])]
+        for i, a in enumerate(report["attacks"], 1)
     ]
-    for i, a in enumerate(report["attacks"], 1):
-        settings = ", ".join(f"{k}={v}" for k, v in a["config"].items())
-        lines.append(
-            f"| {i} | {a['name']} | {a['kind']} | {a['n_attacked']} | {a['n_broken']} | "
-            f"{_pct(a['cumulative_accuracy'])} | {a['n_outside_ball']} | {a['seconds']:.1f} | {settings} |"
-        )
-    return "\n".join(lines)
+    return _table(header, rows)
 
 
 def classwise_table(classwise: dict) -> str:
     """Seed 003 Table 2: accuracy (%) in total and per class, one row per attack."""
-    classes = classwise["classes"]
-    lines = [
-        "| Attack | Tot. | " + " | ".join(str(c) for c in classes) + " |",
-        "|---" * (len(classes) + 2) + "|",
+    entries = [("Clean", classwise["clean"]), *classwise["attacks"].items(),
+               ("Worst case", classwise["worst_case"])]
+    rows = [
+        [name, _pct(sum(e["correct"]) / max(sum(e["n"]), 1))] + [_pct(a) for a in e["accuracy"]]
+        for name, e in entries
     ]
-    rows = [("Clean", classwise["clean"])]
-    rows += list(classwise["attacks"].items())
-    rows.append(("Worst case", classwise["worst_case"]))
-    for name, entry in rows:
-        total = sum(entry["correct"]) / max(sum(entry["n"]), 1)
-        lines.append(
-            f"| {name} | {_pct(total)} | " + " | ".join(_pct(a) for a in entry["accuracy"]) + " |"
-        )
-    return "\n".join(lines)
+    return _table(["Attack", "Tot."] + classwise["classes"], rows)
 
 
 def confusion_table(classwise: dict) -> str:
     """Robustness confusion matrix: rows true class, columns class on x*."""
-    classes = classwise["classes"]
-    lines = [
-        "| true \\ pred. on x* | " + " | ".join(str(c) for c in classes) + " |",
-        "|---" * (len(classes) + 1) + "|",
+    rows = [[c] + row for c, row in zip(classwise["classes"], classwise["confusion_matrix"])]
+    return _table(["true \\ pred. on x*"] + classwise["classes"], rows)
+
+
+def _classwise_properties(classwise: dict) -> list:
+    rows = [["mean variance of predicted probabilities"]
+            + ["—" if v is None else f"{v:.4f}" for v in classwise["probability_variance"]]]
+    out = []
+    if classwise["weight_norms"] is not None:
+        rows.append(["classifier weight norm"] + [f"{v:.3f}" for v in classwise["weight_norms"]])
+        corr_rows = [
+            [name, "—", "undefined (constant)"] if corr is None
+            else [name, f"{corr['rho']:.3f}", f"{corr['p_value']:.3g}"]
+            for name, corr in classwise["weight_norm_vs_robustness"].items()
+        ]
+        out = ["", _table(["Spearman: weight norm vs class accuracy under", "rho", "p-value"], corr_rows)]
+    return [_table(["class"] + classwise["classes"], rows)] + out
+
+
+def _margin_table(margin: dict) -> str:
+    keys = ("n", "mean", "p10", "p50", "p90", "n_capped")
+    rows = [
+        [direction] + [f"{margin[direction][k]:.2f}" if isinstance(margin[direction][k], float)
+                       else margin[direction][k] for k in keys]
+        for direction in ("adversarial", "orthogonal") if margin[direction].get("n")
     ]
-    for c, row in zip(classes, classwise["confusion_matrix"]):
-        lines.append(f"| {c} | " + " | ".join(str(v) for v in row) + " |")
-    return "\n".join(lines)
-
-
-def _curve_table(curve: dict, key: str) -> str:
-    lines = [f"| {key} | accuracy (%) |", "|---|---|"]
-    lines += [f"| {p[key]:g} | {_pct(p['accuracy'])} |" for p in curve["points"]]
-    return "\n".join(lines)
-
-
-def _corruption_table(result: dict) -> str:
-    names = list(result["per_corruption"])
-    return "\n".join([
-        "| mCA | " + " | ".join(names) + " |",
-        "|---" * (len(names) + 1) + "|",
-        f"| {_pct(result['mCA'])} | "
-        + " | ".join(_pct(result["per_corruption"][c]) for c in names) + " |",
-    ])
+    return _table(["direction", *keys], rows)
 
 
 def markdown(report: dict) -> str:
@@ -161,56 +160,37 @@ def markdown(report: dict) -> str:
         "",
         ensemble_table(report),
         "",
-        "## Gradient-masking checks",
-        "",
     ]
+    for item in report.get("skipped_attacks", []):
+        out += [f"Skipped: {item['name']} ({item['reason']}).", ""]
+    out += ["## Gradient-masking checks", ""]
     for check in report["checks"]:
         mark = "**FLAG**" if check["flagged"] else "ok"
         out.append(f"- {mark} `{check['name']}`: {check['message']}")
     for key, label in (("accuracy_vs_eps", "eps"), ("accuracy_vs_steps", "steps")):
         curve = report["curves"].get(key)
         if curve:
-            settings = ", ".join(f"{k}={v}" for k, v in curve["attack"].items())
-            out += ["", f"## Accuracy vs {label} ({settings})", "", _curve_table(curve, label)]
+            rows = [[f"{p[label]:g}", _pct(p["accuracy"])] for p in curve["points"]]
+            out += ["", f"## Accuracy vs {label} ({_settings(curve['attack'])})", "",
+                    _table([label, "accuracy (%)"], rows)]
     classwise = report.get("classwise")
     if classwise:
-        out += [
-            "", "## Class-wise accuracy (%)", "", classwise_table(classwise),
-            "", "## Robustness confusion matrix (counts)", "", confusion_table(classwise),
-            "", "## Class-wise properties", "",
-            "| class | " + " | ".join(str(c) for c in classwise["classes"]) + " |",
-            "|---" * (len(classwise["classes"]) + 1) + "|",
-            "| mean variance of predicted probabilities | "
-            + " | ".join("—" if v is None else f"{v:.4f}" for v in classwise["probability_variance"])
-            + " |",
-        ]
-        if classwise["weight_norms"] is not None:
-            out.append(
-                "| classifier weight norm | "
-                + " | ".join(f"{v:.3f}" for v in classwise["weight_norms"]) + " |"
-            )
-            corr = classwise["weight_norm_vs_robustness"]
-            out += ["", "Spearman correlation of weight norm and worst-case class robustness: "
-                    + ("undefined (constant values)" if corr is None
-                       else f"rho = {corr['rho']:.3f} (p = {corr['p_value']:.3g})") + "."]
+        out += ["", "## Class-wise accuracy (%)", "", classwise_table(classwise),
+                "", "## Robustness confusion matrix (counts)", "", confusion_table(classwise),
+                "", "## Class-wise properties", "", *_classwise_properties(classwise)]
     margin = report.get("margin")
     if margin:
-        out += ["", "## Margin along initial adversarial directions (L2)", "",
-                "| direction | n | mean | p10 | p50 | p90 | capped |", "|---|---|---|---|---|---|---|"]
-        for key in ("adversarial", "orthogonal"):
-            m = margin[key]
-            if m.get("n"):
-                out.append(
-                    f"| {key} | {m['n']} | {m['mean']:.2f} | {m['p10']:.2f} | {m['p50']:.2f} | "
-                    f"{m['p90']:.2f} | {m['n_capped']} |"
-                )
+        out += ["", f"## Margin along initial adversarial directions ({_settings(margin['settings'])})",
+                "", _margin_table(margin)]
     corruptions = report.get("corruptions")
     if corruptions:
-        out += ["", f"## Common corruptions ({corruptions.get('dataset', '')})", ""]
-        out.append(
-            _corruption_table(corruptions) if "mCA" in corruptions
-            else f"Skipped: {corruptions['skipped']}"
-        )
+        out += ["", f"## Common corruptions ({corruptions['dataset']})", ""]
+        if "mCA" in corruptions:
+            names = list(corruptions["per_corruption"])
+            out.append(_table(["mCA", *names], [[_pct(corruptions["mCA"])] + [
+                _pct(corruptions["per_corruption"][c]) for c in names]]))
+        else:
+            out.append(f"Skipped: {corruptions['skipped']}")
     return "\n".join(out) + "\n"
 
 

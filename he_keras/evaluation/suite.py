@@ -14,10 +14,16 @@ Presets (eps, norm and seed are the caller's):
 - `standard`: AutoAttack-standard first (APGD-CE -> APGD-T -> FAB-T ->
   Square, so the cumulative accuracy after Square is the AutoAttack number),
   then the quick attacks; accuracy-vs-eps curve; class-wise analysis.
-- `full`: standard plus MIM and SPSA (through cleverhans), DeepFool, CW-L2,
-  untargeted FAB, feature attack, NES, ZOO, RayS (ADBD), transfer from a
-  source model if given; the margin along initial adversarial directions;
-  common corruptions if the dataset has a tfds corrupted version.
+- `full`: standard (FAB is its FAB-T) plus MIM-20 and SPSA through
+  cleverhans, DeepFool, CW-L2, transfer of PGD-20 from a source model if
+  given, the feature attack, NES, ZOO and RayS (with the ADBD); the margin
+  along initial adversarial directions (of the source model, else of the
+  model itself); common corruptions if the dataset has a tfds corrupted
+  version.
+
+An attack a preset cannot run here (an L-inf-only attack under L2, the
+feature attack on a SavedModel, transfer without a source model) is listed
+in the report's `skipped_attacks` with the reason.
 """
 
 from __future__ import annotations
@@ -25,24 +31,249 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, Optional, Sequence
 
+import keras
 import numpy as np
 
 import he_keras
-from he_keras.attacks import core
+from he_keras.attacks import (
+    adaptive,
+    apgd,
+    blackbox,
+    cleverhans_adapter,
+    core,
+    cw,
+    deepfool,
+    fab,
+    feature,
+    rays,
+    square,
+    transfer,
+)
 from he_keras.evaluation import checks as checks_lib
 from he_keras.evaluation import classwise as classwise_lib
 from he_keras.evaluation import corruptions as corruptions_lib
 from he_keras.evaluation import margin as margin_lib
-from he_keras.evaluation import presets
-from he_keras.evaluation.ensemble import SuiteAttack, predict_logits, run_ensemble
+from he_keras.evaluation.ensemble import (
+    EnsembleResult,
+    SuiteAttack,
+    predict_logits,
+    run_ensemble,
+)
 from he_keras.models import head_kind
+from he_keras.models.heads import _walk as walk_layers
 from he_keras.validation import validate_images, validate_labels
 
-SUITES = presets.SUITES
+SUITES = ("quick", "standard", "full")
+FGSM_NAME = "FGSM"
+PGD_NAME = "PGD-20"
+AUTOATTACK = ("APGD-CE", "APGD-T", "FAB-T", "Square")
 EPS_MULTIPLES = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 CURVE_STEPS = (1, 2, 5, 10, 20, 50, 100)
 # Steps of the PGD behind the accuracy-vs-eps curve.
 EPS_CURVE_STEPS = 20
+
+
+def _named(attack: Any, name: str, kind: str = "white-box", standalone: bool = True) -> SuiteAttack:
+    return SuiteAttack(name, attack, attack.config(), kind, standalone)
+
+
+def quick_attacks(eps: float, norm: str, seed: int) -> list:
+    """FGSM, PGD-20, CW-Linf, HE-adaptive PGD and Temperature-PGD (standalone).
+
+    The iterative ones take 20 steps of eps/10 (the HE paper's PGD-20: step
+    0.003 at eps 0.031) from a uniform random start; CW-Linf takes 30.
+    """
+    step = eps / 10
+    pgd = core.ProjectedGradientAttack(
+        eps=eps, step_size=step, steps=20, norm=norm, keep_best=True, seed=seed + 1
+    )
+    return [
+        SuiteAttack(FGSM_NAME, core.fgsm(eps, norm), {
+            "eps": eps, "norm": norm, "steps": 1, "step_size": eps, "random_start": "zero",
+            "objective": "ce"}),
+        SuiteAttack(PGD_NAME, pgd, {
+            "eps": eps, "norm": norm, "steps": 20, "step_size": step, "random_start": "uniform",
+            "objective": "ce", "seed": seed + 1}),
+        _named(cw.CWLinf(eps, step, 30, norm=norm, seed=seed + 2), "CW-Linf"),
+        _named(adaptive.HEAdaptivePGD(eps, step, 20, norm=norm, seed=seed + 3), "HE-adaptive"),
+        _named(adaptive.TemperaturePGD(eps, step, 20, norm=norm, seed=seed + 10), "Temperature-PGD"),
+    ]
+
+
+def autoattack_standard(eps: float, norm: str, seed: int, num_classes: int) -> tuple[list, list]:
+    """APGD-CE -> APGD-T -> FAB-T -> Square with AutoAttack's standard settings.
+
+    They run first in the ensemble, each on the still-robust points only, so
+    the cumulative accuracy after Square is the AutoAttack robust accuracy.
+    FAB-T and Square exist for L-inf only.
+
+    Returns:
+        `(attacks, skipped)`, skipped entries naming the reason.
+    """
+    targets = min(9, num_classes - 1)
+    attacks = [
+        _named(apgd.APGD(eps, norm, loss="ce", steps=100, seed=seed + 20), "APGD-CE", standalone=False),
+    ]
+    skipped = []
+    if num_classes >= 4:
+        attacks.append(_named(
+            apgd.APGDTargeted(eps, norm, steps=100, n_target_classes=targets, seed=seed + 21),
+            "APGD-T", standalone=False))
+    else:
+        skipped.append({"name": "APGD-T", "reason": "the targeted DLR loss needs >= 4 classes"})
+    if norm != "linf":
+        return attacks, skipped + [{"name": n, "reason": "L-inf only"} for n in AUTOATTACK[2:]]
+    attacks += [
+        _named(fab.FABTargeted(eps, steps=100, n_target_classes=targets, seed=seed + 22), "FAB-T",
+               standalone=False),
+        _named(square.Square(eps, n_queries=5000, seed=seed + 23), "Square", "black-box", False),
+    ]
+    return attacks, skipped
+
+
+def _feature_model_reason(model: Callable) -> Optional[str]:
+    """Why the feature attack cannot read `model`'s penultimate features."""
+    if not isinstance(model, keras.Model) or not getattr(model, "inputs", None):
+        return "needs a functional Keras model"
+    if isinstance(model.layers[-1], keras.layers.TFSMLayer):
+        return "a SavedModel exposes no penultimate features"
+    return None
+
+
+def full_extras(
+    model: Callable,
+    eps: float,
+    norm: str,
+    seed: int,
+    num_classes: int,
+    pool: tuple[np.ndarray, np.ndarray],
+    source_model: Optional[Callable] = None,
+) -> tuple[list, list]:
+    """The attacks `full` adds after the standard ones, cheap ones first.
+
+    DeepFool, MIM-20, transfer and RayS run on every clean-correct point
+    (RayS without early stopping, for the ADBD); CW-L2, the feature attack,
+    SPSA, NES and ZOO only on the points still robust.
+
+    Args:
+        model: The evaluated model (the feature attack needs its layers).
+        eps: Radius of the threat model.
+        norm: `"linf"` or `"l2"`.
+        seed: Base seed.
+        num_classes: Number of classes.
+        pool: `(images, labels)` the feature attack draws its targets from.
+        source_model: Substitute model; PGD-20 examples crafted on it are
+            transferred (standalone, on every clean-correct point).
+
+    Returns:
+        `(attacks, skipped)`.
+    """
+    step = eps / 10
+    attacks = [
+        _named(deepfool.DeepFool(eps, norm, n_candidates=min(10, num_classes)), "DeepFool"),
+        _named(cleverhans_adapter.CleverHansAttack("mim", eps, step, 20, norm=norm, seed=seed + 36),
+               "MIM-20"),
+        _named(cw.CarliniWagnerL2(eps, steps=200, binary_search_steps=5, norm=norm, seed=seed + 30),
+               "CW-L2", standalone=False),
+    ]
+    if source_model is None:
+        skipped = [{"name": "Transfer", "reason": "no source model given"}]
+    else:
+        base = adaptive.PGDRestarts(eps, step, 20, restarts=1, norm=norm, seed=seed + 35)
+        attacks.append(_named(transfer.TransferAttack(source_model, base), "Transfer", "transfer"))
+        skipped = []
+    if norm != "linf":
+        return attacks, skipped + [
+            {"name": n, "reason": "L-inf only"} for n in ("Feature", "SPSA", "NES", "ZOO", "RayS")
+        ]
+    reason = _feature_model_reason(model)
+    if reason is None:
+        attacks.append(_named(
+            feature.FeatureAttack(eps, step_size=eps / 8, steps=50, n_targets=20,
+                                  target_pool=pool, seed=seed + 31),
+            "Feature", standalone=False))
+    else:
+        skipped.append({"name": "Feature", "reason": reason})
+    attacks += [
+        _named(cleverhans_adapter.CleverHansAttack("spsa", eps, steps=100, seed=seed + 37), "SPSA",
+               "black-box", False),
+        _named(blackbox.NES(eps, step_size=step, steps=100, samples=128, sigma=1e-3, seed=seed + 32),
+               "NES", "black-box", False),
+        _named(blackbox.ZOO(eps, steps=1000, coords_per_step=128, seed=seed + 33), "ZOO",
+               "black-box", False),
+        # Standalone and without early stopping: its mean boundary distance
+        # over all clean-correct points is the ADBD.
+        _named(rays.RayS(eps, query_limit=10000, early_stopping=False, seed=seed + 34), "RayS",
+               "black-box"),
+    ]
+    return attacks, skipped
+
+
+def preset_attacks(
+    suite: str,
+    model: Callable,
+    eps: float,
+    norm: str,
+    seed: int,
+    num_classes: int,
+    pool: Optional[tuple[np.ndarray, np.ndarray]] = None,
+    source_model: Optional[Callable] = None,
+) -> tuple[list, list]:
+    """The attack list of a preset, in run order.
+
+    Args:
+        suite: `"quick"`, `"standard"` or `"full"`.
+        model: The evaluated model (`full`: the feature attack reads its
+            layers).
+        eps: Radius of the threat model.
+        norm: `"linf"` or `"l2"`.
+        seed: Base seed; each attack gets its own offset from it.
+        num_classes: Number of classes.
+        pool: `(images, labels)` of the evaluation (`full`: feature-attack
+            targets).
+        source_model: Substitute model of the transfer attack (`full`).
+
+    Returns:
+        `(attacks, skipped)`: a list of `SuiteAttack` and a list of
+        `{"name", "reason"}` for the preset's attacks that cannot run here.
+    """
+    if suite not in SUITES:
+        raise ValueError(f"`suite` must be one of {SUITES}. Received: suite={suite!r}")
+    attacks = quick_attacks(eps, norm, seed)
+    if suite == "quick":
+        return attacks, []
+    standard, skipped = autoattack_standard(eps, norm, seed, num_classes)
+    attacks = standard + attacks
+    if suite == "full":
+        if pool is None:
+            raise ValueError("The full suite needs `pool` (the feature attack's targets)")
+        extra, more_skipped = full_extras(model, eps, norm, seed, num_classes, pool, source_model)
+        attacks += extra
+        skipped += more_skipped
+    return attacks, skipped
+
+
+def _head_name(model: Callable) -> str:
+    """`linear`, `he` or `mhe`; `unknown` when the layers are not visible
+    (then HE-adaptive PGD can only run CE)."""
+    if not isinstance(model, keras.Model) or any(
+        isinstance(layer, keras.layers.TFSMLayer) for layer in walk_layers(model)
+    ):
+        return "unknown"
+    return head_kind(model)
+
+
+def _headline(result: EnsembleResult) -> dict:
+    """AutoAttack-standard accuracy (when it ran complete and first) and the
+    RayS ADBD (mean boundary distance over the points where it found one)."""
+    out = {}
+    names = [r.name for r in result.attacks]
+    if names[: len(AUTOATTACK)] == list(AUTOATTACK):
+        out["AutoAttack-standard"] = result.attacks[len(AUTOATTACK) - 1].cumulative_accuracy
+    for r in result.attacks:
+        if r.name == "RayS" and "last_distances" in r.summary:
+            out["RayS ADBD"] = r.summary["last_distances"]["mean"]
+    return out
 
 
 def _pgd(eps: float, steps: int, step_size: float, norm: str, seed: int) -> core.ProjectedGradientAttack:
@@ -97,9 +328,10 @@ def accuracy_vs_steps(
 ) -> dict:
     """Accuracy of PGD (CE, step eps/4) with 1 to 100 steps.
 
-    Every run starts from the same seeded random point and keeps the first
-    misclassified iterate, so the iterates of a shorter run are a prefix of
-    those of a longer one: for a deterministic model accuracy can only fall.
+    Every run starts from the same seeded random point with the same step,
+    so the iterates of a shorter run are a prefix of those of a longer one,
+    and a run returns a misclassified iterate whenever one occurred: for a
+    deterministic model accuracy can only fall.
     """
     points = []
     for steps in CURVE_STEPS:
@@ -175,10 +407,11 @@ def evaluate(
             f"Received shape={clean_logits.shape[1:]} per batch"
         )
     preset = attacks is None
+    skipped: list = []
     if preset:
-        attacks = preset_attacks(
+        attacks, skipped = preset_attacks(
             suite, model, eps=eps, norm=norm, seed=seed, num_classes=num_classes,
-            source_model=source_model, x_pool=x, y_pool=y,
+            pool=(x, y), source_model=source_model,
         )
     result = run_ensemble(model, x, y, attacks, eps, norm, batch_size, verbose)
     correct = result.clean_correct
@@ -192,7 +425,7 @@ def evaluate(
         checks_lib.softmax_output_check(clean_logits),
         checks_lib.black_box_check(result.attacks, result.n),
         checks_lib.steps_curve_check(curves["accuracy_vs_steps"]["points"]),
-        checks_lib.single_step_check(result.attacks, presets.FGSM_NAME, presets.PGD_NAME),
+        checks_lib.single_step_check(result.attacks, FGSM_NAME, PGD_NAME),
     ]
     if "accuracy_vs_eps" in curves:
         found.append(checks_lib.eps_curve_check(curves["accuracy_vs_eps"]["points"], num_classes))
@@ -201,7 +434,7 @@ def evaluate(
         "settings": {
             "suite": suite if preset else f"{suite} (custom attacks)",
             "model": model_name,
-            "head": head_kind(model) if hasattr(model, "layers") else "unknown",
+            "head": _head_name(model),
             "dataset": dataset,
             "n": result.n,
             "num_classes": num_classes,
@@ -215,8 +448,9 @@ def evaluate(
         "robust_accuracy": result.robust_accuracy,
         "n_clean_correct": int(correct.sum()),
         "n_robust": int(result.robust.sum()),
-        "headline": presets.headline(result),
+        "headline": _headline(result),
         "attacks": [r.to_json() for r in result.attacks],
+        "skipped_attacks": skipped,
         "curves": curves,
         "checks": [c.to_json() for c in found if c is not None],
     }
@@ -239,6 +473,7 @@ def _corruptions(
     try:
         out = corruptions_lib.corruption_accuracy(model, dataset, n, data_dir=data_dir, batch_size=batch_size)
     except Exception as err:  # tfds raises many types when data is missing offline.
-        return {"dataset": corruptions_lib.corrupted_version(dataset), "skipped": f"{type(err).__name__}: {err}"}
+        name = corruptions_lib.corrupted_version(dataset)
+        return {"dataset": name, "skipped": f"{type(err).__name__}: {err}"}
     out["seconds"] = time.perf_counter() - start
     return out

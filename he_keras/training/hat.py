@@ -156,6 +156,4 @@ def load_helper_model(path: str) -> keras.Model:
     """
     if not os.path.isfile(path):
         raise ValueError(f"`helper_model` is not a file. Received: helper_model={path!r}")
-    import he_keras.layers  # noqa: F401  (registers the HE heads)
-
     return keras.models.load_model(path)

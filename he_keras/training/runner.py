@@ -4,16 +4,23 @@
 call `run` directly. A run writes into `output_dir`:
 
 - `checkpoints/` — a TF checkpoint after every epoch (classifier and optimizer
-  variables, the HE scale, the attacks' random-generator states, the epoch),
-  so a killed run resumes from its last finished epoch;
+  variables with the step count the LR schedule reads, the HE scale, the
+  attacks' random generators, Keras seed-generator states such as dropout's,
+  the epoch), so a killed run resumes from its last finished epoch;
 - `model.keras` — the trained classifier (written atomically);
 - `metrics.json` — config, per-epoch history, final clean and PGD accuracy
-  with the attack settings (written atomically after every epoch).
+  with the attack settings (written atomically after every epoch, before the
+  checkpoint, so its history always covers the checkpointed epochs).
+
+A run directory that holds a checkpoint is resumed only with the settings it
+was started with (`RESUMABLE_CHANGES` may differ); one that holds another
+run's outputs is never overwritten.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import tempfile
@@ -28,11 +35,19 @@ from he_keras.attacks.core import NORMS, RANDOM_STARTS, ProjectedGradientAttack
 from he_keras.data import batches, load_dataset, to_numpy
 from he_keras.models import HEADS, MODELS, build_model
 from he_keras.training.lr_schedules import LR_SCHEDULES, make_lr_schedule
+from he_keras.training.multi_worker import DistributedTrainLoop, worker_output_dir
 from he_keras.validation import validate_images, validate_labels
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
 OPTIMIZERS = ("sgd", "adam")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+# Settings a resumed run may change: they do not alter what the remaining
+# epochs compute (more epochs extend the run). Any other difference from the
+# checkpointed run's settings is refused.
+RESUMABLE_CHANGES = frozenset({
+    "data_dir", "epochs", "eval_step_size", "eval_steps", "jit_compile",
+    "n_eval", "output_dir", "resume", "strategy", "verbose",
+})
 
 
 @dataclasses.dataclass
@@ -152,6 +167,87 @@ class TrainConfig:
             raise ValueError(
                 f"Framework {self.framework!r} does not take {sorted(unknown)}"
             )
+        check_run_dir(self)
+
+
+def latest_checkpoint(output_dir: str) -> Optional[str]:
+    """The newest checkpoint of the run in `output_dir`, or None."""
+    return tf.train.latest_checkpoint(os.path.join(output_dir, "checkpoints"))
+
+
+def check_run_dir(config: TrainConfig) -> None:
+    """Refuses a run that would overwrite or silently change an earlier one.
+
+    A directory with a checkpoint resumes only with `config.resume` and with
+    the settings recorded in its `metrics.json` (up to `RESUMABLE_CHANGES`).
+    Without a checkpoint, a finished run's `model.keras` or final metrics are
+    never overwritten. A run killed before its first checkpoint may restart.
+
+    Args:
+        config: The run's settings.
+
+    Raises:
+        ValueError: naming the directory and the conflicting settings.
+    """
+    metrics_path = os.path.join(config.output_dir, "metrics.json")
+    metrics = read_json(metrics_path, "metrics") if os.path.exists(metrics_path) else {}
+    checkpoint = latest_checkpoint(config.output_dir)
+    if checkpoint is None:
+        if os.path.exists(os.path.join(config.output_dir, "model.keras")) or "test" in metrics:
+            raise ValueError(
+                f"`output_dir` {config.output_dir!r} holds a finished run without "
+                "checkpoints; pass a new --output_dir"
+            )
+        return
+    if not config.resume:
+        raise ValueError(
+            f"`output_dir` {config.output_dir!r} holds the checkpoints of a run "
+            f"({os.path.basename(checkpoint)}); --noresume would overwrite it. Resume it "
+            "(drop --noresume) or pass a new --output_dir"
+        )
+    saved = metrics.get("config", {})
+    current = json.loads(json.dumps(dataclasses.asdict(config), default=_jsonable))
+    changed = []
+    for name in sorted(saved.keys() & current.keys() - RESUMABLE_CHANGES):
+        old, new = saved[name], current[name]
+        # Frameworks complete their parameters (HAT's helper model path), so
+        # only the parameters given now are compared.
+        if isinstance(new, dict):
+            old = {k: v for k, v in old.items() if k in new}
+        if old != new:
+            changed.append(f"{name}={old!r} (now {new!r})")
+    if changed:
+        raise ValueError(
+            f"`output_dir` {config.output_dir!r} holds a run with other settings: "
+            f"{', '.join(changed)}. Resume with the same settings, or pass a new --output_dir"
+        )
+
+
+def read_json(path: str, what: str) -> dict:
+    """Reads a JSON object, naming the file in every error.
+
+    Args:
+        path: Path of the JSON file.
+        what: How the file is called in error messages (e.g. `"metrics"`).
+
+    Returns:
+        The parsed dictionary.
+
+    Raises:
+        ValueError: if the file is missing, not valid JSON, or not an object.
+    """
+    if not os.path.isfile(path):
+        raise ValueError(f"The {what} file does not exist: {path!r}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            payload = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(
+            f"The {what} file {path!r} is not valid JSON (truncated or corrupted): {err}"
+        ) from err
+    if not isinstance(payload, dict):
+        raise ValueError(f"The {what} file {path!r} must hold a JSON object")
+    return payload
 
 
 def write_atomic(path: str, writer: Callable[[str], None], suffix: str = "") -> None:
@@ -169,8 +265,12 @@ def write_atomic(path: str, writer: Callable[[str], None], suffix: str = "") -> 
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=suffix)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
     try:
         writer(tmp)
+        # mkstemp creates the file private (0600); give it the usual mode.
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -194,12 +294,23 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+@functools.lru_cache(maxsize=None)
+def _mirrored_strategy(devices: tuple) -> tf.distribute.MirroredStrategy:
+    # One instance per device set and process: a second MirroredStrategy on the
+    # same devices reuses the first one's collective instance keys, and TF then
+    # aborts its all-reduce ("Shape mismatch in the collective instance").
+    return tf.distribute.MirroredStrategy(list(devices))
+
+
 def make_strategy(name: str) -> tf.distribute.Strategy:
-    """The distribution strategy of a run (`default`, `mirrored`, `multi_worker`)."""
+    """The distribution strategy of a run (`default`, `mirrored`, `multi_worker`).
+
+    `mirrored` returns the same strategy object for every call in a process.
+    """
     if name == "mirrored":
         gpus = tf.config.list_logical_devices("GPU")
         devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
-        return tf.distribute.MirroredStrategy(devices)
+        return _mirrored_strategy(tuple(devices))
     if name == "multi_worker":
         return tf.distribute.MultiWorkerMirroredStrategy()
     return tf.distribute.get_strategy()
@@ -260,16 +371,31 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizer
     return keras.optimizers.Adam(lr, weight_decay=wd)
 
 
-def _checkpoint(trainer: keras.Model, epoch: tf.Variable) -> tf.train.Checkpoint:
+def training_checkpoint(trainer: keras.Model, epoch: tf.Variable) -> tf.train.Checkpoint:
+    """Everything a resumed run needs to continue as if never stopped.
+
+    Args:
+        trainer: The compiled, built `AdversarialTrainer`.
+        epoch: Variable counting the finished epochs.
+
+    Returns:
+        A checkpoint of the classifier (weights and HE scale), the optimizer
+        (slots and `iterations`, which the LR schedule reads), the epoch, the
+        attacks' `tf.random.Generator`s and the trainer's other state
+        variables, such as the seed generators of dropout or noise layers,
+        which a `tf.train.Checkpoint` of the classifier alone does not hold.
+    """
     generators = {
         name: getattr(trainer, name).rng
         for name in ("attack", "eval_attack")
         if hasattr(getattr(trainer, name, None), "rng")
     }
+    weights = {id(w) for w in trainer.weights}
     return tf.train.Checkpoint(
         classifier=trainer.classifier,
         optimizer=trainer.optimizer,
         epoch=epoch,
+        random_state=[v for v in trainer.variables if id(v) not in weights],
         **generators,
     )
 
@@ -289,12 +415,16 @@ def evaluate_robustness(
     pgd = ProjectedGradientAttack(
         eps=eps, step_size=step_size, steps=steps, norm=norm, keep_best=True, seed=seed
     )
+    def predict(images):
+        # A direct call, not predict_on_batch: under MultiWorkerMirroredStrategy
+        # predict_on_batch concatenates the outputs of all workers.
+        return np.argmax(np.asarray(classifier(images, training=False)), 1)
+
     clean = robust = 0
     for start in range(0, len(x), batch_size):
         xb, yb = x[start : start + batch_size], y[start : start + batch_size]
-        clean += int(np.sum(np.argmax(classifier.predict_on_batch(xb), 1) == yb))
-        adv = pgd(classifier, xb, yb).numpy()
-        robust += int(np.sum(np.argmax(classifier.predict_on_batch(adv), 1) == yb))
+        clean += int(np.sum(predict(xb) == yb))
+        robust += int(np.sum(predict(pgd(classifier, xb, yb)) == yb))
     return {
         "n_examples": int(len(x)),
         "clean_accuracy": clean / len(x),
@@ -326,6 +456,17 @@ def run(
         The metrics dictionary also written to `metrics.json`.
     """
     config.validate()
+    # A multi-worker strategy must exist before any other TensorFlow op.
+    strategy = make_strategy(config.strategy)
+    multi_worker = config.strategy == "multi_worker"
+    if multi_worker:
+        config = dataclasses.replace(
+            config, output_dir=worker_output_dir(config.output_dir, strategy)
+        )
+        check_run_dir(config)
+    from he_keras.training import FRAMEWORKS
+
+    config = FRAMEWORKS[config.framework].prepare_run(config)
     keras.utils.set_random_seed(config.seed)
     if config.precision != "float32":
         keras.mixed_precision.set_global_policy(config.precision)
@@ -337,13 +478,21 @@ def run(
     n_train = int(train.reduce(0, lambda n, _: n + 1))
     if n_train == 0:
         raise ValueError(f"The training split of {config.dataset!r} is empty")
-    steps_per_epoch = int(np.ceil(n_train / config.batch_size))
+    # The multi-worker loop needs the same static batch on every worker.
+    if multi_worker:
+        steps_per_epoch = n_train // config.batch_size
+        if steps_per_epoch == 0:
+            raise ValueError(
+                f"Multi-worker training needs at least one full batch. Received: "
+                f"batch_size={config.batch_size} for {n_train} training examples"
+            )
+    else:
+        steps_per_epoch = int(np.ceil(n_train / config.batch_size))
 
-    strategy = make_strategy(config.strategy)
     with strategy.scope():
         trainer = build_trainer(config, data)
         trainer.compile(
-            optimizer=make_optimizer(config, steps_per_epoch),
+            optimizer=make_optimizer(config, steps_per_epoch * trainer.updates_per_batch),
             jit_compile=config.jit_compile,
         )
         trainer.build((None, *data.input_shape))
@@ -352,7 +501,7 @@ def run(
 
     os.makedirs(config.output_dir, exist_ok=True)
     metrics_path = os.path.join(config.output_dir, "metrics.json")
-    ckpt = _checkpoint(trainer, epoch_var)
+    ckpt = training_checkpoint(trainer, epoch_var)
     manager = tf.train.CheckpointManager(
         ckpt, os.path.join(config.output_dir, "checkpoints"), max_to_keep=2
     )
@@ -360,12 +509,15 @@ def run(
     if config.resume and manager.latest_checkpoint:
         ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
         if os.path.exists(metrics_path):
-            with open(metrics_path) as f:
-                history = json.load(f).get("history", {})
+            # Drop the epochs a kill interrupted after metrics.json was written.
+            done = int(epoch_var.numpy())
+            saved = read_json(metrics_path, "metrics").get("history", {})
+            history = {key: values[:done] for key, values in saved.items()}
         if config.verbose:
             print(f"Resumed from {manager.latest_checkpoint} at epoch {int(epoch_var.numpy())}")
 
     callbacks = [*make_callbacks(config, trainer, data), *extra_callbacks]
+    loop = DistributedTrainLoop(trainer, strategy) if multi_worker else None
     started = time.time()
     for epoch in range(int(epoch_var.numpy()), config.epochs):
         epoch_data = batches(
@@ -374,20 +526,24 @@ def run(
             shuffle=True,
             augment=data.augment,
             seed=config.seed * 100_003 + epoch,
+            drop_remainder=multi_worker,
         )
-        result = trainer.fit(
-            epoch_data,
-            initial_epoch=epoch,
-            epochs=epoch + 1,
-            callbacks=callbacks,
-            shuffle=False,
-            verbose=config.verbose,
-        )
+        if loop is not None:
+            result = loop.fit_epoch(epoch_data, epoch, callbacks, config.verbose)
+        else:
+            result = trainer.fit(
+                epoch_data,
+                initial_epoch=epoch,
+                epochs=epoch + 1,
+                callbacks=callbacks,
+                shuffle=False,
+                verbose=config.verbose,
+            )
         for key, values in result.history.items():
             history.setdefault(key, []).extend(float(v) for v in values)
         epoch_var.assign(epoch + 1)
-        manager.save()
         write_json(metrics_path, {"config": dataclasses.asdict(config), "history": history})
+        manager.save()
         if trainer.stop_training:
             break
     train_seconds = time.time() - started

@@ -1,0 +1,83 @@
+"""Exports a trained classifier as a TF Serving SavedModel with a model card.
+
+Usage:
+  python apps/export.py --model=runs/quickstart/model.keras \\
+      --output_dir=serving/digits_he
+  python apps/export.py --model=runs/quickstart/model.keras \\
+      --output_dir=serving/digits_he --report=runs/quickstart/eval/report.json
+
+Writes `<output_dir>/<version>/` (TF Serving's model base path layout) with
+the signatures `serving_default` (uint8 images in [0, 255]) and `serve_float`
+(float32 images in [0, 1]), and `model_card.json` beside the SavedModel. The
+card is filled from the run's `metrics.json` and, if present, an evaluation
+`report.json` (both default to files beside the model). Every flag is checked
+before anything is written; an existing version is never overwritten.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags  # noqa: E402
+
+_MODEL = flags.DEFINE_string("model", None, "The classifier to export (.keras file).")
+_OUTPUT_DIR = flags.DEFINE_string(
+    "output_dir", None, "Model base path: the version is written to <output_dir>/<version>/."
+)
+_VERSION = flags.DEFINE_integer(
+    "version", None, "Version number (>= 1); default: the next free one.", lower_bound=1
+)
+_METRICS = flags.DEFINE_string(
+    "metrics", None, "The training run's metrics.json; default: metrics.json beside --model."
+)
+_REPORT = flags.DEFINE_string(
+    "report", None, "An evaluation report.json; default: report.json beside --model."
+)
+
+flags.mark_flags_as_required(["model", "output_dir"])
+
+
+def _json_beside_model(flag: flags.FlagHolder, name: str) -> str:
+    """The flag's path, or `name` beside the model if that exists, or ""."""
+    if flag.value is not None:
+        return flag.value
+    path = os.path.join(os.path.dirname(os.path.abspath(_MODEL.value)), name)
+    return path if os.path.exists(path) else ""
+
+
+def export() -> str:
+    """Validates the flags, then writes the export; returns its directory."""
+    from he_keras import export as export_lib
+    from he_keras.training.runner import read_json
+
+    version = export_lib.resolve_version(_OUTPUT_DIR.value, _VERSION.value)
+    metrics_path = _json_beside_model(_METRICS, "metrics.json")
+    report_path = _json_beside_model(_REPORT, "report.json")
+    metrics = read_json(metrics_path, "metrics") if metrics_path else None
+    report = read_json(report_path, "evaluation report") if report_path else None
+    model = export_lib.load_keras_model(_MODEL.value)
+    card = export_lib.model_card(model, metrics, report, metrics_path, report_path)
+    return export_lib.export_saved_model(model, _OUTPUT_DIR.value, version, card)
+
+
+def main(argv):
+    if len(argv) > 1:
+        print(f"error: unexpected arguments {argv[1:]}", file=sys.stderr)
+        sys.exit(2)
+    from absl import logging
+
+    logging.set_verbosity(logging.WARNING)
+    try:
+        path = export()
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    print(f"exported {_MODEL.value} to {path} (signatures: serving_default uint8, serve_float)")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    app.run(main)

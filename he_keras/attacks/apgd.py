@@ -1,0 +1,414 @@
+"""Auto-PGD (APGD) of Croce & Hein (2020), untargeted and targeted.
+
+"Reliable evaluation of adversarial robustness with an ensemble of diverse
+parameter-free attacks" (ICML 2020, https://arxiv.org/abs/2003.01690). APGD
+is PGD with momentum and a step size that adapts per example, so it needs no
+step-size tuning:
+
+- start `x_0 = x + eps * t / ||t||` (t uniform in [-1, 1]^d for L-inf,
+  standard normal for L2), clipped to [0, 1]; first step `eta = 2 * eps`;
+- `z = P(x_k + eta * dir(g_k))`,
+  `x_{k+1} = P(x_k + a (z - x_k) + (1 - a)(x_k - x_{k-1}))` with `a = 0.75`
+  (`a = 1` on the first step), `P` the projection on the eps-ball ∩ [0, 1];
+- checkpoints after `0.22 N` steps, the interval then shrinking by `0.03 N`
+  per checkpoint down to `0.06 N`; at a checkpoint the step of an example is
+  halved, and its iterate restarts from its best-loss point, if (1) its loss
+  increased in at most `rho` of the steps since the last checkpoint or (2) its
+  step was not halved at the previous checkpoint and its best loss did not
+  improve since then;
+- the best adversarial point of every example is kept; restarts rerun only
+  the examples still classified correctly.
+
+The whole iteration loop of one run is a single `tf.function`.
+
+The module also holds the small helpers the other evaluation attacks share
+(argument checks, predictions, the output of minimal-norm attacks).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import tensorflow as tf
+
+from he_keras import losses
+from he_keras.attacks.core import (
+    ascent_direction,
+    make_generator,
+    project,
+    validate_attack_params,
+)
+
+APGD_LOSSES = ("ce", "dlr")
+
+
+def require(condition: bool, name: str, value: Any, requirement: str) -> None:
+    """Raises a ValueError naming `name` and its value unless `condition`.
+
+    Args:
+        condition: Whether the value is valid.
+        name: Name of the argument.
+        value: Its value (echoed in the message).
+        requirement: What the argument must be, e.g. `"in (0, 1]"`.
+    """
+    if not condition:
+        raise ValueError(f"`{name}` must be {requirement}. Received: {name}={value!r}")
+
+
+def check_int(name: str, value: Any, minimum: int = 1) -> int:
+    """Returns `value` as an int, or raises a ValueError if it is not an
+    integer >= `minimum`."""
+    valid = not isinstance(value, bool) and isinstance(value, (int, float))
+    valid = valid and int(value) == value and int(value) >= minimum
+    require(valid, name, value, f"an integer >= {minimum}")
+    return int(value)
+
+
+def logits_of(model: Callable, x: tf.Tensor) -> tf.Tensor:
+    """Float32 logits of `model` in inference mode."""
+    return tf.cast(model(x, training=False), tf.float32)
+
+
+def predict(model: Callable, x: tf.Tensor) -> tf.Tensor:
+    """Int32 predicted classes of `model` in inference mode."""
+    return tf.argmax(logits_of(model, x), axis=-1, output_type=tf.int32)
+
+
+def batch_mask(mask: tf.Tensor, x: tf.Tensor) -> tf.Tensor:
+    """Reshapes a per-example mask `(batch,)` to broadcast against `x`."""
+    return tf.reshape(mask, [-1] + [1] * (len(x.shape) - 1))
+
+
+def perturbation_norm(delta: tf.Tensor, norm: str) -> tf.Tensor:
+    """Per-example L-inf or L2 norm of a batch of perturbations."""
+    flat = tf.reshape(delta, [tf.shape(delta)[0], -1])
+    if norm == "linf":
+        return tf.reduce_max(tf.abs(flat), axis=-1)
+    return tf.norm(flat, axis=-1)
+
+
+def minimal_norm_output(
+    x: tf.Tensor, x_found: tf.Tensor, found: tf.Tensor, eps: float, norm: str
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """The output of a minimal-norm attack in the eps threat model.
+
+    Args:
+        x: Clean inputs.
+        x_found: The adversarial points the attack found (any norm).
+        found: Per-example flags of an adversarial point having been found.
+        eps: Radius of the threat model.
+        norm: `"linf"` or `"l2"`, the norm of the threat model.
+
+    Returns:
+        `(x_adv, norms)`: `x_found` projected onto the eps-ball ∩ [0, 1] (the
+        clean input where nothing was found), and the per-example `norm` of
+        the found perturbation (inf where nothing was found).
+    """
+    delta = x_found - x
+    norms = tf.where(found, perturbation_norm(delta, norm), float("inf"))
+    x_adv = tf.clip_by_value(x + project(delta, eps, norm), 0.0, 1.0)
+    return tf.where(batch_mask(found, x), x_adv, x), norms
+
+
+def ranked_class(logits: tf.Tensor, rank: int) -> tf.Tensor:
+    """The class with the `rank`-th highest logit per example (1 = top)."""
+    return tf.math.top_k(logits, k=rank).indices[:, rank - 1]
+
+
+def check_target_classes(classes: int, n_target_classes: int, minimum: int) -> None:
+    """Raises a ValueError if a targeted attack cannot run on `classes`.
+
+    Args:
+        classes: Number of classes of the model.
+        n_target_classes: Targets requested (2nd..(n+1)-th highest logits).
+        minimum: Fewest classes the attack's loss needs.
+    """
+    if classes < minimum or n_target_classes > classes - 1:
+        raise ValueError(
+            f"A targeted attack with n_target_classes={n_target_classes} needs "
+            f"at least {max(minimum, n_target_classes + 1)} classes; the model "
+            f"has {classes}."
+        )
+
+
+class APGD:
+    """Untargeted Auto-PGD with the cross-entropy or the DLR loss.
+
+    APGD-CE is the first attack of AutoAttack; APGD-DLR (untargeted) is part
+    of its "plus" and "rand" versions. The DLR loss is invariant to shifting
+    and rescaling the logits, so a temperature or an HE scale `s` cannot
+    hide anything from it.
+
+    Args:
+        eps: Radius of the threat model in pixel units ([0, 1] images).
+        norm: `"linf"` or `"l2"`.
+        loss: `"ce"` or `"dlr"` (DLR needs at least 3 classes).
+        steps: Iterations per run (AutoAttack: 100).
+        restarts: Runs from new random starts; each reruns only the examples
+            no earlier run broke.
+        rho: Fraction of increasing steps below which the step is halved.
+        seed: Seed of the random starts (None: non-deterministic).
+
+    Example:
+
+    ```python
+    attack = APGD(eps=8 / 255, loss="ce", seed=0)
+    x_adv = attack(model, x, y)
+    ```
+    """
+
+    def __init__(
+        self,
+        eps: float,
+        norm: str = "linf",
+        loss: str = "ce",
+        steps: int = 100,
+        restarts: int = 1,
+        rho: float = 0.75,
+        seed: Optional[int] = None,
+    ) -> None:
+        validate_attack_params(eps=eps, steps=steps, norm=norm)
+        require(loss in APGD_LOSSES, "loss", loss, f"one of {APGD_LOSSES}")
+        require(0.0 < rho <= 1.0, "rho", rho, "in (0, 1]")
+        self.eps = float(eps)
+        self.norm = norm
+        self.loss = loss
+        self.steps = int(steps)
+        self.restarts = check_int("restarts", restarts)
+        self.rho = float(rho)
+        self.seed = seed
+        self.name = f"apgd-{loss}"
+        self.rng = make_generator(seed)
+        self.trace_count = 0
+        self._compiled = tf.function(self._run, reduce_retracing=True)
+
+    def config(self) -> dict:
+        """The attack's settings as a JSON-ready dict."""
+        return {
+            "name": self.name,
+            "eps": self.eps,
+            "norm": self.norm,
+            "loss": self.loss,
+            "steps": self.steps,
+            "restarts": self.restarts,
+            "rho": self.rho,
+            "seed": self.seed,
+        }
+
+    def __call__(self, model: Callable, x: Any, y: Any) -> tf.Tensor:
+        """Crafts adversarial examples.
+
+        Args:
+            model: A Keras model mapping [0, 1] inputs to logits.
+            x: Clean inputs in [0, 1], shape `(batch_size, ...)`.
+            y: Integer labels, shape `(batch_size,)`.
+
+        Returns:
+            Float32 adversarial inputs, same shape as `x`: the adversarial
+            point found per example, else its highest-loss iterate.
+        """
+        x = tf.convert_to_tensor(x, tf.float32)
+        y = tf.cast(tf.convert_to_tensor(y), tf.int32)
+        if self.loss == "dlr" and logits_of(model, x[:1]).shape[-1] < 3:
+            raise ValueError("The DLR loss needs a model with at least 3 classes.")
+        return self._restarts(model, x, y, y, self.restarts)[0]
+
+    def _loss(self, y: tf.Tensor, logits: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
+        if self.loss == "ce":
+            return losses.cross_entropy(y, logits)
+        return losses.dlr(y, logits)
+
+    def _restarts(
+        self,
+        model: Callable,
+        x: tf.Tensor,
+        y: tf.Tensor,
+        target: tf.Tensor,
+        runs: int,
+        x_adv: Optional[tf.Tensor] = None,
+        robust: Optional[tf.Tensor] = None,
+    ) -> tuple[tf.Tensor, tf.Tensor]:
+        """Runs APGD `runs` times on the examples still robust.
+
+        Returns the adversarial inputs and the per-example robust flags.
+        """
+        if robust is None:
+            x_adv = x
+            robust = tf.equal(predict(model, x), y)
+        best_loss = tf.fill(tf.shape(y), -float("inf"))
+        for _ in range(runs):
+            index = tf.where(robust)
+            if index.shape[0] == 0:
+                break
+            run_x, run_broken, run_loss = self._compiled(
+                model,
+                tf.gather_nd(x, index),
+                tf.gather_nd(y, index),
+                tf.gather_nd(target, index),
+            )
+            # Keep a new adversarial point, else the higher-loss one.
+            keep = tf.logical_or(run_broken, run_loss > tf.gather_nd(best_loss, index))
+            keep_index = tf.boolean_mask(index, keep)
+            x_adv = tf.tensor_scatter_nd_update(
+                x_adv, keep_index, tf.boolean_mask(run_x, keep)
+            )
+            best_loss = tf.tensor_scatter_nd_update(
+                best_loss, keep_index, tf.boolean_mask(run_loss, keep)
+            )
+            robust = tf.tensor_scatter_nd_update(
+                robust, index, tf.logical_not(run_broken)
+            )
+        return x_adv, robust
+
+    def _project(self, x_new: tf.Tensor, x: tf.Tensor) -> tf.Tensor:
+        return tf.clip_by_value(x + project(x_new - x, self.eps, self.norm), 0.0, 1.0)
+
+    def _start(self, x: tf.Tensor) -> tf.Tensor:
+        if self.norm == "linf":
+            t = self.rng.uniform(tf.shape(x), -1.0, 1.0)
+            scale = batch_mask(perturbation_norm(t, "linf"), x)
+        else:
+            t = self.rng.normal(tf.shape(x))
+            scale = batch_mask(perturbation_norm(t, "l2"), x)
+        return tf.clip_by_value(x + self.eps * t / (scale + 1e-12), 0.0, 1.0)
+
+    def _run(
+        self, model: Callable, x: tf.Tensor, y: tf.Tensor, target: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """One APGD run; returns (x_out, broken, best loss)."""
+        self.trace_count += 1
+        steps = self.steps
+        first_check = max(int(0.22 * steps), 1)
+        check_decrease = max(int(0.03 * steps), 1)
+        min_check = max(int(0.06 * steps), 1)
+
+        def loss_and_grad(x_adv):
+            with tf.GradientTape() as tape:
+                tape.watch(x_adv)
+                logits = logits_of(model, x_adv)
+                loss = self._loss(y, logits, target)
+            grad = tape.gradient(loss, x_adv)
+            broken = tf.not_equal(tf.argmax(logits, -1, output_type=tf.int32), y)
+            return loss, grad, broken
+
+        x_adv = self._start(x)
+        loss, grad, broken = loss_and_grad(x_adv)
+        adv = x_adv
+        x_best, grad_best, loss_best = x_adv, grad, loss
+        x_prev = x_adv
+        step = 2.0 * self.eps * tf.ones_like(loss)
+        loss_prev = loss
+        increases = tf.zeros_like(loss)
+        reduced_last = tf.ones_like(broken)
+        loss_best_last = loss_best
+        since_check = tf.constant(0)
+        check_interval = tf.constant(first_check)
+
+        for i in tf.range(steps):
+            momentum = tf.where(i == 0, 1.0, 0.75)
+            z = self._project(x_adv + batch_mask(step, x) * ascent_direction(grad, self.norm), x)
+            x_new = self._project(
+                x_adv + momentum * (z - x_adv) + (1.0 - momentum) * (x_adv - x_prev), x
+            )
+            x_prev, x_adv = x_adv, x_new
+            loss, grad, hit = loss_and_grad(x_adv)
+            adv = tf.where(batch_mask(hit, x), x_adv, adv)
+            broken = tf.logical_or(broken, hit)
+            increases += tf.cast(loss > loss_prev, tf.float32)
+            loss_prev = loss
+            improved = loss > loss_best
+            x_best = tf.where(batch_mask(improved, x), x_adv, x_best)
+            grad_best = tf.where(batch_mask(improved, x), grad, grad_best)
+            loss_best = tf.where(improved, loss, loss_best)
+
+            since_check += 1
+            at_check = tf.equal(since_check, check_interval)
+            oscillating = increases <= self.rho * tf.cast(check_interval, tf.float32)
+            stalled = tf.logical_and(
+                tf.logical_not(reduced_last), loss_best_last >= loss_best
+            )
+            halve = tf.logical_and(at_check, tf.logical_or(oscillating, stalled))
+            step = tf.where(halve, step / 2.0, step)
+            x_adv = tf.where(batch_mask(halve, x), x_best, x_adv)
+            grad = tf.where(batch_mask(halve, x), grad_best, grad)
+            reduced_last = tf.where(at_check, halve, reduced_last)
+            loss_best_last = tf.where(at_check, loss_best, loss_best_last)
+            increases = tf.where(at_check, 0.0, increases)
+            since_check = tf.where(at_check, 0, since_check)
+            check_interval = tf.where(
+                at_check, tf.maximum(check_interval - check_decrease, min_check), check_interval
+            )
+        x_out = tf.where(batch_mask(broken, x), adv, x_best)
+        return x_out, broken, loss_best
+
+
+class APGDTargeted(APGD):
+    """APGD-T: Auto-PGD on the targeted DLR loss over several target classes.
+
+    The second attack of AutoAttack. For each example the targets are the
+    classes with the 2nd, 3rd, ..., (n+1)-th highest clean logits; one run
+    per target (times `restarts`), each on the examples no earlier run broke.
+    The targeted DLR loss `-(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2)` is
+    scale-invariant and needs at least 4 classes.
+
+    Args:
+        eps: Radius of the threat model in pixel units.
+        norm: `"linf"` or `"l2"`.
+        steps: Iterations per run (AutoAttack: 100).
+        n_target_classes: Number of target classes (AutoAttack: 9); at most
+            `classes - 1`.
+        restarts: Runs per target class.
+        rho: Fraction of increasing steps below which the step is halved.
+        seed: Seed of the random starts.
+
+    Example:
+
+    ```python
+    attack = APGDTargeted(eps=8 / 255, n_target_classes=9, seed=0)
+    x_adv = attack(model, x, y)
+    ```
+    """
+
+    def __init__(
+        self,
+        eps: float,
+        norm: str = "linf",
+        steps: int = 100,
+        n_target_classes: int = 9,
+        restarts: int = 1,
+        rho: float = 0.75,
+        seed: Optional[int] = None,
+    ) -> None:
+        super().__init__(
+            eps=eps, norm=norm, loss="dlr", steps=steps, restarts=restarts, rho=rho, seed=seed
+        )
+        self.n_target_classes = check_int("n_target_classes", n_target_classes)
+        self.name = "apgd-t"
+
+    def config(self) -> dict:
+        """The attack's settings as a JSON-ready dict."""
+        config = super().config()
+        config.pop("loss")
+        return {**config, "loss": "targeted-dlr", "n_target_classes": self.n_target_classes}
+
+    def __call__(self, model: Callable, x: Any, y: Any) -> tf.Tensor:
+        """Crafts adversarial examples (see `APGD.__call__`).
+
+        Raises:
+            ValueError: If the model has fewer than 4 classes or fewer than
+                `n_target_classes + 1`.
+        """
+        x = tf.convert_to_tensor(x, tf.float32)
+        y = tf.cast(tf.convert_to_tensor(y), tf.int32)
+        logits = logits_of(model, x)
+        check_target_classes(logits.shape[-1], self.n_target_classes, minimum=4)
+        x_adv = x
+        robust = tf.equal(tf.argmax(logits, -1, output_type=tf.int32), y)
+        for rank in range(2, self.n_target_classes + 2):
+            x_adv, robust = self._restarts(
+                model, x, y, ranked_class(logits, rank), self.restarts, x_adv, robust
+            )
+        return x_adv
+
+    def _loss(self, y: tf.Tensor, logits: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
+        return losses.targeted_dlr(y, logits, target)

@@ -1,0 +1,159 @@
+"""Square attack (L-inf) of Andriushchenko et al. (2020), score-based.
+
+"Square Attack: a query-efficient black-box adversarial attack via random
+search" (ECCV 2020, https://arxiv.org/abs/1912.00049), the black-box member
+of AutoAttack. It uses only the logits (never gradients), so a model that
+masks its gradients does not fool it:
+
+- start from vertical stripes `x + eps * s`, `s` = +-1 per column and channel;
+- at query `i` draw, per image, a square window of side
+  `round(sqrt(p_i * h * w))` at a random position and a sign per channel, set
+  the window to `x +- eps` and keep the change if the margin loss
+  `z_y - max_{j != y} z_j` decreased;
+- `p_i` is `p_init` divided by 2, 4, ..., 512 after 10, 50, 200, 500, 1000,
+  2000, 4000, 6000 and 8000 queries (AutoAttack, no rescaling of the schedule).
+
+Only images the model still classifies correctly are queried, and the search
+stops once all are misclassified. Images must be NHWC.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import tensorflow as tf
+
+from he_keras.attacks.adaptive import boundary_margin
+from he_keras.attacks.apgd import batch_mask, check_int, require
+from he_keras.attacks.core import make_generator, project, validate_attack_params
+
+# Query counts after which the window fraction p is halved again.
+P_SCHEDULE = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
+
+
+def _margin(model: Callable, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+    """Margin `z_y - max_{j!=y} z_j`; negative exactly when misclassified."""
+    return -boundary_margin(model, x, y)
+
+
+class Square:
+    """L-inf Square attack with the margin loss (AutoAttack settings).
+
+    Args:
+        eps: Radius of the L-inf threat model in pixel units.
+        n_queries: Query budget per image, the initial stripes included
+            (AutoAttack: 5000).
+        p_init: Initial fraction of pixels in the window (AutoAttack: 0.8).
+        seed: Seed of the random search.
+
+    Attributes:
+        last_queries: Queries spent per image by the last call (int32).
+
+    Example:
+
+    ```python
+    attack = Square(eps=8 / 255, n_queries=5000, seed=0)
+    x_adv = attack(model, x, y)
+    ```
+    """
+
+    name = "square"
+
+    def __init__(
+        self,
+        eps: float,
+        n_queries: int = 5000,
+        p_init: float = 0.8,
+        seed: Optional[int] = None,
+    ) -> None:
+        validate_attack_params(eps=eps, norm="linf")
+        self.n_queries = check_int("n_queries", n_queries)
+        require(0.0 < p_init <= 1.0, "p_init", p_init, "in (0, 1]")
+        self.eps = float(eps)
+        self.p_init = float(p_init)
+        self.seed = seed
+        self.rng = make_generator(seed)
+        self.trace_count = 0
+        self.last_queries = None
+        self._compiled = tf.function(self._run)
+
+    def config(self) -> dict:
+        """The attack's settings as a JSON-ready dict."""
+        return {
+            "name": self.name,
+            "eps": self.eps,
+            "norm": "linf",
+            "n_queries": self.n_queries,
+            "p_init": self.p_init,
+            "loss": "margin",
+            "seed": self.seed,
+        }
+
+    def __call__(self, model: Callable, x: Any, y: Any) -> tf.Tensor:
+        """Crafts adversarial examples with forward passes only.
+
+        Args:
+            model: A Keras model mapping [0, 1] NHWC images to logits.
+            x: Clean images in [0, 1], shape `(batch_size, h, w, c)`.
+            y: Integer labels, shape `(batch_size,)`.
+
+        Returns:
+            Float32 images within the eps-ball: the adversarial point found
+            per image, else the lowest-margin one.
+        """
+        x = tf.convert_to_tensor(x, tf.float32)
+        if len(x.shape) != 4:
+            raise ValueError(
+                f"Square needs NHWC images (rank 4). Received: shape={x.shape}"
+            )
+        y = tf.cast(tf.convert_to_tensor(y), tf.int32)
+        x_adv, queries = self._compiled(model, x, y)
+        self.last_queries = queries
+        return x_adv
+
+    def _window_fraction(self, i: tf.Tensor) -> tf.Tensor:
+        halvings = tf.reduce_sum(tf.cast(i > tf.constant(P_SCHEDULE), tf.float32))
+        return self.p_init / tf.pow(2.0, halvings)
+
+    def _propose(self, x: tf.Tensor, x_best: tf.Tensor, i: tf.Tensor) -> tf.Tensor:
+        """A new candidate per image: one random square set to x +- eps."""
+        n = tf.shape(x)[0]
+        h, w, c = x.shape[1], x.shape[2], x.shape[3]
+        side = tf.sqrt(self._window_fraction(i) * h * w)
+        side = tf.clip_by_value(tf.cast(tf.round(side), tf.int32), 1, min(h, w))
+        top = tf.cast(self.rng.uniform([n, 1]) * tf.cast(h - side + 1, tf.float32), tf.int32)
+        left = tf.cast(self.rng.uniform([n, 1]) * tf.cast(w - side + 1, tf.float32), tf.int32)
+        rows = tf.range(h)[None, :]
+        cols = tf.range(w)[None, :]
+        in_rows = tf.logical_and(rows >= top, rows < top + side)
+        in_cols = tf.logical_and(cols >= left, cols < left + side)
+        window = tf.logical_and(in_rows[:, :, None, None], in_cols[:, None, :, None])
+        signs = tf.sign(self.rng.uniform([n, 1, 1, c]) - 0.5)
+        x_new = tf.where(window, x_best + 2.0 * self.eps * signs, x_best)
+        return tf.clip_by_value(x + project(x_new - x, self.eps, "linf"), 0.0, 1.0)
+
+    def _run(self, model: Callable, x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        self.trace_count += 1
+        batch, width, channels = tf.shape(x)[0], x.shape[2], x.shape[3]
+        stripes = tf.sign(self.rng.uniform([batch, 1, width, channels]) - 0.5)
+        x_best = tf.clip_by_value(x + self.eps * stripes, 0.0, 1.0)
+        margin = _margin(model, x_best, y)
+        queries = tf.ones([batch], tf.int32)
+        i = tf.constant(0)
+        while i < self.n_queries - 1 and tf.reduce_any(margin > 0.0):
+            index = tf.where(margin > 0.0)
+            x_sub = tf.gather_nd(x, index)
+            y_sub = tf.gather_nd(y, index)
+            best_sub = tf.gather_nd(x_best, index)
+            candidate = self._propose(x_sub, best_sub, i)
+            new_margin = _margin(model, candidate, y_sub)
+            improved = new_margin < tf.gather_nd(margin, index)
+            x_best = tf.tensor_scatter_nd_update(
+                x_best, index, tf.where(batch_mask(improved, candidate), candidate, best_sub)
+            )
+            margin = tf.tensor_scatter_nd_update(
+                margin, index, tf.minimum(new_margin, tf.gather_nd(margin, index))
+            )
+            queries = tf.tensor_scatter_nd_add(queries, index, tf.ones_like(y_sub))
+            i += 1
+        return x_best, queries

@@ -1,0 +1,93 @@
+"""apps/evaluate.py end to end, in subprocesses, and its input validation."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from helpers import accuracy, digits_arrays, undefended_digits_model
+from he_keras.models import build_model
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+APP = os.path.join(ROOT, "apps", "evaluate.py")
+
+
+def run_app(*args, timeout=300):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.run(
+        [sys.executable, APP, *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT
+    )
+
+
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("model") / "undefended.keras")
+    undefended_digits_model().save(path)
+    return path
+
+
+def test_quick_suite_end_to_end(saved_model, tmp_path):
+    out = tmp_path / "eval"
+    proc = run_app(
+        f"--model={saved_model}", "--suite=quick", "--n_examples=64", "--eps=0.3", "--seed=3",
+        f"--output_dir={out}", "--verbose=0",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    files = set(os.listdir(out))
+    assert {"report.json", "report.md", "accuracy_vs_steps.png"} <= files
+    assert not [f for f in files if f.startswith(".tmp")]
+    report = json.loads((out / "report.json").read_text())
+    _, _, x, y = digits_arrays()
+    assert report["settings"]["n"] == 64 and report["settings"]["seed"] == 3
+    assert report["clean_accuracy"] == pytest.approx(accuracy(undefended_digits_model(), x[:64], y[:64]))
+    assert report["n_clean_correct"] == round(64 * report["clean_accuracy"])
+    names = [a["name"] for a in report["attacks"]]
+    assert names[:2] == ["FGSM", "PGD-20"] and len(names) == 5
+    for attack in report["attacks"]:
+        assert attack["config"] and attack["n_outside_ball"] == 0
+        assert report["robust_accuracy"] <= attack["accuracy"] <= report["clean_accuracy"]
+    cumulative = [a["cumulative_accuracy"] for a in report["attacks"]]
+    assert cumulative == sorted(cumulative, reverse=True) and cumulative[-1] == report["robust_accuracy"]
+    assert report["robust_accuracy"] < 0.1
+    md = (out / "report.md").read_text()
+    assert f"**{100 * report['robust_accuracy']:.2f}**" in md
+    assert "worst case (all attacks)" in proc.stdout
+
+
+@pytest.fixture(scope="module")
+def mnist_shaped_model(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("mnist") / "mnist_shaped.keras")
+    build_model("small_cnn", (28, 28, 1), 10).save(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    "case", ["missing_model", "eps_2", "n_examples_0", "output_is_file", "unknown_flag", "shape_mismatch"]
+)
+def test_bad_inputs_exit_nonzero_naming_the_value_and_write_nothing(
+    case, saved_model, mnist_shaped_model, tmp_path
+):
+    out = tmp_path / "eval"
+    args = {
+        "missing_model": ([f"--model={tmp_path}/nope.keras"], "nope.keras"),
+        "eps_2": (["--eps=2"], "--eps=2"),
+        "n_examples_0": (["--n_examples=0"], "--n_examples=0"),
+        "output_is_file": ([], "is a file"),
+        "unknown_flag": (["--no_such_flag=1"], "no_such_flag"),
+        "shape_mismatch": ([f"--model={mnist_shaped_model}"], "(28, 28, 1)"),
+    }[case]
+    extra, needle = args
+    if case == "output_is_file":
+        out = tmp_path / "a_file"
+        out.write_text("keep me")
+    base = [f"--model={saved_model}", f"--output_dir={out}", "--n_examples=8", "--verbose=0"]
+    proc = run_app(*base, *extra)
+    assert proc.returncode != 0
+    assert needle in proc.stderr, proc.stderr[-2000:]
+    if case == "output_is_file":
+        assert out.read_text() == "keep me"
+    else:
+        assert not out.exists()
+    assert sorted(os.listdir(tmp_path)) == (["a_file"] if case == "output_is_file" else [])
