@@ -90,6 +90,8 @@ def validate_flags() -> tuple[float, str, Optional[str]]:
         raise FlagError(f"--n_examples must be >= 1. Received: --n_examples={_N_EXAMPLES.value}")
     if _BATCH_SIZE.value < 1:
         raise FlagError(f"--batch_size must be >= 1. Received: --batch_size={_BATCH_SIZE.value}")
+    if _SEED.value < 0:
+        raise FlagError(f"--seed must be >= 0. Received: --seed={_SEED.value}")
     eps = _EPS.value
     if eps is None:
         eps = 0.3 if _DATASET.value in DIGIT_DATASETS else 8 / 255

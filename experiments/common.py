@@ -505,6 +505,9 @@ def evaluate(
     budget.setdefault("margin", 0.0)
     specs, out = [], {"n": int(len(x)), "attacks": {}, "seconds": {}}
     for name in attacks:
+        if name == HE_ADAPTIVE and head_kind(model) == "linear":
+            out["attacks"][name] = "n/a (linear head: the HE loss is CE = PGD-20)"
+            continue
         try:
             specs.append(SuiteAttack(name, make_attack(name, model, eps, seed, budget), {}))
         except MissingPiece as err:

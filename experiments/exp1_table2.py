@@ -33,9 +33,9 @@ ATTACKS = (C.PGD20, C.PGD20_COS, C.APGD_CE, C.APGD_DLR, C.CW, C.HE_ADAPTIVE, C.T
 # Default small-scale budget (mnist5k, trades_cnn, 2 CPU cores).
 # Batch 32: twice the updates of batch 64 for the same compute (the runs are
 # short, so the number of updates matters more than the CPU efficiency).
-EPOCHS, N_TRAIN, N_EVAL, STEPS, BATCH = 2, 2000, 200, 3, 32
-BUDGET = {"pgd_steps": 20, "apgd_iters": 50, "cw_steps": 30, "inverse_temperatures": (10.0, 50.0),
-          "aa_apgd_iters": 50, "aa_targets": 3, "aa_fab_iters": 20, "aa_square_queries": 300}
+EPOCHS, N_TRAIN, N_EVAL, STEPS, BATCH = 2, 2000, 150, 3, 32
+BUDGET = {"pgd_steps": 20, "apgd_iters": 25, "cw_steps": 20, "inverse_temperatures": (10.0, 50.0),
+          "aa_apgd_iters": 25, "aa_targets": 3, "aa_fab_iters": 20, "aa_square_queries": 300}
 
 
 def model_spec(sz: dict, args, framework: str, head: str, seed: int, steps: int = STEPS) -> dict:

@@ -675,7 +675,7 @@ class Report:
             "TRADES (`trades_cnn`) and eps = 0.3 (seed 003's MNIST setting). `digits` = scikit-learn's "
             "1,797 real 8×8 digits (1,437 / 360) with `small_cnn`, eps = 0.3, used where the budget "
             "demanded (experiments 2, 4, 5, 6). Evaluation uses a fixed subset of the test split (n stated "
-            "per experiment). Training: Adam lr 1e-3, batch 64; on mnist5k every adversarial run starts "
+            "per experiment). Training: Adam lr 1e-3, batch 32 on mnist5k (64 on digits); every mnist5k adversarial run starts "
             "from 1 clean epoch (MNIST AT at eps 0.3 from scratch stalls for several epochs, which the "
             "budget could not pay) and uses a 3-step training PGD (step 2.5·eps/3; the papers use 10 "
             "steps on CIFAR-10, 40 on MNIST).",

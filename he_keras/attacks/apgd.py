@@ -79,6 +79,16 @@ def batch_mask(mask: tf.Tensor, x: tf.Tensor) -> tf.Tensor:
     return tf.reshape(mask, [-1] + [1] * (len(x.shape) - 1))
 
 
+def batch_spec(t: tf.Tensor) -> tf.TensorSpec:
+    """A spec of `t` with an unknown batch size.
+
+    Attacks that rerun on the subset of examples still robust trace their
+    compiled loop once with it (`get_concrete_function`), so subsets of any
+    size reuse that trace.
+    """
+    return tf.TensorSpec([None, *t.shape[1:]], t.dtype)
+
+
 def perturbation_norm(delta: tf.Tensor, norm: str) -> tf.Tensor:
     """Per-example L-inf or L2 norm of a batch of perturbations."""
     flat = tf.reshape(delta, [tf.shape(delta)[0], -1])
@@ -180,7 +190,7 @@ class APGD:
         self.name = f"apgd-{loss}"
         self.rng = make_generator(seed)
         self.trace_count = 0
-        self._compiled = tf.function(self._run, reduce_retracing=True)
+        self._compiled = tf.function(self._run)
 
     def config(self) -> dict:
         """The attack's settings as a JSON-ready dict."""
@@ -236,6 +246,9 @@ class APGD:
             x_adv = x
             robust = tf.equal(predict(model, x), y)
         best_loss = tf.fill(tf.shape(y), -float("inf"))
+        self._compiled.get_concrete_function(
+            model, batch_spec(x), batch_spec(y), batch_spec(target)
+        )
         for _ in range(runs):
             index = tf.where(robust)
             if index.shape[0] == 0:

@@ -28,6 +28,7 @@ import tensorflow as tf
 
 from he_keras.attacks.apgd import (
     batch_mask,
+    batch_spec,
     check_int,
     check_target_classes,
     logits_of,
@@ -143,7 +144,7 @@ class FABTargeted:
         self.rng = make_generator(seed)
         self.trace_count = 0
         self.last_norms = None
-        self._compiled = tf.function(self._run, reduce_retracing=True)
+        self._compiled = tf.function(self._run)
 
     def config(self) -> dict:
         """The attack's settings as a JSON-ready dict."""
@@ -191,6 +192,9 @@ class FABTargeted:
             index = tf.where(best > self.eps)
             if index.shape[0] == 0:
                 break
+            self._compiled.get_concrete_function(
+                model, batch_spec(x), batch_spec(y), batch_spec(y), random_start
+            )
             run_x, run_norm = self._compiled(
                 model,
                 tf.gather_nd(x, index),

@@ -25,6 +25,13 @@ class FreeAT(AdversarialTrainer):
     the stored buffer is not clipped to the image box). For HE / m-HE heads
     the loss is the HE margin loss for both, as in the HE reference code.
 
+    The input gradient is taken at the clipped input. The reference code
+    differentiates through the clamp instead, whose gradient is zero where
+    `x + delta` leaves [0, 1]: the buffer then never moves at saturated
+    pixels. That is rare on CIFAR-10 but freezes most of the buffer on
+    digits/MNIST (mostly 0 or 1 pixels), where it left PGD-20 accuracy near
+    0 (measured: 2 % vs 30 % after 8 passes at eps 0.3).
+
     The epoch budget is divided by `replays` (train `ceil(epochs / replays)`
     passes); the optimizer makes `replays` updates per batch, which
     `updates_per_batch` reports so learning-rate schedules count them. Under
@@ -110,16 +117,15 @@ class FreeAT(AdversarialTrainer):
         buffer = self._buffer(batch)
         delta = buffer[:batch]
         for _ in range(self.replays):
+            x_adv = tf.clip_by_value(x + delta, 0.0, 1.0)
             with tf.GradientTape() as tape:
-                tape.watch(delta)
-                adv_logits = self.classifier(
-                    tf.clip_by_value(x + delta, 0.0, 1.0), training=True
-                )
+                tape.watch(x_adv)
+                adv_logits = self.classifier(x_adv, training=True)
                 loss = self.reduce_loss(
                     self.classification_loss(y, adv_logits), sample_weight
                 )
                 scaled = self.optimizer.scale_loss(loss)
-            (grad,) = self.apply_gradients(tape, scaled, sources=(delta,))
+            (grad,) = self.apply_gradients(tape, scaled, sources=(x_adv,))
             step = self.step_size * ascent_direction(grad, self.norm)
             delta = project(delta + step, self.eps, self.norm)
         self.perturbation.assign(tf.concat([delta, buffer[batch:]], 0))
