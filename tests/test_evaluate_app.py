@@ -58,8 +58,9 @@ def test_quick_suite_end_to_end(saved_model, tmp_path):
 
 @pytest.fixture(scope="module")
 def mnist_shaped_model(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("mnist") / "mnist_shaped.keras")
-    build_model("small_cnn", (28, 28, 1), 10).save(path)
+    """A SavedModel (Keras export, `serve` endpoint) taking 28x28 images."""
+    path = str(tmp_path_factory.mktemp("mnist") / "mnist_shaped")
+    build_model("small_cnn", (28, 28, 1), 10).export(path, format="tf_saved_model", verbose=False)
     return path
 
 

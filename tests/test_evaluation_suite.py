@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from helpers import digits_arrays, undefended_digits_model
 from he_keras.attacks.apgd import APGDTargeted
+from he_keras.attacks.core import ProjectedGradientAttack
 from he_keras.attacks.square import Square
 from he_keras.evaluation import SuiteAttack, evaluate
 from he_keras.evaluation.suite import quick_attacks
@@ -38,27 +39,32 @@ def strip_timings(obj):
     return obj
 
 
-def small_suite(seed):
-    return quick_attacks(EPS, "linf", seed)[:2] + [
-        SuiteAttack("APGD-T", APGDTargeted(EPS, steps=10, n_target_classes=3, seed=seed + 10), {"steps": 10},
-                    standalone=False),
-        SuiteAttack("Square", Square(EPS, n_queries=300, seed=seed + 11), {"n_queries": 300},
-                    kind="black-box", standalone=False),
-    ]
+def small_suite(seed, eps=EPS, pgd_steps=20):
+    fgsm, pgd = quick_attacks(eps, "linf", seed)[:2]
+    if pgd_steps != 20:
+        weak = ProjectedGradientAttack(eps, eps / 10, pgd_steps, keep_best=True, seed=seed)
+        pgd = SuiteAttack(f"PGD-{pgd_steps}", weak, {"steps": pgd_steps, "seed": seed})
+    return [fgsm, pgd,
+            SuiteAttack("APGD-T", APGDTargeted(eps, steps=10, n_target_classes=3, seed=seed + 10),
+                        {"steps": 10}, standalone=False),
+            SuiteAttack("Square", Square(eps, n_queries=300, seed=seed + 11), {"n_queries": 300},
+                        kind="black-box", standalone=False)]
 
 
 def test_same_seed_gives_the_same_report():
     _, _, x, y = digits_arrays()
     model = undefended_digits_model()
-    # PGD-20 is weakened to 2 steps so that every attack has points left to work on.
-    runs = []
-    for _ in range(2):
-        attacks = small_suite(7)
-        attacks[1].attack.steps = 2
-        report = evaluate(model, x[:64], y[:64], 10, attacks=attacks, eps=0.1, seed=7)
-        runs.append(json.dumps(strip_timings(report), sort_keys=True))
+    # At eps 0.1 a 2-step PGD leaves points for APGD-T and Square (random) to work on.
+    runs = [
+        json.dumps(strip_timings(evaluate(
+            model, x[:64], y[:64], 10, attacks=small_suite(7, 0.1, pgd_steps=2), eps=0.1, seed=7
+        )), sort_keys=True)
+        for _ in range(2)
+    ]
     assert runs[0] == runs[1]
-    assert json.loads(runs[0])["settings"]["seed"] == 7
+    report = json.loads(runs[0])
+    assert report["settings"]["seed"] == 7
+    assert [a["n_attacked"] > 0 for a in report["attacks"]] == [True] * 4
 
 
 class Scaled(keras.Model):

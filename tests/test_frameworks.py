@@ -270,7 +270,8 @@ def test_early_stop_keeps_training_without_collapse_and_round_trips():
         CatastrophicOverfittingStop(x[:4], y[:3], eps=0.1)
 
 
-# Short digits runs (eps 0.2, 8 epochs): every framework, each head at least once.
+# Short digits runs (eps 0.2, 8 epochs; FreeAT 4 passes of 4 replays): every
+# framework, each head at least once.
 SHORT_RUNS = [
     ("pgdat", "mhe", {}),
     ("alp", "linear", {"beta": 0.5}),
@@ -296,7 +297,7 @@ def short_run(tmp_path_factory):
         if framework == "fastat":
             kwargs.update(steps=1, step_size=0.25, attack_bn_training=True, random_start="uniform")
         if framework == "freeat":
-            kwargs.update(steps=1, step_size=0.2, epochs=2, attack_bn_training=True)
+            kwargs.update(steps=1, step_size=0.2, epochs=4, attack_bn_training=True)
         kwargs.update(overrides)
         return run(TrainConfig(**kwargs))
 
@@ -322,3 +323,70 @@ def test_short_digits_run_is_far_more_robust_than_standard(
     assert test["clean_accuracy"] > 0.6, test
     if framework == "hat":
         assert metrics["config"]["framework_params"]["helper_model"].endswith("helper/model.keras")
+
+
+_PARSE_CONFIGS = r"""
+import importlib.util, json, os, sys
+root, out = sys.argv[1], sys.argv[2]
+spec = importlib.util.spec_from_file_location("train_app", os.path.join(root, "apps", "train.py"))
+app = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(app)
+from absl import flags
+results = {}
+for name in sorted(os.listdir(os.path.join(root, "configs"))):
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(["train.py", "--flagfile=" + os.path.join(root, "configs", name),
+                 "--output_dir=" + os.path.join(out, name)])
+    try:
+        config = app.config_from_flags()
+        results[name] = [config.framework, config.head, config.dataset, ""]
+    except ValueError as err:
+        results[name] = [None, None, flags.FLAGS.dataset, str(err)]
+print(json.dumps(results))
+"""
+
+
+def test_every_flagfile_parses_and_validates(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run(
+        [sys.executable, "-c", _PARSE_CONFIGS, root, str(tmp_path)],
+        capture_output=True, text=True, timeout=120,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(done.stdout.strip().splitlines()[-1])
+    heads = {"": "linear", "_he": "he", "_mhe": "mhe"}
+    for framework in ("pgdat", "alp", "trades", "fastat", "freeat", "hat"):
+        for suffix, head in heads.items():
+            for name, dataset in ((f"{framework}{suffix}.cfg", "cifar10"),
+                                  (f"digits_{framework}{suffix}.cfg", "digits")):
+                assert results[name] == [framework, head, dataset, ""], (name, results[name])
+    for name in ("standard.cfg", "digits_standard.cfg"):
+        assert results[name][:2] == ["standard", "linear"], results[name]
+    for name in ("pgdat_he_lis.cfg", "pgdat_he_cmp.cfg", "digits_pgdat_he_lis.cfg"):
+        assert results[name][:2] == ["pgdat", "he"], results[name]
+    # Its flags parse; until an ImageNet loader exists only the dataset is refused.
+    _, _, dataset, error = results["imagenet_freeat_he.cfg"]
+    assert dataset == "imagenet2012" and (not error or "dataset" in error), error
+    invalid = {k: v for k, v in results.items() if v[3] and k != "imagenet_freeat_he.cfg"}
+    assert not invalid, invalid
+
+
+def test_hat_prepare_run_uses_a_given_helper_or_refuses_a_missing_one(tmp_path):
+    path = str(tmp_path / "standard.keras")
+    _helper().save(path)
+    config = TrainConfig(framework="hat", framework_params={"helper_model": path},
+                         output_dir=str(tmp_path / "run"))
+    assert HAT.prepare_run(config) is config
+    trainer = HAT(_classifier(), helper_model=path)
+    np.testing.assert_array_equal(trainer.helper_labels(_batch(4)[0]), np.full(4, 7))
+    missing = TrainConfig(framework="hat", framework_params={"helper_model": str(tmp_path / "no.keras")})
+    with pytest.raises(ValueError, match="no.keras"):
+        HAT.prepare_run(missing)
+    with pytest.raises(ValueError, match="--helper_model"):
+        HAT.prepare_run(TrainConfig(framework="hat", strategy="multi_worker"))

@@ -73,7 +73,9 @@ def keep_worst(
 
 
 def _objective_label(objective: Union[str, Callable]) -> str:
-    return objective if isinstance(objective, str) else getattr(objective, "__name__", "custom")
+    if isinstance(objective, str):
+        return objective
+    return getattr(objective, "__name__", "custom")
 
 
 class WorstCasePGD(abc.ABC):
@@ -353,7 +355,11 @@ class HEAdaptivePGD(WorstCasePGD):
 
     def config(self) -> dict:
         """The attack's settings as a JSON-ready dict."""
-        return {**super().config(), "margin": self.margin, "objectives": list(self.objectives)}
+        return {
+            **super().config(),
+            "margin": self.margin,
+            "objectives": list(self.objectives),
+        }
 
     def _runs(self, model: Callable) -> list:
         head = find_head(model)

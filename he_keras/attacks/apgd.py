@@ -27,6 +27,7 @@ The module also holds the small helpers the other evaluation attacks share
 
 from __future__ import annotations
 
+import numbers
 from typing import Any, Callable, Optional
 
 import tensorflow as tf
@@ -56,26 +57,61 @@ def require(condition: bool, name: str, value: Any, requirement: str) -> None:
 
 
 def check_int(name: str, value: Any, minimum: int = 1) -> int:
-    """Returns `value` as an int, or raises a ValueError if it is not an
-    integer >= `minimum`."""
-    valid = not isinstance(value, bool) and isinstance(value, (int, float))
+    """Validates an integer argument.
+
+    Args:
+        name: Name of the argument.
+        value: Its value; integral floats such as `5.0` are accepted.
+        minimum: Smallest valid value.
+
+    Returns:
+        `value` as an int.
+
+    Raises:
+        ValueError: If `value` is not an integer >= `minimum`.
+    """
+    valid = isinstance(value, numbers.Real) and not isinstance(value, bool)
     valid = valid and int(value) == value and int(value) >= minimum
     require(valid, name, value, f"an integer >= {minimum}")
     return int(value)
 
 
 def logits_of(model: Callable, x: tf.Tensor) -> tf.Tensor:
-    """Float32 logits of `model` in inference mode."""
+    """Logits of `model` in inference mode.
+
+    Args:
+        model: A model mapping inputs to logits.
+        x: Inputs.
+
+    Returns:
+        Float32 logits, shape `(batch_size, classes)`.
+    """
     return tf.cast(model(x, training=False), tf.float32)
 
 
 def predict(model: Callable, x: tf.Tensor) -> tf.Tensor:
-    """Int32 predicted classes of `model` in inference mode."""
+    """Predicted classes of `model` in inference mode.
+
+    Args:
+        model: A model mapping inputs to logits.
+        x: Inputs.
+
+    Returns:
+        Int32 classes, shape `(batch_size,)`.
+    """
     return tf.argmax(logits_of(model, x), axis=-1, output_type=tf.int32)
 
 
 def batch_mask(mask: tf.Tensor, x: tf.Tensor) -> tf.Tensor:
-    """Reshapes a per-example mask `(batch,)` to broadcast against `x`."""
+    """Reshapes a per-example mask to broadcast against a batch.
+
+    Args:
+        mask: Per-example values, shape `(batch_size,)`.
+        x: A batch of rank `r`.
+
+    Returns:
+        `mask` reshaped to `(batch_size, 1, ..., 1)` (rank `r`).
+    """
     return tf.reshape(mask, [-1] + [1] * (len(x.shape) - 1))
 
 
@@ -85,12 +121,26 @@ def batch_spec(t: tf.Tensor) -> tf.TensorSpec:
     Attacks that rerun on the subset of examples still robust trace their
     compiled loop once with it (`get_concrete_function`), so subsets of any
     size reuse that trace.
+
+    Args:
+        t: A batch.
+
+    Returns:
+        `tf.TensorSpec([None, *t.shape[1:]], t.dtype)`.
     """
     return tf.TensorSpec([None, *t.shape[1:]], t.dtype)
 
 
 def perturbation_norm(delta: tf.Tensor, norm: str) -> tf.Tensor:
-    """Per-example L-inf or L2 norm of a batch of perturbations."""
+    """Per-example norm of a batch of perturbations.
+
+    Args:
+        delta: Perturbations, shape `(batch_size, ...)`.
+        norm: `"linf"` or `"l2"`.
+
+    Returns:
+        Norms, shape `(batch_size,)`.
+    """
     flat = tf.reshape(delta, [tf.shape(delta)[0], -1])
     if norm == "linf":
         return tf.reduce_max(tf.abs(flat), axis=-1)
@@ -121,7 +171,15 @@ def minimal_norm_output(
 
 
 def ranked_class(logits: tf.Tensor, rank: int) -> tf.Tensor:
-    """The class with the `rank`-th highest logit per example (1 = top)."""
+    """The class with the `rank`-th highest logit per example.
+
+    Args:
+        logits: Logits, shape `(batch_size, classes)`.
+        rank: 1 for the top class, 2 for the runner-up, ...
+
+    Returns:
+        Int32 classes, shape `(batch_size,)`.
+    """
     return tf.math.top_k(logits, k=rank).indices[:, rank - 1]
 
 
@@ -132,6 +190,9 @@ def check_target_classes(classes: int, n_target_classes: int, minimum: int) -> N
         classes: Number of classes of the model.
         n_target_classes: Targets requested (2nd..(n+1)-th highest logits).
         minimum: Fewest classes the attack's loss needs.
+
+    Raises:
+        ValueError: If there are too few classes.
     """
     if classes < minimum or n_target_classes > classes - 1:
         raise ValueError(
@@ -319,7 +380,8 @@ class APGD:
 
         for i in tf.range(steps):
             momentum = tf.where(i == 0, 1.0, 0.75)
-            z = self._project(x_adv + batch_mask(step, x) * ascent_direction(grad, self.norm), x)
+            direction = ascent_direction(grad, self.norm)
+            z = self._project(x_adv + batch_mask(step, x) * direction, x)
             x_new = self._project(
                 x_adv + momentum * (z - x_adv) + (1.0 - momentum) * (x_adv - x_prev), x
             )
@@ -348,9 +410,8 @@ class APGD:
             loss_best_last = tf.where(at_check, loss_best, loss_best_last)
             increases = tf.where(at_check, 0.0, increases)
             since_check = tf.where(at_check, 0, since_check)
-            check_interval = tf.where(
-                at_check, tf.maximum(check_interval - check_decrease, min_check), check_interval
-            )
+            shorter = tf.maximum(check_interval - check_decrease, min_check)
+            check_interval = tf.where(at_check, shorter, check_interval)
         x_out = tf.where(batch_mask(broken, x), adv, x_best)
         return x_out, broken, loss_best
 
@@ -393,16 +454,24 @@ class APGDTargeted(APGD):
         seed: Optional[int] = None,
     ) -> None:
         super().__init__(
-            eps=eps, norm=norm, loss="dlr", steps=steps, restarts=restarts, rho=rho, seed=seed
+            eps=eps,
+            norm=norm,
+            loss="dlr",
+            steps=steps,
+            restarts=restarts,
+            rho=rho,
+            seed=seed,
         )
         self.n_target_classes = check_int("n_target_classes", n_target_classes)
         self.name = "apgd-t"
 
     def config(self) -> dict:
         """The attack's settings as a JSON-ready dict."""
-        config = super().config()
-        config.pop("loss")
-        return {**config, "loss": "targeted-dlr", "n_target_classes": self.n_target_classes}
+        return {
+            **super().config(),
+            "loss": "targeted-dlr",
+            "n_target_classes": self.n_target_classes,
+        }
 
     def __call__(self, model: Callable, x: Any, y: Any) -> tf.Tensor:
         """Crafts adversarial examples (see `APGD.__call__`).

@@ -93,7 +93,8 @@ class _ScoreBasedAttack(abc.ABC):
         i = tf.constant(0)
         while i < self.steps and not tf.reduce_all(broken):
             x_adv, state = self._update(model, x, y, x_adv, state)
-            hit = tf.logical_and(tf.not_equal(predict(model, x_adv), y), tf.logical_not(broken))
+            hit = tf.not_equal(predict(model, x_adv), y)
+            hit = tf.logical_and(hit, tf.logical_not(broken))
             best = tf.where(batch_mask(hit, x), x_adv, best)
             broken = tf.logical_or(broken, hit)
             i += 1
@@ -165,10 +166,10 @@ class NES(_ScoreBasedAttack):
         u = self.rng.normal(tf.concat([[shape[0] * pairs], shape[1:]], 0))
         center = _repeat(x_adv, pairs)
         labels = _repeat(y, pairs)
-        difference = boundary_margin(model, center + self.sigma * u, labels) - boundary_margin(
-            model, center - self.sigma * u, labels
-        )
-        weighted = tf.reshape(batch_mask(difference, u) * u, tf.concat([[shape[0], pairs], shape[1:]], 0))
+        plus = boundary_margin(model, center + self.sigma * u, labels)
+        minus = boundary_margin(model, center - self.sigma * u, labels)
+        weighted = batch_mask(plus - minus, u) * u
+        weighted = tf.reshape(weighted, tf.concat([[shape[0], pairs], shape[1:]], 0))
         grad = tf.reduce_sum(weighted, axis=1) / (self.samples * self.sigma)
         delta = project(x_adv + self.step_size * tf.sign(grad) - x, self.eps, "linf")
         return tf.clip_by_value(x + delta, 0.0, 1.0), state
@@ -234,7 +235,8 @@ class ZOO(_ScoreBasedAttack):
         }
 
     def _loss(self, model: Callable, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
-        """CW loss of log-probabilities, minimized: `max(log p_y - max_j log p_j, -kappa)`."""
+        """CW loss of log-probabilities (minimized), with `j != y`:
+        `max(log p_y - max_j log p_j, -kappa)`."""
         return tf.maximum(-_log_prob_margin(model, x, y), -self.kappa)
 
     def _init_state(self, x: tf.Tensor) -> tuple:
@@ -250,7 +252,8 @@ class ZOO(_ScoreBasedAttack):
         coords = tf.math.top_k(self.rng.uniform([batch, dims]), k=k).indices
         basis = tf.one_hot(coords, dims) * self.h
         center = tf.reshape(x_adv, [batch, 1, dims])
-        probes = tf.reshape(tf.concat([center + basis, center - basis], 1), [-1, *x.shape[1:]])
+        probes = tf.concat([center + basis, center - basis], 1)
+        probes = tf.reshape(probes, [-1, *x.shape[1:]])
         values = tf.reshape(self._loss(model, probes, _repeat(y, 2 * k)), [batch, 2, k])
         grad = (values[:, 0] - values[:, 1]) / (2.0 * self.h)
         rows = tf.repeat(tf.range(batch)[:, None], k, axis=1)
@@ -262,7 +265,8 @@ class ZOO(_ScoreBasedAttack):
         v_hat = v_k / (1.0 - _ADAM_BETA_2**count)
         flat_x = tf.reshape(x, [batch, dims])
         flat_adv = tf.reshape(x_adv, [batch, dims])
-        moved = tf.gather_nd(flat_adv, index) - self.lr * m_hat / (tf.sqrt(v_hat) + _ADAM_EPSILON)
+        step = self.lr * m_hat / (tf.sqrt(v_hat) + _ADAM_EPSILON)
+        moved = tf.gather_nd(flat_adv, index) - step
         flat_adv = tf.tensor_scatter_nd_update(flat_adv, index, moved)
         delta = project(flat_adv - flat_x, self.eps, "linf")
         x_adv = tf.reshape(tf.clip_by_value(flat_x + delta, 0.0, 1.0), tf.shape(x))

@@ -248,7 +248,8 @@ class CleverHansAttack:
 
             def loss_fn(inputs: tf.Tensor, label: tf.Tensor) -> tf.Tensor:
                 logits = model_fn(inputs)
-                return -spsa_lib.margin_logit_loss(logits, label, nb_classes=logits.shape[-1])
+                classes = logits.shape[-1]
+                return -spsa_lib.margin_logit_loss(logits, label, nb_classes=classes)
 
             def attack_one(image: tf.Tensor, label: tf.Tensor) -> tf.Tensor:
                 return spsa_lib.projected_optimization(

@@ -135,7 +135,9 @@ class CarliniWagnerL2:
         x_adv, self.last_norms = minimal_norm_output(x, x_found, found, self.eps, self.norm)
         return x_adv
 
-    def _run(self, model: Callable, x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    def _run(
+        self, model: Callable, x: tf.Tensor, y: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor]:
         self.trace_count += 1
         w_start = tf.atanh((2.0 * x - 1.0) * 0.999999)
         batch = tf.shape(y)

@@ -17,7 +17,7 @@ batch come from one `batch_jacobian` per iteration inside a `tf.function`.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import tensorflow as tf
 
@@ -131,7 +131,9 @@ class DeepFool:
             scale = (tf.abs(f_best) + 1e-4) / (tf.square(dual_best) + 1e-12)
         return scale[:, None] * direction
 
-    def _run(self, model: Callable, x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    def _run(
+        self, model: Callable, x: tf.Tensor, y: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor]:
         self.trace_count += 1
         logits = logits_of(model, x)
         k = min(self.n_candidates, logits.shape[-1])
@@ -148,12 +150,14 @@ class DeepFool:
                 z_true = tf.gather(z, y, batch_dims=1)
                 f = tf.gather(z, candidates, batch_dims=1) - z_true[:, None]
             w = tf.reshape(tape.batch_jacobian(f, x_adv), tf.concat([tf.shape(f), [-1]], 0))
-            active = tf.logical_and(active, tf.equal(tf.argmax(z, -1, output_type=tf.int32), y))
+            correct = tf.equal(tf.argmax(z, -1, output_type=tf.int32), y)
+            active = tf.logical_and(active, correct)
             # The true class is no target: its distance becomes infinite.
             f = tf.where(is_true, float("inf"), f)
             r = self._step(f, w)
             r_total += tf.where(active[:, None], r, 0.0)
             delta = tf.reshape((1.0 + self.overshoot) * r_total, tf.shape(x))
-            x_adv = tf.where(batch_mask(active, x), tf.clip_by_value(x + delta, 0.0, 1.0), x_adv)
+            x_new = tf.clip_by_value(x + delta, 0.0, 1.0)
+            x_adv = tf.where(batch_mask(active, x), x_new, x_adv)
             i += 1
         return x_adv, tf.not_equal(predict(model, x_adv), y)

@@ -61,6 +61,12 @@ def linf_hyperplane_projection(
 
     Returns:
         Displacements `d`, shape `(n, d)`.
+
+    Example:
+
+    >>> p = tf.constant([[0.5, 0.5]])
+    >>> linf_hyperplane_projection(p, tf.constant([[1.0, 1.0]]), tf.constant([1.5]))
+    <tf.Tensor: shape=(1, 2), dtype=float32, numpy=array([[0.25, 0.25]], dtype=float32)>
     """
     c = b - tf.reduce_sum(w * points, axis=-1)
     toward = tf.sign(c)[:, None] * tf.sign(w)
@@ -237,7 +243,8 @@ class FABTargeted:
             with tf.GradientTape() as tape:
                 tape.watch(x_k)
                 logits = logits_of(model, x_k)
-                f = tf.gather(logits, target, batch_dims=1) - tf.gather(logits, y, batch_dims=1)
+                f = tf.gather(logits, target, batch_dims=1)
+                f -= tf.gather(logits, y, batch_dims=1)
             w = tf.reshape(tape.gradient(f, x_k), tf.shape(flat_x))
             flat_k = tf.reshape(x_k, tf.shape(flat_x))
             b = tf.reduce_sum(w * flat_k, axis=-1) - f
@@ -247,8 +254,10 @@ class FABTargeted:
             d_k, d_0 = tf.split(d, 2)
             norm_k = tf.maximum(perturbation_norm(d_k, "linf"), 1e-8)
             norm_0 = tf.maximum(perturbation_norm(d_0, "linf"), 1e-8)
-            alpha = tf.clip_by_value(norm_k / (norm_k + norm_0), 0.0, self.alpha_max)[:, None]
-            step = (1.0 - alpha) * (flat_k + self.eta * d_k) + alpha * (flat_x + self.eta * d_0)
+            alpha = tf.clip_by_value(norm_k / (norm_k + norm_0), 0.0, self.alpha_max)
+            alpha = alpha[:, None]
+            step = (1.0 - alpha) * (flat_k + self.eta * d_k)
+            step += alpha * (flat_x + self.eta * d_0)
             x_k = tf.reshape(tf.clip_by_value(step, 0.0, 1.0), tf.shape(x))
             hit = tf.not_equal(predict(model, x_k), y)
             distance = perturbation_norm(x_k - x, "linf")

@@ -19,7 +19,7 @@ label flip; the label is checked here after the run).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import keras
 import tensorflow as tf
@@ -43,7 +43,9 @@ def cosine_similarity(y: tf.Tensor, features: tf.Tensor, target: tf.Tensor) -> t
     )
 
 
-def penultimate_model(model: keras.Model, feature_layer: Optional[str] = None) -> keras.Model:
+def penultimate_model(
+    model: keras.Model, feature_layer: Optional[str] = None
+) -> keras.Model:
     """A model from the inputs of `model` to its penultimate features.
 
     Args:
@@ -53,6 +55,12 @@ def penultimate_model(model: keras.Model, feature_layer: Optional[str] = None) -
 
     Returns:
         A `keras.Model` sharing the weights of `model`.
+
+    Example:
+
+    ```python
+    features = penultimate_model(model)(x)  # (batch_size, feature_dim)
+    ```
     """
     if feature_layer is None:
         outputs = model.layers[-1].input
@@ -126,7 +134,8 @@ class FeatureAttack:
         return self._pgd.trace_count
 
     def config(self) -> dict:
-        """The attack's settings as a JSON-ready dict."""
+        """The attack's settings as a JSON-ready dict (the pool by its size)."""
+        pool_size = None if self.target_pool is None else int(self.target_pool[1].shape[0])
         return {
             "name": self.name,
             "eps": self.eps,
@@ -135,7 +144,7 @@ class FeatureAttack:
             "steps": self.steps,
             "n_targets": self.n_targets,
             "feature_layer": self.feature_layer,
-            "target_pool": None if self.target_pool is None else int(self.target_pool[1].shape[0]),
+            "target_pool": pool_size,
             "seed": self.seed,
         }
 

@@ -43,6 +43,11 @@ def adbd(distances: Any) -> float:
     Returns:
         The mean distance over the points with a positive distance (inf if
         RayS found no boundary for one of them, NaN if there are none).
+
+    Example:
+
+    >>> adbd([0.0, 0.1, 0.3])
+    0.2
     """
     distances = np.asarray(distances, dtype=np.float64).reshape(-1)
     positive = distances[distances > 0.0]
@@ -123,7 +128,9 @@ class RayS:
         x = tf.convert_to_tensor(x, tf.float32)
         y = tf.cast(tf.convert_to_tensor(y), tf.int32)
         x_found, found, queries = self._compiled(model, x, y)
-        x_adv, self.last_distances = minimal_norm_output(x, x_found, found, self.eps, "linf")
+        x_adv, self.last_distances = minimal_norm_output(
+            x, x_found, found, self.eps, "linf"
+        )
         self.last_queries = queries
         return x_adv
 
@@ -161,7 +168,8 @@ class RayS:
         block = tf.constant(0)
 
         def searching(radius, best, queries, unchanged):
-            active = tf.logical_and(tf.logical_not(misclassified), queries < self.query_limit)
+            active = tf.logical_not(misclassified)
+            active = tf.logical_and(active, queries < self.query_limit)
             active = tf.logical_and(active, unchanged < dims)
             if self.early_stopping:
                 distance = tf.reduce_max(tf.abs(best - flat_x), axis=-1)

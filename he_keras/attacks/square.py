@@ -121,8 +121,8 @@ class Square:
         h, w, c = x.shape[1], x.shape[2], x.shape[3]
         side = tf.sqrt(self._window_fraction(i) * h * w)
         side = tf.clip_by_value(tf.cast(tf.round(side), tf.int32), 1, min(h, w))
-        top = tf.cast(self.rng.uniform([n, 1]) * tf.cast(h - side + 1, tf.float32), tf.int32)
-        left = tf.cast(self.rng.uniform([n, 1]) * tf.cast(w - side + 1, tf.float32), tf.int32)
+        top = self._random_int([n, 1], h - side + 1)
+        left = self._random_int([n, 1], w - side + 1)
         rows = tf.range(h)[None, :]
         cols = tf.range(w)[None, :]
         in_rows = tf.logical_and(rows >= top, rows < top + side)
@@ -132,7 +132,13 @@ class Square:
         x_new = tf.where(window, x_best + 2.0 * self.eps * signs, x_best)
         return tf.clip_by_value(x + project(x_new - x, self.eps, "linf"), 0.0, 1.0)
 
-    def _run(self, model: Callable, x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    def _random_int(self, shape: list, high: tf.Tensor) -> tf.Tensor:
+        """Uniform integers in [0, high)."""
+        return tf.cast(self.rng.uniform(shape) * tf.cast(high, tf.float32), tf.int32)
+
+    def _run(
+        self, model: Callable, x: tf.Tensor, y: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor]:
         self.trace_count += 1
         batch, width, channels = tf.shape(x)[0], x.shape[2], x.shape[3]
         stripes = tf.sign(self.rng.uniform([batch, 1, width, channels]) - 0.5)
@@ -148,9 +154,8 @@ class Square:
             candidate = self._propose(x_sub, best_sub, i)
             new_margin = _margin(model, candidate, y_sub)
             improved = new_margin < tf.gather_nd(margin, index)
-            x_best = tf.tensor_scatter_nd_update(
-                x_best, index, tf.where(batch_mask(improved, candidate), candidate, best_sub)
-            )
+            kept = tf.where(batch_mask(improved, candidate), candidate, best_sub)
+            x_best = tf.tensor_scatter_nd_update(x_best, index, kept)
             margin = tf.tensor_scatter_nd_update(
                 margin, index, tf.minimum(new_margin, tf.gather_nd(margin, index))
             )

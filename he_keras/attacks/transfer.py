@@ -32,7 +32,8 @@ class TransferAttack:
     def __init__(self, source_model: Callable, base_attack: Callable) -> None:
         if not callable(base_attack):
             raise ValueError(
-                f"`base_attack` must be a callable attack. Received: base_attack={base_attack!r}"
+                "`base_attack` must be a callable attack. "
+                f"Received: base_attack={base_attack!r}"
             )
         self.source_model = source_model
         self.base_attack = base_attack
@@ -46,11 +47,9 @@ class TransferAttack:
     def config(self) -> dict:
         """The attack's settings as a JSON-ready dict."""
         base_config = getattr(self.base_attack, "config", None)
-        return {
-            "name": self.name,
-            "source_model": getattr(self.source_model, "name", type(self.source_model).__name__),
-            "base_attack": base_config() if base_config else type(self.base_attack).__name__,
-        }
+        base = base_config() if base_config else type(self.base_attack).__name__
+        source = getattr(self.source_model, "name", type(self.source_model).__name__)
+        return {"name": self.name, "source_model": source, "base_attack": base}
 
     def __call__(self, model: Callable, x: Any, y: Any) -> tf.Tensor:
         """Crafts examples on the source model.

@@ -395,6 +395,8 @@ def evaluate(
     if suite not in SUITES:
         raise ValueError(f"`suite` must be one of {SUITES}. Received: suite={suite!r}")
     core.validate_attack_params(eps=eps, norm=norm)
+    if not eps > 0:
+        raise ValueError(f"`eps` must be > 0. Received: eps={eps!r}")
     if batch_size < 1:
         raise ValueError(f"`batch_size` must be >= 1. Received: batch_size={batch_size}")
     x = validate_images(x)

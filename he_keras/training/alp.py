@@ -54,7 +54,7 @@ class ALP(AdversarialTrainer):
     """
 
     default_random_start = "normal"
-    hyperparameters = ("beta",)
+    hyperparameters: tuple = ("beta",)
     # Weight of the clean term; 1 - CLEAN_WEIGHT weighs the adversarial one.
     CLEAN_WEIGHT = 0.5
 

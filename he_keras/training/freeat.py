@@ -35,7 +35,9 @@ class FreeAT(AdversarialTrainer):
     The epoch budget is divided by `replays` (train `ceil(epochs / replays)`
     passes); the optimizer makes `replays` updates per batch, which
     `updates_per_batch` reports so learning-rate schedules count them. Under
-    `tf.distribute` each replica keeps its own buffer.
+    `tf.distribute` each replica keeps its own buffer. The buffer is training
+    state only: checkpoints and `.keras` files do not hold it, so a resumed
+    run starts it at zero again.
 
     Args:
         classifier: The model to train; its input shape must be known.
