@@ -20,7 +20,7 @@ install: $(STAMP)
 run: install
 	$(PY) apps/train.py --flagfile=configs/quickstart.cfg --output_dir=$(RUN_DIR)
 	$(PY) apps/evaluate.py --model=$(RUN_DIR)/model.keras --dataset=digits --suite=quick --eps=0.3 --output_dir=$(RUN_DIR)/eval
-	$(PY) apps/export.py --model=$(RUN_DIR)/model.keras --output_dir=$(RUN_DIR)/export
+	$(PY) apps/export.py --model=$(RUN_DIR)/model.keras --report=$(RUN_DIR)/eval/report.json --output_dir=$(RUN_DIR)/export
 
 test: install
 	$(PY) -m pytest

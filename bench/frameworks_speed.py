@@ -32,21 +32,20 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from absl import app, flags  # noqa: E402
 
-_MODEL = flags.DEFINE_string("model", "small_cnn", "Backbone (he_keras.models.MODELS).")
-_IMAGE = flags.DEFINE_integer("image_size", 32, "Height and width of the inputs.")
-_BATCH = flags.DEFINE_integer("batch_size", 128, "Global batch size.")
+# Defines --model, --image_size, --batch_size, --repeats, --inter_op_threads.
+from he_overhead import interleaved_medians, make_trainer, synthetic_batch  # noqa: E402
+
+FLAGS = flags.FLAGS
 _EXAMPLES = flags.DEFINE_integer("examples", 1024, "Training examples of the total-time runs.")
 _EPOCHS = flags.DEFINE_integer("epochs", 8, "Nominal epochs of the FreeAT / standard comparison.")
 _REPLAYS = flags.DEFINE_integer("replays", 4, "FreeAT replays m.")
-_REPEATS = flags.DEFINE_integer("repeats", 15, "Timed steps per variant (median).")
 _REPEATS_TOTAL = flags.DEFINE_integer("repeats_total", 3, "Timed runs of each total (median).")
-_INTER_OP = flags.DEFINE_integer("inter_op_threads", 1, "TF inter-op threads.")
 
 
 def timed_fit(trainer, dataset, epochs: int) -> float:
     """Seconds of `trainer.fit(dataset, epochs=epochs)`."""
     start = time.perf_counter()
-    trainer.fit(dataset, epochs=epochs, verbose=0)
+    trainer.fit(dataset, epochs=epochs, shuffle=False, verbose=0)
     return time.perf_counter() - start
 
 
@@ -59,13 +58,11 @@ def main(argv):
     # TensorFlow initializes its devices).
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    tf.config.threading.set_inter_op_parallelism_threads(_INTER_OP.value)
+    tf.config.threading.set_inter_op_parallelism_threads(FLAGS.inter_op_threads)
     tf.get_logger().setLevel("ERROR")
-    from he_overhead import interleaved_medians, make_trainer, synthetic_batch
-
     from he_keras.training.runner import make_strategy
 
-    model, size, batch = _MODEL.value, _IMAGE.value, _BATCH.value
+    model, size, batch = FLAGS.model, FLAGS.image_size, FLAGS.batch_size
     x, y = synthetic_batch(batch, size)
     results = {}
 
@@ -74,7 +71,7 @@ def main(argv):
     fast = make_trainer("fastat", "linear", model, size)
     steps = interleaved_medians(
         {"fastat_he": lambda: fast_he.train_on_batch(x, y), "fastat": lambda: fast.train_on_batch(x, y)},
-        _REPEATS.value,
+        FLAGS.repeats,
     )
     results["FastAT+HE / FastAT step time"] = (steps["fastat_he"] / steps["fastat"], "<= 1.01")
 

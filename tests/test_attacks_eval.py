@@ -17,6 +17,7 @@ from he_keras.attacks import (
     NES,
     ZOO,
     APGDTargeted,
+    Attack,
     CarliniWagnerL2,
     CleverHansAttack,
     CWLinf,
@@ -258,6 +259,7 @@ def _all_attacks() -> list:
 def test_config_is_json_ready_and_named():
     names = set()
     for attack in _all_attacks():
+        assert isinstance(attack, Attack)
         config = attack.config()
         json.dumps(config, allow_nan=False)
         assert config["name"] == attack.name

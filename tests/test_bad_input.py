@@ -325,11 +325,6 @@ def test_export_never_overwrites(inputs, classifier, tmp_path):
     assert _snapshot(tmp_path) == before
 
 
-# AdversarialTrainer.fit trains on whatever arrays it gets (he_keras/training/
-# base.py, owned by the frameworks work): NaN images train silently and
-# out-of-range labels fail only inside the first step. Strict, so these
-# rows fail as soon as fit validates its arrays and the marks must go.
-@pytest.mark.xfail(strict=True, reason="AdversarialTrainer.fit does not validate its arrays yet")
 @pytest.mark.parametrize(
     "x,y",
     [(_with(np.nan), np.zeros(4, "int32")), (IMAGES, np.array([0, 1, 2, 10]))],

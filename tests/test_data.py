@@ -49,3 +49,14 @@ def test_unknown_dataset_and_augmentation():
     ds = tf.data.Dataset.from_tensor_slices((tf.zeros((2, 4, 4, 1)), tf.zeros(2, tf.int32)))
     with pytest.raises(ValueError, match="rotate"):
         batches(ds, 2, augment="rotate")
+
+
+def test_augmentation_is_reproducible_per_seed():
+    images = tf.random.uniform((16, 32, 32, 3), seed=1)
+    ds = tf.data.Dataset.from_tensor_slices((images, tf.zeros(16, tf.int32)))
+
+    def first(seed):
+        return next(iter(batches(ds, 16, shuffle=True, augment="crop_flip", seed=seed)))[0].numpy()
+
+    np.testing.assert_array_equal(first(5), first(5))
+    assert not np.array_equal(first(5), first(6))

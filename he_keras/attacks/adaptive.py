@@ -23,12 +23,12 @@ misclassified.
 from __future__ import annotations
 
 import abc
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 import tensorflow as tf
 
 from he_keras import losses
-from he_keras.attacks.apgd import batch_mask, check_int, logits_of, require
+from he_keras.attacks.apgd import Attack, batch_mask, check_int, logits_of, require
 from he_keras.attacks.core import ProjectedGradientAttack, validate_attack_params
 from he_keras.models.heads import find_head
 
@@ -78,7 +78,7 @@ def _objective_label(objective: Union[str, Callable]) -> str:
     return getattr(objective, "__name__", "custom")
 
 
-class WorstCasePGD(abc.ABC):
+class WorstCasePGD(Attack):
     """Base class: per-example worst case over projected-gradient runs.
 
     Subclasses build their `ProjectedGradientAttack` members in `__init__`
@@ -118,28 +118,14 @@ class WorstCasePGD(abc.ABC):
     def config(self) -> dict:
         """The attack's settings as a JSON-ready dict."""
         return {
-            "name": self.name,
-            "eps": self.eps,
+            **super().config(),
             "step_size": self.step_size,
             "steps": self.steps,
-            "norm": self.norm,
             "random_start": "uniform",
             "seed": self.seed,
         }
 
-    def __call__(self, model: Callable, x: Any, y: Any) -> tf.Tensor:
-        """Crafts adversarial examples: the per-example worst case of the runs.
-
-        Args:
-            model: A Keras model mapping [0, 1] inputs to logits.
-            x: Clean inputs in [0, 1], shape `(batch_size, ...)`.
-            y: Integer labels, shape `(batch_size,)`.
-
-        Returns:
-            Float32 inputs in the eps-ball ∩ [0, 1].
-        """
-        x = tf.convert_to_tensor(x, tf.float32)
-        y = tf.cast(tf.convert_to_tensor(y), tf.int32)
+    def _attack(self, model: Callable, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
         x_best, margin_best = x, boundary_margin(model, x, y)
         for attack, reference in self._runs(model):
             if bool(tf.reduce_all(margin_best > 0.0)):

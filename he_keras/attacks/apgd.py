@@ -21,12 +21,14 @@ step-size tuning:
 
 The whole iteration loop of one run is a single `tf.function`.
 
-The module also holds the small helpers the other evaluation attacks share
-(argument checks, predictions, the output of minimal-norm attacks).
+The module also holds what the other evaluation attacks share: the `Attack`
+base class (the uniform interface) and small helpers (argument checks,
+predictions, the output of minimal-norm attacks).
 """
 
 from __future__ import annotations
 
+import abc
 import numbers
 from typing import Any, Callable, Optional
 
@@ -202,13 +204,58 @@ def check_target_classes(classes: int, n_target_classes: int, minimum: int) -> N
         )
 
 
-class APGD:
+class Attack(abc.ABC):
+    """The interface every evaluation attack implements.
+
+    An attack is built from its hyper-parameters (validated, and a `seed`
+    where it draws noise), has a `name`, an `eps` and a `norm`, a
+    JSON-ready `config()`, and is called as `attack(model, x, y) -> x_adv`. Subclasses implement `_attack`
+    on float32 inputs and int32 labels; what an attack returns for the
+    examples it does not break is stated in its class docstring.
+    """
+
+    name = "attack"
+
+    def __call__(self, model: Callable, x: Any, y: Any) -> tf.Tensor:
+        """Crafts adversarial examples.
+
+        Args:
+            model: A Keras model mapping [0, 1] inputs to logits; it is called
+                with `training=False`.
+            x: Clean inputs in [0, 1], shape `(batch_size, ...)`.
+            y: Integer (true) labels, shape `(batch_size,)`.
+
+        Returns:
+            Float32 inputs of the shape of `x`, in the eps-ball around `x`
+            intersected with [0, 1].
+        """
+        x = tf.convert_to_tensor(x, tf.float32)
+        y = tf.cast(tf.convert_to_tensor(y), tf.int32)
+        return self._attack(model, x, y)
+
+    def config(self) -> dict:
+        """The attack's settings as a JSON-ready dict.
+
+        Returns:
+            `name`, `eps` and `norm`, to which subclasses add their settings.
+        """
+        return {"name": self.name, "eps": self.eps, "norm": self.norm}
+
+    @abc.abstractmethod
+    def _attack(self, model: Callable, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+        """Crafts adversarial examples from float32 `x` and int32 `y`."""
+
+
+class APGD(Attack):
     """Untargeted Auto-PGD with the cross-entropy or the DLR loss.
 
     APGD-CE is the first attack of AutoAttack; APGD-DLR (untargeted) is part
     of its "plus" and "rand" versions. The DLR loss is invariant to shifting
     and rescaling the logits, so a temperature or an HE scale `s` cannot
     hide anything from it.
+
+    Returns per example the adversarial point found, else its highest-loss
+    iterate.
 
     Args:
         eps: Radius of the threat model in pixel units ([0, 1] images).
@@ -256,9 +303,7 @@ class APGD:
     def config(self) -> dict:
         """The attack's settings as a JSON-ready dict."""
         return {
-            "name": self.name,
-            "eps": self.eps,
-            "norm": self.norm,
+            **super().config(),
             "loss": self.loss,
             "steps": self.steps,
             "restarts": self.restarts,
@@ -266,20 +311,7 @@ class APGD:
             "seed": self.seed,
         }
 
-    def __call__(self, model: Callable, x: Any, y: Any) -> tf.Tensor:
-        """Crafts adversarial examples.
-
-        Args:
-            model: A Keras model mapping [0, 1] inputs to logits.
-            x: Clean inputs in [0, 1], shape `(batch_size, ...)`.
-            y: Integer labels, shape `(batch_size,)`.
-
-        Returns:
-            Float32 adversarial inputs, same shape as `x`: the adversarial
-            point found per example, else its highest-loss iterate.
-        """
-        x = tf.convert_to_tensor(x, tf.float32)
-        y = tf.cast(tf.convert_to_tensor(y), tf.int32)
+    def _attack(self, model: Callable, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
         if self.loss == "dlr" and logits_of(model, x[:1]).shape[-1] < 3:
             raise ValueError("The DLR loss needs a model with at least 3 classes.")
         return self._restarts(model, x, y, y, self.restarts)[0]
@@ -473,15 +505,13 @@ class APGDTargeted(APGD):
             "n_target_classes": self.n_target_classes,
         }
 
-    def __call__(self, model: Callable, x: Any, y: Any) -> tf.Tensor:
-        """Crafts adversarial examples (see `APGD.__call__`).
+    def _attack(self, model: Callable, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+        """Runs APGD toward each target class in turn.
 
         Raises:
             ValueError: If the model has fewer than 4 classes or fewer than
                 `n_target_classes + 1`.
         """
-        x = tf.convert_to_tensor(x, tf.float32)
-        y = tf.cast(tf.convert_to_tensor(y), tf.int32)
         logits = logits_of(model, x)
         check_target_classes(logits.shape[-1], self.n_target_classes, minimum=4)
         x_adv = x

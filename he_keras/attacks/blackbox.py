@@ -23,13 +23,13 @@ ever differentiates through the model.
 from __future__ import annotations
 
 import abc
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 import tensorflow as tf
 
 from he_keras import losses
 from he_keras.attacks.adaptive import boundary_margin
-from he_keras.attacks.apgd import batch_mask, check_int, logits_of, predict, require
+from he_keras.attacks.apgd import Attack, batch_mask, check_int, logits_of, predict, require
 from he_keras.attacks.core import make_generator, project, validate_attack_params
 
 _ADAM_BETA_1 = 0.9
@@ -47,8 +47,13 @@ def _repeat(t: tf.Tensor, times: int) -> tf.Tensor:
     return tf.repeat(t, times, axis=0)
 
 
-class _ScoreBasedAttack(abc.ABC):
-    """Shared loop of NES and ZOO: keep the first misclassified iterate."""
+class _ScoreBasedAttack(Attack):
+    """Shared loop of NES and ZOO.
+
+    Returns per example the first misclassified iterate, else the last one.
+    """
+
+    norm = "linf"
 
     def __init__(self, eps: float, steps: int, seed: Optional[int]) -> None:
         validate_attack_params(eps=eps, steps=steps, norm="linf")
@@ -59,20 +64,7 @@ class _ScoreBasedAttack(abc.ABC):
         self.trace_count = 0
         self._compiled = tf.function(self._run)
 
-    def __call__(self, model: Callable, x: Any, y: Any) -> tf.Tensor:
-        """Crafts adversarial examples with forward passes only.
-
-        Args:
-            model: A model mapping [0, 1] inputs to logits (only called).
-            x: Clean inputs in [0, 1], shape `(batch_size, ...)`.
-            y: Integer labels, shape `(batch_size,)`.
-
-        Returns:
-            Float32 inputs in the eps-ball ∩ [0, 1]: the first misclassified
-            iterate per example, else the last one.
-        """
-        x = tf.convert_to_tensor(x, tf.float32)
-        y = tf.cast(tf.convert_to_tensor(y), tf.int32)
+    def _attack(self, model: Callable, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
         return self._compiled(model, x, y)
 
     def _init_state(self, x: tf.Tensor) -> tuple:
@@ -147,9 +139,7 @@ class NES(_ScoreBasedAttack):
     def config(self) -> dict:
         """The attack's settings as a JSON-ready dict."""
         return {
-            "name": self.name,
-            "eps": self.eps,
-            "norm": "linf",
+            **super().config(),
             "step_size": self.step_size,
             "steps": self.steps,
             "samples": self.samples,
@@ -222,9 +212,7 @@ class ZOO(_ScoreBasedAttack):
     def config(self) -> dict:
         """The attack's settings as a JSON-ready dict."""
         return {
-            "name": self.name,
-            "eps": self.eps,
-            "norm": "linf",
+            **super().config(),
             "steps": self.steps,
             "coords_per_step": self.coords_per_step,
             "h": self.h,

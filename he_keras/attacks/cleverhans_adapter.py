@@ -46,6 +46,7 @@ from cleverhans.tf2.attacks.momentum_iterative_method import momentum_iterative_
 from cleverhans.tf2.attacks.projected_gradient_descent import projected_gradient_descent
 
 from he_keras.attacks.apgd import (
+    Attack,
     check_int,
     logits_of,
     minimal_norm_output,
@@ -88,7 +89,7 @@ class _ResettableAdam:
         self._adam.apply_gradients(grads_and_vars)
 
 
-class CleverHansAttack:
+class CleverHansAttack(Attack):
     """A cleverhans 4.0.0 attack with safe settings.
 
     | method | cleverhans call | `step_size` | `steps` |
@@ -177,10 +178,8 @@ class CleverHansAttack:
     def config(self) -> dict:
         """The attack's settings as a JSON-ready dict."""
         config = {
-            "name": self.name,
+            **super().config(),
             "method": self.method,
-            "eps": self.eps,
-            "norm": self.norm,
             "step_size": self.step_size,
             "steps": self.steps,
             "seed": self.seed,
@@ -194,19 +193,7 @@ class CleverHansAttack:
             )
         return config
 
-    def __call__(self, model: Callable, x: Any, y: Any) -> tf.Tensor:
-        """Runs the cleverhans attack with the true labels.
-
-        Args:
-            model: A Keras model mapping [0, 1] inputs to logits.
-            x: Clean inputs in [0, 1], shape `(batch_size, ...)`.
-            y: Integer labels, shape `(batch_size,)`.
-
-        Returns:
-            Float32 adversarial inputs in the eps-ball ∩ [0, 1].
-        """
-        x = tf.convert_to_tensor(x, tf.float32)
-        y = tf.cast(tf.convert_to_tensor(y), tf.int32)
+    def _attack(self, model: Callable, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
         if self.seed is not None:
             tf.random.set_seed(self.seed)
         model_fn = self._bind(model)

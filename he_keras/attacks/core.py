@@ -238,7 +238,9 @@ class ProjectedGradientAttack:
                 tape.watch(x_adv)
                 logits = self._logits(model, x_adv)
                 loss = sign * self.objective(y, logits, reference)
-            grad = tape.gradient(loss, x_adv)
+            grad = tape.gradient(
+                loss, x_adv, unconnected_gradients=tf.UnconnectedGradients.ZERO
+            )
             if self.keep_best:
                 best = remember(best, x_adv, logits, loss)
             step = self.step_size * ascent_direction(grad, self.norm)

@@ -18,13 +18,14 @@ the CW margin `max_{j!=y} z_j - z_y` instead of the cross-entropy.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 import tensorflow as tf
 
 from he_keras import losses
 from he_keras.attacks.adaptive import PGDRestarts
 from he_keras.attacks.apgd import (
+    Attack,
     batch_mask,
     check_int,
     logits_of,
@@ -40,7 +41,7 @@ _ADAM_EPSILON = 1e-8
 _NO_UPPER_BOUND = 1e10
 
 
-class CarliniWagnerL2:
+class CarliniWagnerL2(Attack):
     """Batched Carlini-Wagner L2 attack with a per-example binary search.
 
     A minimal-norm attack: it returns the smallest-L2 adversarial point found
@@ -107,9 +108,7 @@ class CarliniWagnerL2:
     def config(self) -> dict:
         """The attack's settings as a JSON-ready dict."""
         return {
-            "name": self.name,
-            "eps": self.eps,
-            "norm": self.norm,
+            **super().config(),
             "steps": self.steps,
             "binary_search_steps": self.binary_search_steps,
             "lr": self.lr,
@@ -118,19 +117,7 @@ class CarliniWagnerL2:
             "seed": self.seed,
         }
 
-    def __call__(self, model: Callable, x: Any, y: Any) -> tf.Tensor:
-        """Finds small-L2 adversarial points, projected onto the eps-ball.
-
-        Args:
-            model: A Keras model mapping [0, 1] inputs to logits.
-            x: Clean inputs in [0, 1], shape `(batch_size, ...)`.
-            y: Integer labels, shape `(batch_size,)`.
-
-        Returns:
-            Float32 inputs in the eps-ball ∩ [0, 1].
-        """
-        x = tf.convert_to_tensor(x, tf.float32)
-        y = tf.cast(tf.convert_to_tensor(y), tf.int32)
+    def _attack(self, model: Callable, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
         x_found, found = self._compiled(model, x, y)
         x_adv, self.last_norms = minimal_norm_output(x, x_found, found, self.eps, self.norm)
         return x_adv

@@ -17,11 +17,12 @@ batch come from one `batch_jacobian` per iteration inside a `tf.function`.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 import tensorflow as tf
 
 from he_keras.attacks.apgd import (
+    Attack,
     batch_mask,
     check_int,
     logits_of,
@@ -32,7 +33,7 @@ from he_keras.attacks.apgd import (
 from he_keras.attacks.core import validate_attack_params
 
 
-class DeepFool:
+class DeepFool(Attack):
     """Batched DeepFool in the L-inf or L2 norm.
 
     A minimal-norm attack: it returns the point it found projected onto the
@@ -86,28 +87,13 @@ class DeepFool:
     def config(self) -> dict:
         """The attack's settings as a JSON-ready dict."""
         return {
-            "name": self.name,
-            "eps": self.eps,
-            "norm": self.norm,
+            **super().config(),
             "max_iter": self.max_iter,
             "overshoot": self.overshoot,
             "n_candidates": self.n_candidates,
         }
 
-    def __call__(self, model: Callable, x: Any, y: Any) -> tf.Tensor:
-        """Finds minimal perturbations and projects them onto the eps-ball.
-
-        Args:
-            model: A Keras model mapping [0, 1] inputs to logits.
-            x: Clean inputs in [0, 1], shape `(batch_size, ...)`.
-            y: Integer labels, shape `(batch_size,)`.
-
-        Returns:
-            Float32 inputs in the eps-ball ∩ [0, 1] (the clean input where no
-            adversarial point was found).
-        """
-        x = tf.convert_to_tensor(x, tf.float32)
-        y = tf.cast(tf.convert_to_tensor(y), tf.int32)
+    def _attack(self, model: Callable, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
         x_found, found = self._compiled(model, x, y)
         x_adv, self.last_norms = minimal_norm_output(x, x_found, found, self.eps, self.norm)
         return x_adv

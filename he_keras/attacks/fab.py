@@ -22,11 +22,12 @@ start from `x + eps / 2 * u / ||u||_inf`, `u` uniform in [-1, 1]^d.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 import tensorflow as tf
 
 from he_keras.attacks.apgd import (
+    Attack,
     batch_mask,
     batch_spec,
     check_int,
@@ -90,7 +91,7 @@ def linf_hyperplane_projection(
     return toward * tf.minimum(t[:, None], room)
 
 
-class FABTargeted:
+class FABTargeted(Attack):
     """FAB-T: the targeted, L-inf Fast Adaptive Boundary attack.
 
     A minimal-norm attack: returns the closest adversarial point found,
@@ -123,6 +124,7 @@ class FABTargeted:
     """
 
     name = "fab-t"
+    norm = "linf"
 
     def __init__(
         self,
@@ -155,9 +157,7 @@ class FABTargeted:
     def config(self) -> dict:
         """The attack's settings as a JSON-ready dict."""
         return {
-            "name": self.name,
-            "eps": self.eps,
-            "norm": "linf",
+            **super().config(),
             "steps": self.steps,
             "n_target_classes": self.n_target_classes,
             "alpha_max": self.alpha_max,
@@ -167,23 +167,13 @@ class FABTargeted:
             "seed": self.seed,
         }
 
-    def __call__(self, model: Callable, x: Any, y: Any) -> tf.Tensor:
-        """Finds close adversarial points, projected onto the eps-ball.
-
-        Args:
-            model: A Keras model mapping [0, 1] inputs to logits.
-            x: Clean inputs in [0, 1], shape `(batch_size, ...)`.
-            y: Integer labels, shape `(batch_size,)`.
-
-        Returns:
-            Float32 inputs in the eps-ball ∩ [0, 1].
+    def _attack(self, model: Callable, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+        """Runs FAB toward each target class (and restart) in turn.
 
         Raises:
             ValueError: If the model has fewer than `n_target_classes + 1`
                 classes.
         """
-        x = tf.convert_to_tensor(x, tf.float32)
-        y = tf.cast(tf.convert_to_tensor(y), tf.int32)
         logits = logits_of(model, x)
         check_target_classes(logits.shape[-1], self.n_target_classes, minimum=2)
         misclassified = tf.not_equal(tf.argmax(logits, -1, output_type=tf.int32), y)

@@ -19,13 +19,13 @@ label flip; the label is checked here after the run).
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import keras
 import tensorflow as tf
 
 from he_keras.attacks.adaptive import boundary_margin, keep_worst
-from he_keras.attacks.apgd import check_int
+from he_keras.attacks.apgd import Attack, check_int
 from he_keras.attacks.core import (
     ProjectedGradientAttack,
     make_generator,
@@ -69,8 +69,11 @@ def penultimate_model(
     return keras.Model(model.inputs, outputs)
 
 
-class FeatureAttack:
+class FeatureAttack(Attack):
     """L-inf PGD toward the penultimate features of other-class images.
+
+    Returns per example the first run output that is misclassified, else the
+    one closest to the boundary.
 
     Args:
         eps: Radius of the L-inf threat model in pixel units.
@@ -91,6 +94,7 @@ class FeatureAttack:
     """
 
     name = "feature"
+    norm = "linf"
 
     def __init__(
         self,
@@ -137,9 +141,7 @@ class FeatureAttack:
         """The attack's settings as a JSON-ready dict (the pool by its size)."""
         pool_size = None if self.target_pool is None else int(self.target_pool[1].shape[0])
         return {
-            "name": self.name,
-            "eps": self.eps,
-            "norm": "linf",
+            **super().config(),
             "step_size": self.step_size,
             "steps": self.steps,
             "n_targets": self.n_targets,
@@ -148,21 +150,7 @@ class FeatureAttack:
             "seed": self.seed,
         }
 
-    def __call__(self, model: keras.Model, x: Any, y: Any) -> tf.Tensor:
-        """Crafts adversarial examples, one PGD run per target slot.
-
-        Args:
-            model: A functional Keras model mapping [0, 1] inputs to logits.
-            x: Clean inputs in [0, 1], shape `(batch_size, ...)`.
-            y: Integer labels, shape `(batch_size,)`.
-
-        Returns:
-            Float32 inputs in the eps-ball ∩ [0, 1]: the first run output per
-            example that is misclassified, else the one closest to the
-            boundary.
-        """
-        x = tf.convert_to_tensor(x, tf.float32)
-        y = tf.cast(tf.convert_to_tensor(y), tf.int32)
+    def _attack(self, model: Callable, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
         features = self._feature_model(model)
         pool_x, pool_y = self.target_pool if self.target_pool is not None else (x, y)
         targets, valid = self._draw_targets(y, pool_y)

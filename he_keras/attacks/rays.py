@@ -26,7 +26,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 import tensorflow as tf
 
-from he_keras.attacks.apgd import check_int, minimal_norm_output, predict
+from he_keras.attacks.apgd import Attack, check_int, minimal_norm_output, predict
 from he_keras.attacks.core import make_generator, validate_attack_params
 
 # Binary-search tolerance of the radius (unit-L2 direction), as in RayS.
@@ -54,8 +54,12 @@ def adbd(distances: Any) -> float:
     return float(positive.mean()) if positive.size else float("nan")
 
 
-class RayS:
+class RayS(Attack):
     """Hard-label RayS attack in the L-inf norm.
+
+    Returns per example the boundary point found projected onto the eps-ball
+    ∩ [0, 1] (the clean input where none was found). Only the argmax of the
+    model is used.
 
     Args:
         eps: Radius of the L-inf threat model in pixel units.
@@ -81,6 +85,7 @@ class RayS:
     """
 
     name = "rays"
+    norm = "linf"
 
     def __init__(
         self,
@@ -103,30 +108,14 @@ class RayS:
     def config(self) -> dict:
         """The attack's settings as a JSON-ready dict."""
         return {
-            "name": self.name,
-            "eps": self.eps,
-            "norm": "linf",
+            **super().config(),
             "query_limit": self.query_limit,
             "early_stopping": self.early_stopping,
             "tolerance": SEARCH_TOLERANCE,
             "seed": self.seed,
         }
 
-    def __call__(self, model: Callable, x: Any, y: Any) -> tf.Tensor:
-        """Searches the boundary with label queries only.
-
-        Args:
-            model: A model mapping [0, 1] inputs to logits (only its argmax
-                is used).
-            x: Clean inputs in [0, 1], shape `(batch_size, ...)`.
-            y: Integer labels, shape `(batch_size,)`.
-
-        Returns:
-            Float32 inputs: the boundary point found per example projected
-            onto the eps-ball ∩ [0, 1] (the clean input where none was found).
-        """
-        x = tf.convert_to_tensor(x, tf.float32)
-        y = tf.cast(tf.convert_to_tensor(y), tf.int32)
+    def _attack(self, model: Callable, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
         x_found, found, queries = self._compiled(model, x, y)
         x_adv, self.last_distances = minimal_norm_output(
             x, x_found, found, self.eps, "linf"

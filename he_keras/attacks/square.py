@@ -19,12 +19,12 @@ stops once all are misclassified. Images must be NHWC.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 import tensorflow as tf
 
 from he_keras.attacks.adaptive import boundary_margin
-from he_keras.attacks.apgd import batch_mask, check_int, require
+from he_keras.attacks.apgd import Attack, batch_mask, check_int, require
 from he_keras.attacks.core import make_generator, project, validate_attack_params
 
 # Query counts after which the window fraction p is halved again.
@@ -36,8 +36,11 @@ def _margin(model: Callable, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
     return -boundary_margin(model, x, y)
 
 
-class Square:
+class Square(Attack):
     """L-inf Square attack with the margin loss (AutoAttack settings).
+
+    Returns per image the adversarial point found, else the lowest-margin
+    one. Images must be NHWC.
 
     Args:
         eps: Radius of the L-inf threat model in pixel units.
@@ -58,6 +61,7 @@ class Square:
     """
 
     name = "square"
+    norm = "linf"
 
     def __init__(
         self,
@@ -80,33 +84,18 @@ class Square:
     def config(self) -> dict:
         """The attack's settings as a JSON-ready dict."""
         return {
-            "name": self.name,
-            "eps": self.eps,
-            "norm": "linf",
+            **super().config(),
             "n_queries": self.n_queries,
             "p_init": self.p_init,
             "loss": "margin",
             "seed": self.seed,
         }
 
-    def __call__(self, model: Callable, x: Any, y: Any) -> tf.Tensor:
-        """Crafts adversarial examples with forward passes only.
-
-        Args:
-            model: A Keras model mapping [0, 1] NHWC images to logits.
-            x: Clean images in [0, 1], shape `(batch_size, h, w, c)`.
-            y: Integer labels, shape `(batch_size,)`.
-
-        Returns:
-            Float32 images within the eps-ball: the adversarial point found
-            per image, else the lowest-margin one.
-        """
-        x = tf.convert_to_tensor(x, tf.float32)
+    def _attack(self, model: Callable, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
         if len(x.shape) != 4:
             raise ValueError(
                 f"Square needs NHWC images (rank 4). Received: shape={x.shape}"
             )
-        y = tf.cast(tf.convert_to_tensor(y), tf.int32)
         x_adv, queries = self._compiled(model, x, y)
         self.last_queries = queries
         return x_adv

@@ -12,8 +12,10 @@ from typing import Any, Callable
 
 import tensorflow as tf
 
+from he_keras.attacks.apgd import Attack
 
-class TransferAttack:
+
+class TransferAttack(Attack):
     """Runs `base_attack` on `source_model`, ignoring the attacked model.
 
     Args:
@@ -51,15 +53,6 @@ class TransferAttack:
         source = getattr(self.source_model, "name", type(self.source_model).__name__)
         return {"name": self.name, "source_model": source, "base_attack": base}
 
-    def __call__(self, model: Callable, x: Any, y: Any) -> tf.Tensor:
-        """Crafts examples on the source model.
-
-        Args:
-            model: The attacked (target) model; not used to craft.
-            x: Clean inputs in [0, 1], shape `(batch_size, ...)`.
-            y: Integer labels, shape `(batch_size,)`.
-
-        Returns:
-            The base attack's output on the source model, float32.
-        """
+    def _attack(self, model: Callable, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+        """Crafts on the source model; the attacked `model` is not used."""
         return tf.convert_to_tensor(self.base_attack(self.source_model, x, y), tf.float32)

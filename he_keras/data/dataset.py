@@ -63,13 +63,19 @@ def from_arrays(
 AUGMENTATIONS = ("", "crop", "crop_flip")
 
 
-def _augmenter(kind: str, seed: Optional[int]) -> Callable:
-    def augment(image: tf.Tensor, label: tf.Tensor) -> tuple:
+def _augmenter(kind: str, seed: int) -> Callable:
+    """Stateless per-example augmentation keyed by (seed, position in epoch),
+    so an epoch's crops do not depend on thread scheduling and a resumed run
+    sees the same images as an uninterrupted one."""
+
+    def augment(index: tf.Tensor, example: tuple) -> tuple:
+        image, label = example
+        key = tf.stack([tf.cast(seed, tf.int64), index])
         h, w = image.shape[0], image.shape[1]
         padded = tf.image.pad_to_bounding_box(image, 4, 4, h + 8, w + 8)
-        image = tf.image.random_crop(padded, tf.shape(image), seed=seed)
+        image = tf.image.stateless_random_crop(padded, tf.shape(image), seed=key)
         if kind == "crop_flip":
-            image = tf.image.random_flip_left_right(image, seed=seed)
+            image = tf.image.stateless_random_flip_left_right(image, seed=key + 1)
         return image, label
 
     return augment
@@ -91,7 +97,7 @@ def batches(
         shuffle: Reshuffle each epoch (seeded by `seed`).
         augment: One of `AUGMENTATIONS`: none, pad-4 random crop, or crop and
             random horizontal flip.
-        seed: Seed of shuffling.
+        seed: Seed of shuffling and augmentation (vary it per epoch).
         drop_remainder: Keep static batch shapes (needed by the multi-worker
             loop and by XLA).
 
@@ -103,7 +109,10 @@ def batches(
     if augment not in AUGMENTATIONS:
         raise ValueError(f"`augment` must be one of {AUGMENTATIONS}. Received: {augment!r}")
     if augment:
-        data = data.map(_augmenter(augment, seed), num_parallel_calls=tf.data.AUTOTUNE)
+        data = data.enumerate().map(
+            _augmenter(augment, 0 if seed is None else seed),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
     return data.batch(batch_size, drop_remainder=drop_remainder).prefetch(
         tf.data.AUTOTUNE
     )

@@ -60,13 +60,20 @@ def load_tfds(name: str, data_dir: Optional[str] = None) -> Dataset:
             f"Received: dataset={name!r}"
         )
     train_split, test_split, classes, augment, mean, std = TFDS_DATASETS[name]
-    (train, test), info = tfds.load(
-        name,
-        split=[train_split, test_split],
-        as_supervised=True,
-        with_info=True,
-        data_dir=data_dir,
-    )
+    try:
+        (train, test), info = tfds.load(
+            name,
+            split=[train_split, test_split],
+            as_supervised=True,
+            with_info=True,
+            data_dir=data_dir,
+        )
+    except Exception as err:  # tfds raises many types for missing data / no network
+        raise ValueError(
+            f"Could not load the tfds dataset {name!r} (data_dir={data_dir!r}): "
+            f"{type(err).__name__}: {err}. Without internet, prepare it on a machine "
+            "with access (`tfds build` or one `tfds.load`) and pass --data_dir."
+        ) from err
     shape = tuple(info.features["image"].shape)
     return Dataset(
         name=name,

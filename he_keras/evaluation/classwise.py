@@ -22,7 +22,7 @@ from scipy import stats
 
 from he_keras.evaluation.ensemble import EnsembleResult
 # The head module's recursive layer walk (nested models included).
-from he_keras.models.heads import _walk as walk_layers
+from he_keras.models.heads import walk_layers
 
 
 def per_class_accuracy(

@@ -60,7 +60,7 @@ from he_keras.evaluation.ensemble import (
     run_ensemble,
 )
 from he_keras.models import head_kind
-from he_keras.models.heads import _walk as walk_layers
+from he_keras.models.heads import walk_layers
 from he_keras.validation import validate_images, validate_labels
 
 SUITES = ("quick", "standard", "full")

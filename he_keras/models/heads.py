@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Iterator, Optional
 
 import keras
 
@@ -46,10 +46,11 @@ def make_head(
     )
 
 
-def _walk(layer: keras.layers.Layer):
+def walk_layers(layer: keras.layers.Layer) -> Iterator[keras.layers.Layer]:
+    """Yields `layer` and, depth first, every layer nested in it."""
     yield layer
     for sub in getattr(layer, "layers", []) or []:
-        yield from _walk(sub)
+        yield from walk_layers(sub)
 
 
 def find_head(model: keras.Model) -> Optional[HypersphereDense]:
@@ -62,7 +63,7 @@ def find_head(model: keras.Model) -> Optional[HypersphereDense]:
         The `HypersphereDense` (or `ArcCosLogits`) layer, or None.
     """
     found = None
-    for layer in _walk(model):
+    for layer in walk_layers(model):
         if isinstance(layer, HypersphereDense):
             found = layer
     return found

@@ -25,6 +25,7 @@ import tensorflow as tf
 from he_keras import losses
 from he_keras.attacks.core import ProjectedGradientAttack, validate_attack_params
 from he_keras.models.heads import find_head, head_kind
+from he_keras.validation import validate_images, validate_labels
 
 # Default margins of the HE paper: HE s=15, m=0.2 (Table 1); m-HE s=15, m=0.1
 # (Appendix C.5).
@@ -224,6 +225,20 @@ class AdversarialTrainer(keras.Model):
                 f"{type(self).__name__} defines its own loss; do not pass `loss` to compile()."
             )
         super().compile(optimizer=optimizer, **kwargs)
+
+    def fit(self, x: Any = None, y: Any = None, *args: Any, **kwargs: Any) -> Any:
+        """`keras.Model.fit`, after checking array inputs.
+
+        NumPy / tensor images must be finite, in [0, 1] and of the
+        classifier's input shape, and labels in `[0, classes)`; a bad batch
+        raises ValueError before any training step. (Datasets are checked by
+        `he_keras.training.runner` for the apps.)
+        """
+        if x is not None and not isinstance(x, (tf.data.Dataset, dict)) and hasattr(x, "shape"):
+            validate_images(x, self.classifier.input_shape[1:])
+            if y is not None:
+                validate_labels(y, self.classifier.output_shape[-1], len(x))
+        return super().fit(x, y, *args, **kwargs)
 
     def reduce_loss(self, per_example: tf.Tensor, sample_weight: Any = None) -> tf.Tensor:
         """Mean over the global batch plus regularization, per replica."""
