@@ -6,7 +6,8 @@ __all__ = ["ProjectedGradientAttack", "fgsm", "project"]
 
 # Evaluation attacks (issue 4).
 from he_keras.attacks.adaptive import HEAdaptivePGD, PGDRestarts, TemperaturePGD
-from he_keras.attacks.apgd import APGD, APGDTargeted, Attack
+from he_keras.attacks.apgd import APGD, APGDTargeted
+from he_keras.attacks.base import Attack
 from he_keras.attacks.blackbox import NES, ZOO
 from he_keras.attacks.cleverhans_adapter import CleverHansAttack
 from he_keras.attacks.cw import CarliniWagnerL2, CWLinf

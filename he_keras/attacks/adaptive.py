@@ -28,7 +28,7 @@ from typing import Callable, Optional, Sequence, Union
 import tensorflow as tf
 
 from he_keras import losses
-from he_keras.attacks.apgd import Attack, batch_mask, check_int, logits_of, require
+from he_keras.attacks.base import Attack, batch_mask, check_int, logits_of, require
 from he_keras.attacks.core import ProjectedGradientAttack, validate_attack_params
 from he_keras.models.heads import find_head
 

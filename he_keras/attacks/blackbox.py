@@ -29,7 +29,7 @@ import tensorflow as tf
 
 from he_keras import losses
 from he_keras.attacks.adaptive import boundary_margin
-from he_keras.attacks.apgd import Attack, batch_mask, check_int, logits_of, predict, require
+from he_keras.attacks.base import Attack, batch_mask, check_int, logits_of, predict, require
 from he_keras.attacks.core import make_generator, project, validate_attack_params
 
 _ADAM_BETA_1 = 0.9

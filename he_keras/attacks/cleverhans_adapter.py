@@ -45,7 +45,7 @@ from cleverhans.tf2.attacks.fast_gradient_method import fast_gradient_method
 from cleverhans.tf2.attacks.momentum_iterative_method import momentum_iterative_method
 from cleverhans.tf2.attacks.projected_gradient_descent import projected_gradient_descent
 
-from he_keras.attacks.apgd import (
+from he_keras.attacks.base import (
     Attack,
     check_int,
     logits_of,

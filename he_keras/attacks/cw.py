@@ -24,7 +24,7 @@ import tensorflow as tf
 
 from he_keras import losses
 from he_keras.attacks.adaptive import PGDRestarts
-from he_keras.attacks.apgd import (
+from he_keras.attacks.base import (
     Attack,
     batch_mask,
     check_int,

@@ -21,7 +21,7 @@ from typing import Callable
 
 import tensorflow as tf
 
-from he_keras.attacks.apgd import (
+from he_keras.attacks.base import (
     Attack,
     batch_mask,
     check_int,

@@ -26,7 +26,7 @@ from typing import Callable, Optional
 
 import tensorflow as tf
 
-from he_keras.attacks.apgd import (
+from he_keras.attacks.base import (
     Attack,
     batch_mask,
     batch_spec,

@@ -25,7 +25,7 @@ import keras
 import tensorflow as tf
 
 from he_keras.attacks.adaptive import boundary_margin, keep_worst
-from he_keras.attacks.apgd import Attack, check_int
+from he_keras.attacks.base import Attack, check_int
 from he_keras.attacks.core import (
     ProjectedGradientAttack,
     make_generator,

@@ -26,7 +26,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 import tensorflow as tf
 
-from he_keras.attacks.apgd import Attack, check_int, minimal_norm_output, predict
+from he_keras.attacks.base import Attack, check_int, minimal_norm_output, predict
 from he_keras.attacks.core import make_generator, validate_attack_params
 
 # Binary-search tolerance of the radius (unit-L2 direction), as in RayS.

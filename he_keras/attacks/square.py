@@ -24,7 +24,7 @@ from typing import Callable, Optional
 import tensorflow as tf
 
 from he_keras.attacks.adaptive import boundary_margin
-from he_keras.attacks.apgd import Attack, batch_mask, check_int, require
+from he_keras.attacks.base import Attack, batch_mask, check_int, require
 from he_keras.attacks.core import make_generator, project, validate_attack_params
 
 # Query counts after which the window fraction p is halved again.

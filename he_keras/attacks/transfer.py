@@ -8,11 +8,11 @@ more, the white-box attack on the target is failing (gradient masking).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 import tensorflow as tf
 
-from he_keras.attacks.apgd import Attack
+from he_keras.attacks.base import Attack
 
 
 class TransferAttack(Attack):
