@@ -12,8 +12,9 @@ On the same backbone and CIFAR-shaped random data (only time matters), prints:
   physical cores here, so this measures the overhead of the replication, not
   a speed-up).
 
-Step timings alternate between the compared variants; the totals run the
-pair alternately `--repeats_total` times and take medians. Every `fit` is
+Step timings alternate between the compared variants (rotating order); the
+totals run the pair alternately `--repeats_total` times (alternating which
+goes first) and take medians. Every `fit` is
 warmed up (traced) once before timing.
 
 Usage:
@@ -84,9 +85,10 @@ def main(argv):
     for trainer in (free, standard):
         trainer.fit(data.take(1), epochs=1, verbose=0)
     totals = {"freeat": [], "standard": []}
-    for _ in range(_REPEATS_TOTAL.value):
-        totals["freeat"].append(timed_fit(free, data, passes))
-        totals["standard"].append(timed_fit(standard, data, _EPOCHS.value))
+    for repeat in range(_REPEATS_TOTAL.value):
+        runs = [("freeat", free, passes), ("standard", standard, _EPOCHS.value)]
+        for name, trainer, epochs in runs[repeat % 2 :] + runs[: repeat % 2]:
+            totals[name].append(timed_fit(trainer, data, epochs))
     free_total, standard_total = (statistics.median(totals[k]) for k in ("freeat", "standard"))
     results[
         f"FreeAT (m={_REPLAYS.value}, {passes} passes) / standard ({_EPOCHS.value} epochs) total time"
@@ -101,9 +103,10 @@ def main(argv):
     for trainer in (single, mirrored):
         trainer.fit(step_data, epochs=1, verbose=0)
     times = {"mirrored": [], "single": []}
-    for _ in range(_REPEATS_TOTAL.value):
-        times["single"].append(timed_fit(single, step_data, 2))
-        times["mirrored"].append(timed_fit(mirrored, step_data, 2))
+    for repeat in range(_REPEATS_TOTAL.value):
+        runs = [("single", single), ("mirrored", mirrored)]
+        for name, trainer in runs[repeat % 2 :] + runs[: repeat % 2]:
+            times[name].append(timed_fit(trainer, step_data, 2))
     images = 4 * batch
     throughput = {k: images / statistics.median(v) for k, v in times.items()}
     results["MirroredStrategy 2 logical CPUs / 1 device, PGD-AT+HE throughput"] = (

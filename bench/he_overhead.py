@@ -12,8 +12,8 @@ pixels and labels: only the time matters here):
   target is <= 0.8.
 
 Steps of the compared variants are timed alternately (one of each per
-repeat) so that load changes on the machine hit both alike; each ratio is the
-ratio of the medians. Absolute times swing 2-3x on a shared 2-core VM; the
+repeat, in a rotating order) so that load changes on the machine hit all
+alike; each ratio is the ratio of the medians. Absolute times swing 2-3x on a shared 2-core VM; the
 ratios are what to compare.
 
 Usage:
@@ -42,6 +42,8 @@ _INTER_OP = flags.DEFINE_integer("inter_op_threads", 1, "TF inter-op threads.")
 def interleaved_medians(steps: dict[str, Callable[[], None]], repeats: int) -> dict:
     """Median seconds of each callable, timed alternately after one warm-up.
 
+    The order of the callables rotates from one repeat to the next.
+
     Args:
         steps: Name -> callable running what is timed.
         repeats: Timed calls of each callable.
@@ -51,11 +53,15 @@ def interleaved_medians(steps: dict[str, Callable[[], None]], repeats: int) -> d
     """
     for step in steps.values():
         step()
-    times: dict = {name: [] for name in steps}
-    for _ in range(repeats):
-        for name, step in steps.items():
+    names = list(steps)
+    times: dict = {name: [] for name in names}
+    for repeat in range(repeats):
+        # Rotate the order so that no variant always runs right after the
+        # same other one (switching models costs cache warm-up).
+        shift = repeat % len(names)
+        for name in names[shift:] + names[:shift]:
             start = time.perf_counter()
-            step()
+            steps[name]()
             times[name].append(time.perf_counter() - start)
     return {name: statistics.median(values) for name, values in times.items()}
 

@@ -101,6 +101,7 @@ def test_framework_hyperparameters_and_defaults():
         (lambda: HAT(_classifier(), helper_model=_helper(), gamma=-0.1), "gamma=-0.1"),
         (lambda: HAT(_classifier(), helper_model=_helper(), helper_step=0), "helper_step=0"),
     ],
+    ids=lambda value: value if isinstance(value, str) else "",
 )
 def test_invalid_arguments_raise(make, match):
     with pytest.raises(ValueError, match=match.replace("(", r"\(")):

@@ -7,7 +7,7 @@ from typing import Any, Optional
 import keras
 import tensorflow as tf
 
-from he_keras.training.base import AdversarialTrainer
+from he_keras.training.trades import PairedTrainer
 
 
 def logit_pairing(logits: tf.Tensor, adv_logits: tf.Tensor) -> tf.Tensor:
@@ -29,7 +29,7 @@ def logit_pairing(logits: tf.Tensor, adv_logits: tf.Tensor) -> tf.Tensor:
 
 
 @keras.saving.register_keras_serializable(package="he_keras")
-class ALP(AdversarialTrainer):
+class ALP(PairedTrainer):
     """ALP: half clean, half adversarial loss plus a logit-pairing penalty.
 
     `0.5 L(f(x), y) + 0.5 L(f(x*), y) + beta * pairing(x, x*)`, where `L` is
@@ -54,21 +54,16 @@ class ALP(AdversarialTrainer):
     """
 
     default_random_start = "normal"
-    hyperparameters: tuple = ("beta",)
     # Weight of the clean term; 1 - CLEAN_WEIGHT weighs the adversarial one.
     CLEAN_WEIGHT = 0.5
 
     def __init__(self, classifier: keras.Model, beta: float = 0.5, **kwargs: Any) -> None:
-        super().__init__(classifier, **kwargs)
-        if not float(beta) >= 0:
-            raise ValueError(f"`beta` must be >= 0. Received: beta={beta!r}")
-        self.beta = float(beta)
+        super().__init__(classifier, beta=beta, **kwargs)
 
     def objective(
         self, x: tf.Tensor, x_adv: tf.Tensor, y: tf.Tensor
     ) -> tuple[tf.Tensor, Optional[tf.Tensor], tf.Tensor]:
-        clean_logits = self.classifier(x, training=True)
-        adv_logits = self.classifier(x_adv, training=True)
+        clean_logits, adv_logits = self.paired_logits(x, x_adv)
         pairing = logit_pairing(
             self.unscaled_logits(clean_logits), self.unscaled_logits(adv_logits)
         )
@@ -78,6 +73,3 @@ class ALP(AdversarialTrainer):
             + self.beta * pairing
         )
         return loss, clean_logits, adv_logits
-
-    def get_config(self) -> dict:
-        return {**super().get_config(), "beta": self.beta}

@@ -29,7 +29,9 @@ class FastAT(PGDAT):
         step_size: FGSM step (None: `1.25 * eps`).
         steps: Must be 1 (one FGSM step).
         random_start: Start of the step (default `"uniform"` in the eps-ball).
-        attack_training: BN mode while crafting (default True, as FastAT).
+        attack_training: BN mode while crafting (default True, as FastAT;
+            `apps/train.py` passes `--attack_bn_training`, which the FastAT
+            flagfiles set).
         **kwargs: Other `AdversarialTrainer` arguments.
 
     Example:

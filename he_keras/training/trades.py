@@ -11,8 +11,36 @@ from he_keras import losses
 from he_keras.training.base import AdversarialTrainer
 
 
+class PairedTrainer(AdversarialTrainer):
+    """Base of the objectives on both clean and adversarial logits.
+
+    Holds the weight `beta` of the term that ties the two (TRADES' KL, ALP's
+    logit pairing) and runs both forward passes in training mode.
+
+    Args:
+        classifier: The model to train.
+        beta: Non-negative weight of the clean-adversarial term.
+        **kwargs: `AdversarialTrainer` arguments.
+    """
+
+    hyperparameters: tuple = ("beta",)
+
+    def __init__(self, classifier: keras.Model, beta: float, **kwargs: Any) -> None:
+        super().__init__(classifier, **kwargs)
+        if not float(beta) >= 0:
+            raise ValueError(f"`beta` must be >= 0. Received: beta={beta!r}")
+        self.beta = float(beta)
+
+    def paired_logits(self, x: tf.Tensor, x_adv: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Training-mode logits of the clean and the adversarial batch."""
+        return self.classifier(x, training=True), self.classifier(x_adv, training=True)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "beta": self.beta}
+
+
 @keras.saving.register_keras_serializable(package="he_keras")
-class TRADES(AdversarialTrainer):
+class TRADES(PairedTrainer):
     """TRADES: `L(f(x), y) + beta * KL(p(x) || p(x*))`.
 
     The attack maximizes `KL(softmax(f(x)) || softmax(f(x')))` from
@@ -38,23 +66,15 @@ class TRADES(AdversarialTrainer):
 
     attack_objective_name = "kl"
     default_random_start = "normal"
-    hyperparameters: tuple = ("beta",)
 
     def __init__(self, classifier: keras.Model, beta: float = 6.0, **kwargs: Any) -> None:
-        super().__init__(classifier, **kwargs)
-        if not float(beta) >= 0:
-            raise ValueError(f"`beta` must be >= 0. Received: beta={beta!r}")
-        self.beta = float(beta)
+        super().__init__(classifier, beta=beta, **kwargs)
 
     def objective(
         self, x: tf.Tensor, x_adv: tf.Tensor, y: tf.Tensor
     ) -> tuple[tf.Tensor, Optional[tf.Tensor], tf.Tensor]:
-        clean_logits = self.classifier(x, training=True)
-        adv_logits = self.classifier(x_adv, training=True)
+        clean_logits, adv_logits = self.paired_logits(x, x_adv)
         loss = self.classification_loss(
             y, clean_logits
         ) + self.beta * losses.kl_divergence(clean_logits, adv_logits)
         return loss, clean_logits, adv_logits
-
-    def get_config(self) -> dict:
-        return {**super().get_config(), "beta": self.beta}
