@@ -27,6 +27,13 @@ test: install
 
 bench: install
 	$(PY) bench/he_overhead.py
+	$(PY) bench/frameworks_speed.py
+	$(PY) bench/attack_speed.py
 
 clean:
 	rm -rf runs build *.egg-info
+
+# `make experiments` (QUICK=1 for toy sizes): the reproduction study.
+EXPERIMENTS_PYTHON := $(PY)
+experiments: install
+include experiments/Makefile.inc

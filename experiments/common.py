@@ -713,3 +713,52 @@ def train_and_eval(spec: dict, args, sz: dict, attacks: Sequence[str], budget: d
     log(f"{group} seed {spec['seed']}: " + ", ".join(
         f"{k}={v if isinstance(v, str) else round(v, 3)}" for k, v in record["metrics"].items()))
     return record
+
+
+# Toy attack iterations of `--quick`.
+QUICK_BUDGET = {"pgd_steps": 5, "apgd_iters": 5, "cw_steps": 5, "aa_apgd_iters": 5,
+                "aa_targets": 2, "aa_fab_iters": 5, "aa_square_queries": 20}
+
+
+def attack_budget(budget: dict, quick: bool) -> dict:
+    """An experiment's attack budget, shrunk to toy iterations with `--quick`."""
+    return {**budget, **QUICK_BUDGET} if quick else dict(budget)
+
+
+def run_grid(name: str, args: argparse.Namespace, sz: dict, budget: dict,
+             runs_of_seed: Callable[[int], list], figure: Callable[[dict, str], None],
+             log: Callable, extra: Any = None) -> str:
+    """Runs every seed the time budget allows and writes `<name>.json` / `.png`.
+
+    Args:
+        name: Experiment name (file stem).
+        args: The parsed flags.
+        sz: The resolved sizes.
+        budget: The attack budget (written into the JSON).
+        runs_of_seed: `seed -> list of run records` (see `summarize`).
+        figure: `(summary, png_path) -> None`.
+        log: Printer.
+        extra: A dict, or a callable `runs -> dict`, merged into the JSON.
+
+    Returns:
+        The JSON path. The JSON and the figure are rewritten after every seed,
+        so a run stopped by its time budget still leaves its results.
+    """
+    runs: list = []
+
+    def save() -> str:
+        summary = summarize(runs)
+        more = extra(runs) if callable(extra) else (extra or {})
+        payload = {**run_header(name, args, sz), "budget": budget, **more,
+                   "summary": summary, "runs": runs}
+        path = os.path.join(args.out, f"{name}.json")
+        save_json(path, payload)
+        figure(summary, os.path.join(args.out, f"{name}.png"))
+        return path
+
+    for seed in seed_loop(sz, log):
+        runs.extend(runs_of_seed(seed))
+        save()
+    path = save()
+    log(f"wrote {path}")
+    return path

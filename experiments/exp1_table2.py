@@ -49,10 +49,7 @@ def main(argv=None) -> str:
     sz = C.sizes(args, EPOCHS, N_TRAIN, N_EVAL, batch_size=BATCH)
     log = C.logger(NAME)
     x, y = C.test_arrays(args.dataset, sz["n_eval"])
-    budget = dict(BUDGET)
-    if args.quick:
-        budget.update(pgd_steps=5, apgd_iters=5, cw_steps=5, aa_apgd_iters=5, aa_targets=2,
-                      aa_fab_iters=5, aa_square_queries=20)
+    budget = C.attack_budget(BUDGET, args.quick)
     frameworks, heads = FRAMEWORKS, HEADS
     pairs = [(f, h) for f in frameworks for h in heads]
     if args.quick:  # toy run: the code paths of plain, HE and TRADES

@@ -41,20 +41,10 @@ def main(argv=None) -> str:
     args = C.parse_args(__doc__, "digits", "small_cnn", argv)
     sz = C.sizes(args, EPOCHS, N_TRAIN, N_EVAL, warm_epochs=0)
     log = C.logger(NAME)
-    budget = dict(BUDGET)
-    if args.quick:
-        budget.update(pgd_steps=5, apgd_iters=5)
-    runs = []
-    def save() -> str:
-        summary = C.summarize(runs)
-        payload = {**C.run_header(NAME, args, sz), "budget": budget, "summary": summary,
-                   "runs": runs, "epochs_note": "FreeAT trains ceil(epochs / 4) passes x 4 replays"}
-        path = os.path.join(args.out, f"{NAME}.json")
-        C.save_json(path, payload)
-        figure(summary, os.path.join(args.out, f"{NAME}.png"))
-        return path
+    budget = C.attack_budget(BUDGET, args.quick)
 
-    for seed in C.seed_loop(sz, log):
+    def runs_of_seed(seed: int) -> list:
+        runs = []
         for fw, head, spec in specs(sz, args, seed):
             if args.quick and head == "mhe":
                 continue
@@ -63,10 +53,10 @@ def main(argv=None) -> str:
             if "metrics" in r:  # the PGD-20 slot ran with pgd_steps=50
                 r["metrics"][PGD50] = r["metrics"].pop(C.PGD20)
             runs.append(r)
-        save()
-    path = save()
-    log(f"wrote {path}")
-    return path
+        return runs
+
+    return C.run_grid(NAME, args, sz, budget, runs_of_seed, figure, log,
+                      {"epochs_note": "FreeAT trains ceil(epochs / 4) passes x 4 replays"})
 
 
 def figure(summary: dict, path: str) -> None:

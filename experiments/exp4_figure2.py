@@ -32,32 +32,18 @@ def main(argv=None) -> str:
     args = C.parse_args(__doc__, "digits", "small_cnn", argv)
     sz = C.sizes(args, EPOCHS, N_TRAIN, N_EVAL, warm_epochs=0)
     log = C.logger(NAME)
-    budget = dict(BUDGET)
-    steps = STEPS
-    if args.quick:
-        budget.update(pgd_steps=5, aa_apgd_iters=5, aa_targets=2, aa_fab_iters=5,
-                      aa_square_queries=20)
-        steps = (2,)
-    runs = []
-    def save() -> str:
-        summary = C.summarize(runs)
-        payload = {**C.run_header(NAME, args, sz), "budget": budget, "steps": list(steps),
-                   "autoattack_label": C.autoattack_label(budget), "summary": summary, "runs": runs}
-        path = os.path.join(args.out, f"{NAME}.json")
-        C.save_json(path, payload)
-        figure(summary, steps, os.path.join(args.out, f"{NAME}.png"))
-        return path
+    budget = C.attack_budget(BUDGET, args.quick)
+    steps = (2,) if args.quick else STEPS
 
-    for seed in C.seed_loop(sz, log):
-        for k in steps:
-            for head in HEADS:
-                spec = C.base_spec(sz, args, head=head, seed=seed, steps=k)
-                runs.append(C.train_and_eval(spec, args, sz, ATTACKS, budget, True, log,
-                                             group=f"{head}/K={k}", extra={"head": head, "K": k}))
-        save()
-    path = save()
-    log(f"wrote {path}")
-    return path
+    def runs_of_seed(seed: int) -> list:
+        return [C.train_and_eval(C.base_spec(sz, args, head=head, seed=seed, steps=k), args, sz,
+                                 ATTACKS, budget, True, log, group=f"{head}/K={k}",
+                                 extra={"head": head, "K": k})
+                for k in steps for head in HEADS]
+
+    return C.run_grid(NAME, args, sz, budget, runs_of_seed,
+                      lambda summary, path: figure(summary, steps, path), log,
+                      {"steps": list(steps), "autoattack_label": C.autoattack_label(budget)})
 
 
 def figure(summary: dict, steps, path: str) -> None:

@@ -35,28 +35,14 @@ def main(argv=None) -> str:
     args = C.parse_args(__doc__, "digits", "small_cnn", argv)
     sz = C.sizes(args, EPOCHS, N_TRAIN, N_EVAL, warm_epochs=0)
     log = C.logger(NAME)
-    budget = dict(BUDGET)
-    if args.quick:
-        budget.update(pgd_steps=5, apgd_iters=5)
-    runs = []
-    def save() -> str:
-        summary = C.summarize(runs)
-        payload = {**C.run_header(NAME, args, sz), "budget": budget, "train_steps": STEPS,
-                   "summary": summary, "runs": runs}
-        path = os.path.join(args.out, f"{NAME}.json")
-        C.save_json(path, payload)
-        figure(summary, os.path.join(args.out, f"{NAME}.png"))
-        return path
+    budget = C.attack_budget(BUDGET, args.quick)
 
-    for seed in C.seed_loop(sz, log):
-        for name, kw in VARIANTS.items():
-            spec = C.base_spec(sz, args, seed=seed, steps=STEPS, **kw)
-            runs.append(C.train_and_eval(spec, args, sz, ATTACKS, budget, False, log,
-                                         group=name))
-        save()
-    path = save()
-    log(f"wrote {path}")
-    return path
+    def runs_of_seed(seed: int) -> list:
+        return [C.train_and_eval(C.base_spec(sz, args, seed=seed, steps=STEPS, **kw), args, sz,
+                                 ATTACKS, budget, False, log, group=name)
+                for name, kw in VARIANTS.items()]
+
+    return C.run_grid(NAME, args, sz, budget, runs_of_seed, figure, log, {"train_steps": STEPS})
 
 
 def figure(summary: dict, path: str) -> None:

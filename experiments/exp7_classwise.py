@@ -46,7 +46,7 @@ def main(argv=None) -> str:
     # The sizes of experiment 1, so that its PGD-AT models are reused.
     sz = C.sizes(args, E1.EPOCHS, E1.N_TRAIN, E1.N_EVAL, batch_size=E1.BATCH)
     log = C.logger(NAME)
-    budget = {"pgd_steps": 5 if args.quick else 20}
+    budget = C.attack_budget({"pgd_steps": 20}, args.quick)
     defenses = dict(DEFENSES)
     if args.quick:
         defenses.pop("HE-CMP")

@@ -33,10 +33,7 @@ def main(argv=None) -> str:
     args = C.parse_args(__doc__, "mnist5k", "trades_cnn", argv)
     sz = C.sizes(args, E1.EPOCHS, E1.N_TRAIN, E1.N_EVAL, batch_size=E1.BATCH)
     log = C.logger(NAME)
-    budget = dict(E1.BUDGET)
-    if args.quick:
-        budget.update(pgd_steps=5, aa_apgd_iters=5, aa_targets=2, aa_fab_iters=5,
-                      aa_square_queries=20)
+    budget = C.attack_budget(E1.BUDGET, args.quick)
     x, y = C.test_arrays(args.dataset, sz["n_eval"])
     n_margin = 16 if args.quick else N_MARGIN
     runs, margins = [], []
