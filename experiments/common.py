@@ -44,7 +44,7 @@ import tensorflow as tf  # noqa: E402
 from he_keras import losses  # noqa: E402
 from he_keras.attacks.core import ProjectedGradientAttack  # noqa: E402
 from he_keras.data import batches, load_dataset, to_numpy  # noqa: E402
-from he_keras.evaluation.ensemble import SuiteAttack, predict_logits, run_ensemble  # noqa: E402
+from he_keras.evaluation.ensemble import SuiteAttack, run_ensemble  # noqa: E402
 from he_keras.models import find_head, head_kind  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import matplotlib
 
@@ -20,17 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-
-def _atomic(path: str, write: Callable[[str], None]) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.splitext(path)[1])
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+from he_keras.files import write_atomic  # noqa: E402
 
 
 def write_text(path: str, text: str) -> None:
@@ -41,12 +30,16 @@ def write_text(path: str, text: str) -> None:
             f.flush()
             os.fsync(f.fileno())
 
-    _atomic(path, write)
+    write_atomic(path, write, suffix=os.path.splitext(path)[1])
 
 
 def _save_figure(fig: plt.Figure, path: str) -> None:
     try:
-        _atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
+        write_atomic(
+            path,
+            lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"),
+            suffix=".png",
+        )
     finally:
         plt.close(fig)
 

@@ -23,9 +23,8 @@ import dataclasses
 import functools
 import json
 import os
-import tempfile
 import time
-from typing import Any, Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 import keras
 import numpy as np
@@ -33,6 +32,7 @@ import tensorflow as tf
 
 from he_keras.attacks.core import NORMS, RANDOM_STARTS, ProjectedGradientAttack
 from he_keras.data import batches, load_dataset, to_numpy
+from he_keras.files import jsonable, write_atomic, write_json  # noqa: F401  (write_* re-exported)
 from he_keras.models import HEADS, MODELS, build_model
 from he_keras.training.lr_schedules import LR_SCHEDULES, make_lr_schedule
 from he_keras.training.multi_worker import DistributedTrainLoop, worker_output_dir
@@ -206,7 +206,7 @@ def check_run_dir(config: TrainConfig) -> None:
             "(drop --noresume) or pass a new --output_dir"
         )
     saved = metrics.get("config", {})
-    current = json.loads(json.dumps(dataclasses.asdict(config), default=_jsonable))
+    current = json.loads(json.dumps(dataclasses.asdict(config), default=jsonable))
     changed = []
     for name in sorted(saved.keys() & current.keys() - RESUMABLE_CHANGES):
         old, new = saved[name], current[name]
@@ -248,50 +248,6 @@ def read_json(path: str, what: str) -> dict:
     if not isinstance(payload, dict):
         raise ValueError(f"The {what} file {path!r} must hold a JSON object")
     return payload
-
-
-def write_atomic(path: str, writer: Callable[[str], None], suffix: str = "") -> None:
-    """Writes a file through `writer(tmp_path)` then renames it into place.
-
-    A kill during the write leaves the previous file (or none), never a
-    truncated one.
-
-    Args:
-        path: Final path.
-        writer: Callable writing the whole file at the path it is given.
-        suffix: Suffix of the temporary file (Keras wants `.keras`).
-    """
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=suffix)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        writer(tmp)
-        # mkstemp creates the file private (0600); give it the usual mode.
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def write_json(path: str, payload: Any) -> None:
-    """Writes JSON atomically."""
-    def writer(tmp):
-        with open(tmp, "w") as f:
-            json.dump(payload, f, indent=2, sort_keys=True, default=_jsonable)
-
-    write_atomic(path, writer)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return str(value)
 
 
 @functools.lru_cache(maxsize=None)

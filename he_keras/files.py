@@ -1,0 +1,55 @@
+"""Atomic file writes: a kill never leaves a truncated file behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Any, Callable
+
+import numpy as np
+
+
+def write_atomic(path: str, writer: Callable[[str], None], suffix: str = "") -> None:
+    """Writes a file through `writer(tmp_path)` then renames it into place.
+
+    A kill during the write leaves the previous file (or none), never a
+    truncated one.
+
+    Args:
+        path: Final path.
+        writer: Callable writing the whole file at the path it is given.
+        suffix: Suffix of the temporary file (Keras wants `.keras`).
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=suffix)
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    try:
+        writer(tmp)
+        # mkstemp creates the file private (0600); give it the usual mode.
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_json(path: str, payload: Any) -> None:
+    """Writes JSON atomically."""
+    def writer(tmp):
+        with open(tmp, "w") as f:
+            json.dump(payload, f, indent=2, sort_keys=True, default=jsonable)
+
+    write_atomic(path, writer)
+
+
+def jsonable(value: Any) -> Any:
+    """JSON fallback for NumPy scalars / arrays (others become strings)."""
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
