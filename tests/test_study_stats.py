@@ -1,0 +1,96 @@
+"""The reproduction study's statistics: paired two-way bootstrap, verdicts, record rules."""
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "experiments"))
+import stats  # noqa: E402
+
+
+def test_certain_effect_is_reproduced_and_its_mirror_contradicted():
+    ones, zeros = np.ones((5, 100)), np.zeros((5, 100))
+    up = stats.paired_effect(ones, zeros)
+    assert up["effect"] == up["ci_low"] == up["ci_high"] == 100.0
+    assert stats.verdict(up["ci_low"], up["ci_high"], 0.95, 0.5) == "reproduced"
+    down = stats.paired_effect(zeros, ones)
+    assert stats.verdict(down["ci_low"], down["ci_high"], 0.95, 0.5) == "contradicted"
+
+
+def test_interval_counts_test_point_noise():
+    # Identical seeds: a seeds-only bootstrap would give a zero-width interval.
+    rng = np.random.default_rng(1)
+    row_a = (rng.random(150) < 0.55).astype(float)
+    row_b = (rng.random(150) < 0.50).astype(float)
+    effect = stats.paired_effect(np.tile(row_a, (5, 1)), np.tile(row_b, (5, 1)))
+    assert effect["width"] > 5.0  # ~±7 pts for 150 unpaired-ish points
+    assert effect["ci_low"] < effect["effect"] < effect["ci_high"]
+
+
+def test_interval_counts_seed_noise():
+    # Every point moves together within a seed: points alone carry no noise.
+    per_seed = np.array([0.0, 0.0, 1.0, 1.0, 1.0])
+    a = np.tile(per_seed[:, None], (1, 200))
+    effect = stats.paired_effect(a, np.zeros_like(a))
+    assert effect["effect"] == pytest.approx(60.0)
+    assert effect["ci_low"] < 60.0 < effect["ci_high"]
+    assert effect["ci_low"] <= 20.0 and effect["ci_high"] >= 100.0 - 1e-9
+
+
+def test_null_effect_is_inconclusive_and_pairing_matters():
+    rng = np.random.default_rng(2)
+    shared = (rng.random((5, 300)) < 0.5).astype(float)
+    flips = rng.random((5, 300)) < 0.02
+    a = np.where(flips, 1.0 - shared, shared)
+    paired = stats.paired_effect(a, shared)
+    assert stats.verdict(paired["ci_low"], paired["ci_high"], 0.95, 0.5) == "inconclusive"
+    # Shuffling the points of one arm breaks the pairing and widens the interval.
+    unpaired = stats.paired_effect(a, shared[:, rng.permutation(300)])
+    assert unpaired["width"] > 3 * paired["width"]
+
+
+def test_baseline_outside_the_regime_is_uninformative():
+    assert stats.verdict(5.0, 9.0, 0.85, 0.5) == "uninformative"
+    assert stats.verdict(5.0, 9.0, 0.95, 0.10) == "uninformative"
+    assert stats.verdict(5.0, 9.0, 0.95, 0.90) == "uninformative"
+    assert stats.verdict(5.0, 9.0, 0.95, None) == "uninformative"
+    assert stats.verdict(-1.0, 9.0, 0.95, 0.25) == "inconclusive"
+
+
+def test_shapes_must_pair():
+    with pytest.raises(ValueError, match="equal"):
+        stats.paired_effect(np.ones((3, 10)), np.ones((2, 10)))
+
+
+def test_ratio_interval_covers_the_true_ratio():
+    rng = np.random.default_rng(3)
+    base = rng.uniform(0.9, 1.1, 40)
+    result = stats.ratio_interval(1.05 * base * rng.uniform(0.98, 1.02, 40), base)
+    assert result["ci_low"] < 1.05 < result["ci_high"]
+    assert result["ci_high"] - result["ci_low"] < 0.03
+    with pytest.raises(ValueError):
+        stats.ratio_interval([1.0], [1.0])
+
+
+def _record(**changes):
+    record = {
+        "id": "c1", "claim": "HE raises PGD-AT robustness", "source": "001 Table 2",
+        "verdict": "reproduced", "effect": 3.0, "ci_low": 1.0, "ci_high": 5.0, "unit": "pts",
+        "seeds": 5, "n_eval": 360, "baseline_clean": 0.95, "baseline_autoattack": 0.4,
+        "dataset": "digits", "eps": 0.3, "epochs": 30,
+    }
+    record.update(changes)
+    return record
+
+
+def test_check_record_enforces_every_rule():
+    sizes = {"digits": 360}
+    assert stats.check_record(_record(), sizes) == []
+    assert "say 'inconclusive'" in stats.check_record(_record(ci_low=-1.0), sizes)[0]
+    assert "say 'uninformative'" in stats.check_record(
+        _record(baseline_autoattack=0.1), sizes)[0]
+    assert "seeds" in stats.check_record(_record(seeds=2), sizes)[0]
+    assert "n_eval" in stats.check_record(_record(n_eval=150), sizes)[0]
+    assert "missing" in stats.check_record({"id": "c9"}, sizes)[0]
