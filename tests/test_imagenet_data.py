@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from he_keras.data import batches, load_dataset, to_numpy
+from he_keras.data import EMBEDDED, batches, load_dataset, to_numpy
 from he_keras.data.crops import random_resized_crop, resize_center_crop
 from he_keras.data.tfds_datasets import IMAGENET_MEAN, IMAGENET_STD, TFDS_DATASETS, check_manual_data_dir
 
@@ -122,6 +122,8 @@ def test_imagenet_style_loaders_offline(name, tmp_path):
     assert y_test.max() < classes and y_train.dtype == tf.int32
     np.testing.assert_array_equal(x_train.numpy(), again.numpy())
     assert not np.array_equal(x_train.numpy(), other.numpy())
+    with pytest.raises(ValueError, match="augment"):  # encoded images of any size
+        to_numpy(data.train)
 
 
 def test_imagenet2012_data_dir_must_hold_archives_or_the_prepared_dataset(tmp_path):
@@ -142,6 +144,15 @@ def test_imagenet2012_data_dir_must_hold_archives_or_the_prepared_dataset(tmp_pa
     (prepared / "dataset_info.json").write_text("{}")
     assert check_manual_data_dir("imagenet2012", str(tmp_path / "prepared")) is None
     assert TFDS_DATASETS["imagenet2012"].manual_files == ARCHIVES
+
+
+def test_every_shipped_config_names_a_loadable_dataset():
+    configs = sorted(f for f in os.listdir(os.path.join(ROOT, "configs")) if f.endswith(".cfg"))
+    for name in configs:
+        with open(os.path.join(ROOT, "configs", name)) as lines:
+            datasets = [line.strip().split("=", 1)[1] for line in lines if line.startswith("--dataset=")]
+        assert len(datasets) == 1 and (datasets[0] in EMBEDDED or datasets[0] in TFDS_DATASETS), name
+    assert "imagenet_freeat_he.cfg" in configs
 
 
 # Parses configs/imagenet_freeat_he.cfg with apps/train.py's flags and, on tfds

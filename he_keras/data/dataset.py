@@ -139,7 +139,19 @@ def batches(
 
 
 def to_numpy(data: tf.data.Dataset, limit: Optional[int] = None) -> tuple:
-    """Materializes (at most `limit` examples of) a split as NumPy arrays."""
+    """Materializes (at most `limit` examples of) a split as NumPy arrays.
+
+    Raises:
+        ValueError: for a split of encoded or variable-size images (an
+            ImageNet-style training split), which only `batches` can crop.
+    """
+    spec = data.element_spec[0]
+    if spec.dtype != tf.float32 or not spec.shape.is_fully_defined():
+        raise ValueError(
+            f"This split holds {spec.dtype.name} images of shape {spec.shape}, not float32 "
+            "images of one size: an ImageNet-style training split is cropped only by "
+            "`batches(..., augment=data.augment)`; use the test split for fixed-size images"
+        )
     if limit is not None:
         data = data.take(limit)
     xs, ys = [], []
