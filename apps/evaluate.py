@@ -26,7 +26,7 @@ from absl import app, flags  # noqa: E402
 
 _MODEL = flags.DEFINE_string("model", None, "Path of a .keras file or a SavedModel directory.")
 _DATASET = flags.DEFINE_string(
-    "dataset", "digits", "digits, mnist5k, or a tfds dataset: mnist, cifar10, cifar100, svhn_cropped."
+    "dataset", "digits", "digits, mnist5k, or a tfds dataset: mnist, cifar10, cifar100, svhn_cropped, imagenette[/<config>], imagenet2012."
 )
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "tfds data directory.")
 _SUITE = flags.DEFINE_enum("suite", "quick", ["quick", "standard", "full"], "Evaluation preset.")

@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
 
-_DATASET = flags.DEFINE_string("dataset", "digits", "digits, mnist5k, or a tfds dataset: mnist, cifar10, cifar100, svhn_cropped.")
+_DATASET = flags.DEFINE_string("dataset", "digits", "digits, mnist5k, or a tfds dataset: mnist, cifar10, cifar100, svhn_cropped, imagenette[/<config>], imagenet2012.")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "tfds data directory.")
 _N_TRAIN = flags.DEFINE_integer("n_train", 0, "Use only the first N training examples (0 = all).")
 _MODEL = flags.DEFINE_string("model", "small_cnn", "Backbone name (see he_keras.models.MODELS).")

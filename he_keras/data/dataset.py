@@ -8,6 +8,8 @@ from typing import Callable, Optional
 import numpy as np
 import tensorflow as tf
 
+from he_keras.data.crops import random_resized_crop
+
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
@@ -17,10 +19,15 @@ class Dataset:
         name: Registered name.
         num_classes: Number of classes.
         input_shape: `(height, width, channels)`.
-        train: Unbatched training split, `(float32 image, int32 label)`.
-        test: Unbatched test split.
-        augment: Training augmentation: `""` (none), `"crop"` (pad-4 random
-            crop, SVHN) or `"crop_flip"` (also random horizontal flip, CIFAR).
+        train: Unbatched training split, `(float32 image, int32 label)`; with
+            `augment="resized_crop_flip"` the images may have any size or be
+            encoded (JPEG / PNG bytes, decoded after shuffling so that the
+            shuffle buffer holds compressed images).
+        test: Unbatched test split, images of shape `input_shape`.
+        augment: Training augmentation, one of `AUGMENTATIONS`: `""` (none),
+            `"crop"` (pad-4 random crop, SVHN), `"crop_flip"` (also random
+            horizontal flip, CIFAR) or `"resized_crop_flip"` (random-resized
+            crop to 224x224 and flip, ImageNet).
         mean: Per-channel mean for the model's normalization layer, or None.
         std: Per-channel std for the model's normalization layer, or None.
     """
@@ -60,7 +67,16 @@ def from_arrays(
     )
 
 
-AUGMENTATIONS = ("", "crop", "crop_flip")
+AUGMENTATIONS = ("", "crop", "crop_flip", "resized_crop_flip")
+
+
+def decode_image(image: tf.Tensor) -> tf.Tensor:
+    """Encoded bytes (JPEG / PNG), uint8 or float pixels -> float32 in [0, 1]."""
+    if image.dtype == tf.string:
+        image = tf.io.decode_image(image, channels=3, expand_animations=False)
+    if image.dtype == tf.uint8:
+        return tf.cast(image, tf.float32) / 255.0
+    return tf.cast(image, tf.float32)
 
 
 def _augmenter(kind: str, seed: int) -> Callable:
@@ -71,10 +87,13 @@ def _augmenter(kind: str, seed: int) -> Callable:
     def augment(index: tf.Tensor, example: tuple) -> tuple:
         image, label = example
         key = tf.stack([tf.cast(seed, tf.int64), index])
-        h, w = image.shape[0], image.shape[1]
-        padded = tf.image.pad_to_bounding_box(image, 4, 4, h + 8, w + 8)
-        image = tf.image.stateless_random_crop(padded, tf.shape(image), seed=key)
-        if kind == "crop_flip":
+        if kind == "resized_crop_flip":
+            image = random_resized_crop(decode_image(image), seed=key)
+        else:
+            h, w = image.shape[0], image.shape[1]
+            padded = tf.image.pad_to_bounding_box(image, 4, 4, h + 8, w + 8)
+            image = tf.image.stateless_random_crop(padded, tf.shape(image), seed=key)
+        if kind.endswith("_flip"):
             image = tf.image.stateless_random_flip_left_right(image, seed=key + 1)
         return image, label
 
@@ -95,8 +114,9 @@ def batches(
         data: An unbatched split.
         batch_size: Global batch size.
         shuffle: Reshuffle each epoch (seeded by `seed`).
-        augment: One of `AUGMENTATIONS`: none, pad-4 random crop, or crop and
-            random horizontal flip.
+        augment: One of `AUGMENTATIONS`: none, pad-4 random crop, crop and
+            random horizontal flip, or random-resized crop to 224x224 (any
+            input size, encoded images decoded here) and flip.
         seed: Seed of shuffling and augmentation (vary it per epoch).
         drop_remainder: Keep static batch shapes (needed by the multi-worker
             loop and by XLA).
@@ -119,7 +139,19 @@ def batches(
 
 
 def to_numpy(data: tf.data.Dataset, limit: Optional[int] = None) -> tuple:
-    """Materializes (at most `limit` examples of) a split as NumPy arrays."""
+    """Materializes (at most `limit` examples of) a split as NumPy arrays.
+
+    Raises:
+        ValueError: for a split of encoded or variable-size images (an
+            ImageNet-style training split), which only `batches` can crop.
+    """
+    spec = data.element_spec[0]
+    if spec.dtype != tf.float32 or not spec.shape.is_fully_defined():
+        raise ValueError(
+            f"This split holds {spec.dtype.name} images of shape {spec.shape}, not float32 "
+            "images of one size: an ImageNet-style training split is cropped only by "
+            "`batches(..., augment=data.augment)`; use the test split for fixed-size images"
+        )
     if limit is not None:
         data = data.take(limit)
     xs, ys = [], []
