@@ -34,11 +34,6 @@ def workdir(tmp_path_factory):
     return path
 
 
-@pytest.fixture(scope="module")
-def tensorflow_run(workdir):
-    return backend_checks.run_checks(str(workdir))
-
-
 def _run_subprocess(backend: str, workdir: pathlib.Path) -> dict:
     env = dict(os.environ)
     env.update(
@@ -58,34 +53,43 @@ def _run_subprocess(backend: str, workdir: pathlib.Path) -> dict:
     return json.loads((workdir / f"{backend}.json").read_text())
 
 
-@pytest.fixture(scope="module", params=["tensorflow", "jax", "torch"])
-def run(request, workdir, tensorflow_run):
-    backend = request.param
-    if backend == "tensorflow":
-        return tensorflow_run
-    if importlib.util.find_spec(backend) is None:
-        pytest.skip(f"{backend} is not installed")
-    return _run_subprocess(backend, workdir)
+@pytest.fixture(scope="module")
+def runs(workdir):
+    """Results by backend, each run once; TensorFlow's first (its `.keras` files)."""
+    results = {"tensorflow": backend_checks.run_checks(str(workdir))}
+
+    def get(backend: str) -> dict:
+        if backend not in results:
+            if importlib.util.find_spec(backend) is None:
+                pytest.skip(f"{backend} is not installed")
+            results[backend] = _run_subprocess(backend, workdir)
+        return results[backend]
+
+    return get
 
 
-def _skip_on_tensorflow(run):
-    if run["backend"] == "tensorflow":
-        pytest.skip("checks of a backend other than TensorFlow")
+@pytest.fixture(params=["tensorflow", "jax", "torch"])
+def run(request, runs):
+    return runs(request.param)
 
 
-def test_importing_he_keras_does_not_import_tensorflow(run):
-    _skip_on_tensorflow(run)
-    assert run["tensorflow_imported_by_he_keras"] is False
+@pytest.fixture(params=["jax", "torch"])
+def other_run(request, runs):
+    """A run under a backend other than TensorFlow, in a subprocess."""
+    return runs(request.param)
 
 
-def test_tensorflow_only_modules_refuse_to_import(run):
-    _skip_on_tensorflow(run)
-    errors = run["tensorflow_only_import_errors"]
+def test_importing_he_keras_does_not_import_tensorflow(other_run):
+    assert other_run["tensorflow_imported_by_he_keras"] is False
+
+
+def test_tensorflow_only_modules_refuse_to_import(other_run):
+    errors = other_run["tensorflow_only_import_errors"]
     assert sorted(errors) == sorted(TENSORFLOW_ONLY)
     for name, error in errors.items():
-        assert error is not None, f"{name} imported under {run['backend']}"
+        assert error is not None, f"{name} imported under {other_run['backend']}"
         assert f"{name} needs the TensorFlow backend" in error
-        assert repr(run["backend"]) in error
+        assert repr(other_run["backend"]) in error
 
 
 def test_outputs_and_losses_equal_numpy(run):
@@ -104,20 +108,18 @@ def test_outputs_and_losses_equal_numpy(run):
         assert errors[name] < LOSS_ATOL, name
 
 
-def test_keras_file_saved_by_tensorflow_loads_here(run):
-    _skip_on_tensorflow(run)
+def test_keras_file_saved_by_tensorflow_loads_here(other_run):
     for head in backend_checks.HEADS:
-        assert run["loaded"][head] < 1e-5
-        loss = run["loaded"][f"{head}_loss"]
+        assert other_run["loaded"][head] < 1e-5
+        loss = other_run["loaded"][f"{head}_loss"]
         assert (loss["m"], loss["s"]) == (backend_checks.MARGIN, 15.0)
 
 
-def test_keras_file_saved_here_loads_under_tensorflow(run, workdir):
-    _skip_on_tensorflow(run)
+def test_keras_file_saved_here_loads_under_tensorflow(other_run, workdir):
     inputs = np.load(workdir / "inputs.npy")
     for head in backend_checks.HEADS:
-        model = keras.saving.load_model(workdir / f"{run['backend']}_{head}.keras")
-        expected = np.load(workdir / f"{run['backend']}_{head}.npy")
+        model = keras.saving.load_model(workdir / f"{other_run['backend']}_{head}.keras")
+        expected = np.load(workdir / f"{other_run['backend']}_{head}.npy")
         np.testing.assert_allclose(model.predict(inputs, verbose=0), expected, atol=1e-5)
         assert isinstance(model.loss, CosineMarginLoss)
 
