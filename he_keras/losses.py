@@ -2,8 +2,11 @@
 
 Every function here maps logits to a *per-example* loss of shape
 `(batch_size,)` computed in float32 (logits of any float dtype are cast
-first). Trainers reduce these with `tf.nn.compute_average_loss` so that the
-reduction is right under `tf.distribute`; attacks maximize them.
+first). They use `keras.ops` only, so they run on every Keras 3 backend;
+under TensorFlow they take and return `tf.Tensor`s and trace into a
+`tf.function` like the TensorFlow ops they dispatch to. The TensorFlow
+trainers reduce them with `tf.nn.compute_average_loss` so that the reduction
+is right under `tf.distribute`; attacks maximize them.
 
 Attack objectives share one signature, `objective(y, logits, reference)`,
 where `reference` holds the clean logits (used by the TRADES KL objective and
@@ -12,19 +15,23 @@ ignored by the others); `get_objective(name)` resolves a name to one.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Union
 
 import keras
-import tensorflow as tf
+from keras import ops
 
-Objective = Callable[[tf.Tensor, tf.Tensor, Any], tf.Tensor]
-
-
-def _f32(t: Any) -> tf.Tensor:
-    return tf.cast(t, tf.float32)
+Objective = Callable[[Any, Any, Any], Any]
 
 
-def cross_entropy(y: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+def _f32(t: Any) -> Any:
+    return ops.cast(t, "float32")
+
+
+def _one_hot(y: Any, logits: Any) -> Any:
+    return ops.one_hot(ops.cast(y, "int32"), ops.shape(logits)[-1])
+
+
+def cross_entropy(y: Any, logits: Any) -> Any:
     """Sparse softmax cross-entropy (log-sum-exp with max subtraction).
 
     Args:
@@ -34,14 +41,12 @@ def cross_entropy(y: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
     Returns:
         Per-example loss, shape `(batch_size,)`, float32.
     """
-    return tf.nn.sparse_softmax_cross_entropy_with_logits(
-        labels=tf.cast(y, tf.int32), logits=_f32(logits)
+    return ops.sparse_categorical_crossentropy(
+        ops.cast(y, "int32"), _f32(logits), from_logits=True
     )
 
 
-def margin_cross_entropy(
-    y: tf.Tensor, logits: tf.Tensor, offset: Any
-) -> tf.Tensor:
+def margin_cross_entropy(y: Any, logits: Any, offset: Any) -> Any:
     """Cross-entropy after subtracting `offset` from the true-class logit.
 
     With HE logits `s*cos(theta)` and `offset = s*m` this is the CosFace-style
@@ -51,17 +56,17 @@ def margin_cross_entropy(
     Args:
         y: Integer labels, shape `(batch_size,)`.
         logits: Logits, shape `(batch_size, classes)`.
-        offset: Scalar, the amount `s*m` subtracted from the true class.
+        offset: Scalar (float, tensor or variable), the amount `s*m`
+            subtracted from the true class.
 
     Returns:
         Per-example loss, shape `(batch_size,)`, float32.
     """
     logits = _f32(logits)
-    onehot = tf.one_hot(tf.cast(y, tf.int32), tf.shape(logits)[-1])
-    return cross_entropy(y, logits - _f32(offset) * onehot)
+    return cross_entropy(y, logits - _f32(offset) * _one_hot(y, logits))
 
 
-def kl_divergence(reference_logits: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+def kl_divergence(reference_logits: Any, logits: Any) -> Any:
     """`KL(softmax(reference) || softmax(logits))` per example (TRADES).
 
     Args:
@@ -71,24 +76,20 @@ def kl_divergence(reference_logits: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
     Returns:
         Per-example KL divergence, shape `(batch_size,)`, float32.
     """
-    log_p = tf.nn.log_softmax(_f32(reference_logits))
-    log_q = tf.nn.log_softmax(_f32(logits))
-    return tf.reduce_sum(tf.exp(log_p) * (log_p - log_q), axis=-1)
+    log_p = ops.log_softmax(_f32(reference_logits), axis=-1)
+    log_q = ops.log_softmax(_f32(logits), axis=-1)
+    return ops.sum(ops.exp(log_p) * (log_p - log_q), axis=-1)
 
 
-def _true_and_best_other(
-    y: tf.Tensor, logits: tf.Tensor
-) -> tuple[tf.Tensor, tf.Tensor]:
+def _true_and_best_other(y: Any, logits: Any) -> tuple[Any, Any]:
     logits = _f32(logits)
-    onehot = tf.one_hot(tf.cast(y, tf.int32), tf.shape(logits)[-1])
-    true = tf.reduce_sum(onehot * logits, axis=-1)
-    other = tf.reduce_max(logits - 1e9 * onehot, axis=-1)
+    onehot = _one_hot(y, logits)
+    true = ops.sum(onehot * logits, axis=-1)
+    other = ops.max(logits - 1e9 * onehot, axis=-1)
     return true, other
 
 
-def cw_margin(
-    y: tf.Tensor, logits: tf.Tensor, kappa: float = float("inf")
-) -> tf.Tensor:
+def cw_margin(y: Any, logits: Any, kappa: float = float("inf")) -> Any:
     """Carlini-Wagner margin `max_{j!=y} z_j - z_y`, capped above at `kappa`.
 
     Positive exactly when the example is misclassified. Maximized by CW-Linf;
@@ -104,10 +105,10 @@ def cw_margin(
         Per-example margin, shape `(batch_size,)`, float32.
     """
     true, other = _true_and_best_other(y, logits)
-    return tf.minimum(other - true, kappa)
+    return ops.minimum(other - true, kappa)
 
 
-def dlr(y: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+def dlr(y: Any, logits: Any) -> Any:
     """Untargeted Difference-of-Logits-Ratio loss of Croce & Hein (2020).
 
     `-(z_y - max_{j!=y} z_j) / (z_pi1 - z_pi3 + 1e-12)`, invariant to shifting
@@ -122,11 +123,11 @@ def dlr(y: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
         Per-example loss, shape `(batch_size,)`, float32.
     """
     true, other = _true_and_best_other(y, logits)
-    top = tf.math.top_k(_f32(logits), k=3).values
+    top, _ = ops.top_k(_f32(logits), k=3)
     return -(true - other) / (top[:, 0] - top[:, 2] + 1e-12)
 
 
-def targeted_dlr(y: tf.Tensor, logits: tf.Tensor, target: tf.Tensor) -> tf.Tensor:
+def targeted_dlr(y: Any, logits: Any, target: Any) -> Any:
     """Targeted DLR loss `-(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4)/2 + 1e-12)`.
 
     Args:
@@ -138,10 +139,9 @@ def targeted_dlr(y: tf.Tensor, logits: tf.Tensor, target: tf.Tensor) -> tf.Tenso
         Per-example loss, shape `(batch_size,)`, float32 (maximize it).
     """
     logits = _f32(logits)
-    classes = tf.shape(logits)[-1]
-    true = tf.reduce_sum(tf.one_hot(tf.cast(y, tf.int32), classes) * logits, -1)
-    tgt = tf.reduce_sum(tf.one_hot(tf.cast(target, tf.int32), classes) * logits, -1)
-    top = tf.math.top_k(logits, k=4).values
+    true = ops.sum(_one_hot(y, logits) * logits, axis=-1)
+    tgt = ops.sum(_one_hot(target, logits) * logits, axis=-1)
+    top, _ = ops.top_k(logits, k=4)
     return -(true - tgt) / (top[:, 0] - 0.5 * (top[:, 2] + top[:, 3]) + 1e-12)
 
 
@@ -195,11 +195,20 @@ class CosineMarginLoss(keras.losses.Loss):
     (`-s*theta`) it is the additive angular margin loss of m-HE. `s` must be
     the head's scale. With `m=0` it equals plain cross-entropy on the logits.
     Computed in float32 with a max-subtracted log-sum-exp, so it stays finite
-    for large `s` under the `mixed_float16` policy.
+    for large `s` under the `mixed_float16` policy. Written with `keras.ops`,
+    it trains on every Keras 3 backend.
+
+    To keep the margin right while a schedule changes the head's scale
+    between epochs (HE-LIS / HE-CMP), pass the head's `scale` variable as `s`:
+    the loss then reads the scale inside the compiled train step (on JAX it
+    is part of the model state the step receives), so nothing is retraced.
+    The variable must belong to the model being trained. A saved config holds
+    the scale's value at saving time, as a float.
 
     Args:
         m: Non-negative float, the margin.
-        s: Positive float, the scale of the head the logits come from.
+        s: The scale of the head the logits come from: a positive float, or
+            the head's scalar `scale` variable.
         reduction: Keras loss reduction.
         name: Name of the loss.
         dtype: Dtype of the loss computation (float32 by default).
@@ -208,13 +217,16 @@ class CosineMarginLoss(keras.losses.Loss):
 
     ```python
     model.compile(optimizer="sgd", loss=CosineMarginLoss(m=0.2, s=15.0))
+    # Margin that follows a scale schedule of the head:
+    head = model.layers[-1]
+    model.compile(optimizer="sgd", loss=CosineMarginLoss(m=0.2, s=head.scale))
     ```
     """
 
     def __init__(
         self,
         m: float = 0.2,
-        s: float = 15.0,
+        s: Union[float, keras.Variable] = 15.0,
         reduction: str = "sum_over_batch_size",
         name: str = "cosine_margin_loss",
         dtype: Any = None,
@@ -222,14 +234,26 @@ class CosineMarginLoss(keras.losses.Loss):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         if not m >= 0:
             raise ValueError(f"`m` must be >= 0. Received: m={m!r}")
-        if not s > 0:
-            raise ValueError(f"`s` must be > 0. Received: s={s!r}")
         self.m = float(m)
-        self.s = float(s)
+        if isinstance(s, keras.Variable):
+            if tuple(s.shape) != ():
+                raise ValueError(
+                    f"`s` must be a scalar variable. Received: s.shape={s.shape}"
+                )
+            self.scale = s
+        else:
+            self.scale = float(s)
+        if not self.s > 0:
+            raise ValueError(f"`s` must be > 0. Received: s={s!r}")
+
+    @property
+    def s(self) -> float:
+        """The current scale, as a Python float."""
+        return float(ops.convert_to_numpy(self.scale))
 
     def call(self, y_true: Any, y_pred: Any) -> Any:
-        y_true = tf.reshape(y_true, [-1])
-        return margin_cross_entropy(y_true, y_pred, self.s * self.m)
+        y_true = ops.reshape(y_true, (-1,))
+        return margin_cross_entropy(y_true, y_pred, _f32(self.scale) * self.m)
 
     def get_config(self) -> dict:
         return {**super().get_config(), "m": self.m, "s": self.s}
