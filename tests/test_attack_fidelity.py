@@ -12,6 +12,7 @@ import tensorflow as tf
 from helpers import accuracy, digits_arrays, undefended_digits_model
 
 from he_keras.attacks import (
+    APGD,
     CWLinf,
     HEAdaptivePGD,
     PGDRestarts,
@@ -19,6 +20,7 @@ from he_keras.attacks import (
     TemperaturePGD,
 )
 from he_keras.attacks.adaptive import HE_OBJECTIVES, boundary_margin
+from he_keras.attacks.apgd import checkpoint_schedule
 from he_keras.models.heads import find_head
 
 EPS = 0.1
@@ -125,3 +127,96 @@ def test_temperature_pgd_divides_the_logits_of_a_linear_head():
     )
     np.testing.assert_array_equal(attack(model, x, y), reference(model, x, y))
     assert attack.config()["last_model"] == {"head": "linear", "s": None}
+
+
+def _p_j_checkpoints(steps: int) -> list[int]:
+    """The paper's checkpoints w_j = ceil(p_j N), p_0 = 0, p_1 = 0.22,
+    p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06)."""
+    p = [0.0, 0.22]
+    while p[-1] + max(p[-1] - p[-2] - 0.03, 0.06) <= 1.0:
+        p.append(p[-1] + max(p[-1] - p[-2] - 0.03, 0.06))
+    return [int(np.ceil(pj * steps - 1e-9)) for pj in p[1:]]
+
+
+def test_apgd_checkpoints_follow_autoattack():
+    assert checkpoint_schedule(100) == _p_j_checkpoints(100) == [22, 41, 57, 70, 80, 87, 93, 99]
+    # AutoAttack's code truncates 0.22 N, 0.03 N and 0.06 N (N = 25: 5, 1, 1).
+    assert checkpoint_schedule(25) == [5, 9, 12, 14] + list(range(15, 26))
+
+
+class _Wave:
+    """Two-class toy model on one pixel u: logits (cos(W u) + 2, 0).
+
+    Class 0 always wins, so APGD runs all its steps; the CE loss
+    softplus(-cos(W u) - 2) has several local maxima in the eps-ball.
+    """
+
+    W = 25.0
+
+    def __call__(self, x, training=False):
+        u = x[:, 0]
+        return tf.stack([tf.cos(self.W * u) + 2.0, tf.zeros_like(u)], axis=-1)
+
+    @classmethod
+    def loss_and_grad(cls, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        v = np.cos(cls.W * u) + 2.0
+        sig = 1.0 / (1.0 + np.exp(v))
+        return np.log1p(np.exp(-v)), sig * cls.W * np.sin(cls.W * u)
+
+
+def _reference_apgd(x, u0, eps, steps, rho=0.75, factor=2.0, restart=True):
+    """Linf APGD of Croce & Hein (2020) on `_Wave`, in float64 numpy.
+
+    `factor` divides the step at a checkpoint and `restart` moves the
+    iterate to the best point there (2 and True in APGD).
+    """
+
+    def project(v):
+        return np.clip(np.clip(v, x - eps, x + eps), 0.0, 1.0)
+
+    checks = _p_j_checkpoints(steps)
+    u = prev = u0
+    loss, grad = _Wave.loss_and_grad(u)
+    u_best, g_best, l_best = u, grad, loss
+    step = np.full_like(x, 2 * eps)
+    l_prev, increases = loss, np.zeros_like(x)
+    reduced_last, l_best_last, last_check = np.ones_like(x, bool), l_best, 0
+    for i in range(steps):
+        a = 1.0 if i == 0 else 0.75
+        z = project(u + step * np.sign(grad))
+        prev, u = u, project(u + a * (z - u) + (1 - a) * (u - prev))
+        loss, grad = _Wave.loss_and_grad(u)
+        increases += loss > l_prev
+        l_prev = loss
+        better = loss > l_best
+        u_best, g_best, l_best = (np.where(better, n, o) for n, o in
+                                  ((u, u_best), (grad, g_best), (loss, l_best)))
+        if i + 1 in checks:
+            k, last_check = i + 1 - last_check, i + 1
+            halve = (increases <= rho * k) | (~reduced_last & (l_best_last >= l_best))
+            step = np.where(halve, step / factor, step)
+            if restart:
+                u, grad = np.where(halve, u_best, u), np.where(halve, g_best, grad)
+            reduced_last, l_best_last, increases = halve, l_best, np.zeros_like(x)
+    return u_best
+
+
+@pytest.mark.parametrize("rho", [0.75, 0.5])
+def test_apgd_halves_its_step_and_restarts_from_the_best_point(rho):
+    x = np.linspace(0.05, 0.95, 24)
+    eps = 0.3
+    attack = APGD(eps, steps=100, rho=rho, seed=0)
+    out = np.asarray(attack(_Wave(), x[:, None].astype(np.float32), np.zeros(24, np.int32)))[:, 0]
+    # The start is x + eps or x - eps (t / ||t||_inf = +-1 in one dimension).
+    def distance_to_reference(**variant):
+        ends = [
+            _reference_apgd(x, np.clip(x + sign * eps, 0, 1), eps, 100, rho, **variant)
+            for sign in (1, -1)
+        ]
+        return np.minimum(np.abs(out - ends[0]), np.abs(out - ends[1]))
+
+    np.testing.assert_array_less(distance_to_reference(), 1e-5)
+    # The comparison has teeth: a step that never halves, or no restart
+    # from the best point, ends elsewhere for many of the 24 pixels.
+    assert np.mean(distance_to_reference(factor=1.0) > 1e-4) > 0.25
+    assert np.mean(distance_to_reference(restart=False) > 1e-4) > 0.25
