@@ -17,10 +17,12 @@ from he_keras.attacks import (
     HEAdaptivePGD,
     PGDRestarts,
     ProjectedGradientAttack,
+    Square,
     TemperaturePGD,
 )
 from he_keras.attacks.adaptive import HE_OBJECTIVES, boundary_margin
 from he_keras.attacks.apgd import checkpoint_schedule
+from he_keras.attacks.square import window_sides
 from he_keras.models.heads import find_head
 
 EPS = 0.1
@@ -220,3 +222,55 @@ def test_apgd_halves_its_step_and_restarts_from_the_best_point(rho):
     # from the best point, ends elsewhere for many of the 24 pixels.
     assert np.mean(distance_to_reference(factor=1.0) > 1e-4) > 0.25
     assert np.mean(distance_to_reference(restart=False) > 1e-4) > 0.25
+
+
+def _proposal_windows(attack, x, i, draws, x_best=None):
+    """Per draw: the (batch, h, w, c) change of a proposal from `x_best` (x)."""
+    x_best = tf.constant(x if x_best is None else x_best)
+    changes = []
+    for _ in range(draws):
+        candidate = attack._propose(tf.constant(x), x_best, tf.constant(i))
+        changes.append(np.asarray(candidate) - x)
+    return changes
+
+
+def test_square_shares_one_window_per_iteration_as_autoattack():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0.3, 0.7, size=(6, 8, 8, 3)).astype(np.float32)
+    attack = Square(0.1, seed=0)
+    assert window_sides(0.8, 8, 8) == [7, 5, 4, 3, 2, 1, 1, 1, 1, 1]
+    corners = set()
+    # Iteration 10 still uses p_init, 11 the first halving, 51 the second, ...
+    for i, side in ((0, 7), (10, 7), (11, 5), (50, 5), (51, 4), (600, 2), (1001, 1)):
+        for change in _proposal_windows(attack, x, i, 40 if side == 2 else 3):
+            # One window and one sign per channel for the whole batch.
+            pattern = np.round(change / 0.1)
+            np.testing.assert_array_equal(pattern, np.broadcast_to(pattern[:1], pattern.shape))
+            rows = np.flatnonzero(np.abs(change[0]).max(axis=(1, 2)) > 0)
+            cols = np.flatnonzero(np.abs(change[0]).max(axis=(0, 2)) > 0)
+            assert len(rows) == len(cols) == side, i
+            assert np.all(np.diff(rows) == 1) and np.all(np.diff(cols) == 1)
+            np.testing.assert_allclose(np.abs(change[0][rows][:, cols]), 0.1, atol=1e-6)
+            if side == 2:
+                corners.add((rows[0], cols[0]))
+    # The corner is floor(U * (8 - side)): 0..5 for side 2, never 6.
+    assert {r for r, _ in corners} == set(range(6)) == {c for _, c in corners}
+    # From the corner x - eps, a window moves by 2 eps where its sign is +.
+    changes = np.stack(_proposal_windows(attack, x, 0, 10, x_best=x - 0.1))
+    assert set(np.unique(np.round(changes / 0.1)).tolist()) == {-1.0, 1.0}
+
+
+def test_square_accepts_only_margin_decreases_and_stays_in_the_ball():
+    model = undefended_digits_model()
+    x, y = _data(32)
+    attack = Square(0.1, n_queries=50, seed=0)
+    x_adv = np.asarray(attack(model, x, y))
+    assert np.abs(x_adv - x).max() <= 0.1 + 1e-6 and 0.0 <= x_adv.min() <= x_adv.max() <= 1.0
+    # Never worse than the stripes it started from: the stripes of the same
+    # seed, redrawn, have a margin at least as large.
+    stripes = tf.random.Generator.from_seed(0).uniform([32, 1, 8, 1]) - 0.5
+    start = np.clip(x + 0.1 * np.sign(stripes.numpy()), 0.0, 1.0)
+    start_margin = boundary_margin(model, tf.constant(start), tf.constant(y)).numpy()
+    final_margin = boundary_margin(model, tf.constant(x_adv), tf.constant(y)).numpy()
+    assert np.all(final_margin >= start_margin - 1e-5)
+    assert np.mean(final_margin > start_margin + 1e-3) > 0.5
