@@ -81,6 +81,9 @@ def test_more_restarts_can_only_lower_accuracy():
     ]
     assert accuracies == sorted(accuracies, reverse=True)
     assert accuracies[-1] < accuracies[0]
+    # Restarts stop once every example is misclassified.
+    attack = PGDRestarts(0.3, 0.05, 10, restarts=3, seed=0)
+    assert accuracy(model, attack(model, x, y), y) == 0.0 and attack.last_runs == 1
 
 
 @pytest.mark.parametrize("objective", HE_OBJECTIVES)
