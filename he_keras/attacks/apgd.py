@@ -147,6 +147,7 @@ class APGD(Attack):
             "steps": self.steps,
             "restarts": self.restarts,
             "rho": self.rho,
+            "checkpoints": checkpoint_schedule(self.steps),
             "seed": self.seed,
         }
 
