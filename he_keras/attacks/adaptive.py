@@ -9,15 +9,18 @@ one closest to the boundary is kept. Runs stop early once every example is
 misclassified.
 
 - `PGDRestarts`: one objective, several random restarts.
-- `TemperaturePGD`: cross-entropy on `softmax(z / T)` over a sweep of
+- `TemperaturePGD`: cross-entropy on `softmax(f(x) / T)` over a sweep of
   temperatures (Temperature-PGD, "Intriguing class-wise properties of
-  adversarial training", ICLR 2021 submission, arXiv 2105.14240). `T < 1`
-  undoes a small logit scale (cosine logits), `T > 1` spreads the gradient
-  when the softmax saturates.
+  adversarial training", ICLR 2021 submission, arXiv 2105.14240), where `f`
+  is the raw head output: the cosines `logits / s` of an HE / m-HE head (the
+  paper's Table 6 sweeps 1/T on the cosines, its HE scale `s` "corresponds
+  to the 1/T"), the logits of any other head.
 - `HEAdaptivePGD`: for models with an HE / m-HE head (Pang et al., NeurIPS
-  2020, https://arxiv.org/abs/2002.08619): the training objective
-  `CE(s * (cos - m * 1_y))` with the head's own scale `s`, CE on the raw
-  cosines `logits / s`, CE on the logits, and the scale-free DLR loss.
+  2020, https://arxiv.org/abs/2002.08619): CE on the raw cosines
+  `logits / s`, and the scale-free DLR and CW-margin losses.
+
+The scale `s` is read from the head's variable at every call, so HE-LIS /
+HE-CMP schedules that change it are followed without retracing.
 """
 
 from __future__ import annotations
@@ -30,12 +33,13 @@ import tensorflow as tf
 from he_keras import losses
 from he_keras.attacks.base import Attack, batch_mask, check_int, logits_of, require
 from he_keras.attacks.core import ProjectedGradientAttack, validate_attack_params
-from he_keras.models.heads import find_head
+from he_keras.models.heads import find_head, head_kind
 
-# 1/T = 50, 10, 2, 1 and 0.2: Table 6 of the Temperature-PGD paper finds HE
-# models weakest at 1/T around 50; T > 1 covers saturated softmax outputs.
-DEFAULT_TEMPERATURES = (0.02, 0.1, 0.5, 1.0, 5.0)
-HE_OBJECTIVES = ("margin_ce", "raw_ce", "ce", "dlr")
+# 1/T = 200, 50, 10, 2, 1 and 0.2 on the raw output (cosines for HE): Table 6
+# of the Temperature-PGD paper finds HE weakest at 1/T = 50 and HE-LIS /
+# HE-CMP at 125-200; T > 1 covers saturated softmax outputs.
+DEFAULT_TEMPERATURES = (0.005, 0.02, 0.1, 0.5, 1.0, 5.0)
+HE_OBJECTIVES = ("raw_ce", "dlr", "cw")
 
 
 def boundary_margin(model: Callable, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
@@ -72,6 +76,29 @@ def keep_worst(
     return x_best, tf.where(better, margin, margin_best)
 
 
+def raw_scale(model: Callable) -> tf.Tensor:
+    """The factor between a model's logits and its raw head output.
+
+    Args:
+        model: A model, possibly with an HE / m-HE head.
+
+    Returns:
+        The current value of the head's scale variable `s` (so `logits / s`
+        are the cosines of an HE head, `-theta` for m-HE), or 1.0 for a model
+        without an HE head; a float32 scalar tensor.
+    """
+    head = find_head(model)
+    if head is None:
+        return tf.constant(1.0)
+    return tf.cast(tf.convert_to_tensor(head.scale), tf.float32)
+
+
+def _head_summary(model: Callable) -> dict:
+    """The head kind and scale of `model` as a JSON-ready dict."""
+    kind = head_kind(model)
+    return {"head": kind, "s": float(raw_scale(model)) if kind != "linear" else None}
+
+
 def _objective_label(objective: Union[str, Callable]) -> str:
     if isinstance(objective, str):
         return objective
@@ -83,6 +110,10 @@ class WorstCasePGD(Attack):
 
     Subclasses build their `ProjectedGradientAttack` members in `__init__`
     (with `_pgd`) and list the runs for a model in `_runs`.
+
+    Attributes:
+        last_runs: Runs the last call made (fewer than listed when every
+            example was misclassified early).
 
     Args:
         eps: Radius of the threat model in pixel units.
@@ -109,6 +140,7 @@ class WorstCasePGD(Attack):
         self.norm = norm
         self.seed = seed
         self._members: list[ProjectedGradientAttack] = []
+        self.last_runs = 0
 
     @property
     def trace_count(self) -> int:
@@ -127,10 +159,12 @@ class WorstCasePGD(Attack):
 
     def _attack(self, model: Callable, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
         x_best, margin_best = x, boundary_margin(model, x, y)
+        self.last_runs = 0
         for attack, reference in self._runs(model):
             if bool(tf.reduce_all(margin_best > 0.0)):
                 break
             candidate = attack(model, x, y, reference)
+            self.last_runs += 1
             x_best, margin_best = keep_worst(model, y, x_best, margin_best, candidate)
         return x_best
 
@@ -197,7 +231,7 @@ class PGDRestarts(WorstCasePGD):
         self.objective = _objective_label(objective)
         self.objective_params = dict(objective_params or {})
         self.name = f"pgd-{self.objective}"
-        self._attack = self._pgd(objective, objective_params)
+        self._member = self._pgd(objective, objective_params)
 
     def config(self) -> dict:
         """The attack's settings as a JSON-ready dict."""
@@ -209,11 +243,19 @@ class PGDRestarts(WorstCasePGD):
         }
 
     def _runs(self, model: Callable) -> list:
-        return [(self._attack, None)] * self.restarts
+        # One member, called `restarts` times: its random stream goes on, so
+        # every call starts from a new uniform point.
+        return [(self._member, None)] * self.restarts
 
 
 class TemperaturePGD(WorstCasePGD):
-    """Temperature-PGD: CE on `softmax(z / T)`, worst case over a T sweep.
+    """Temperature-PGD: CE on `softmax(f(x) / T)`, worst case over a T sweep.
+
+    `f` is the raw head output: for an HE / m-HE head the logits divided by
+    the head's current scale `s` (the cosines, resp. `-theta`), so `1/T` is
+    the inverse temperature on the cosines that Table 6 of the paper sweeps
+    and the sweep means the same for any `s` (HE-LIS and HE-CMP change `s`
+    during training). For any other head `f` is the logits.
 
     Args:
         eps: Radius of the threat model in pixel units.
@@ -251,23 +293,44 @@ class TemperaturePGD(WorstCasePGD):
             "a non-empty sequence of positive floats",
         )
         self.temperatures = temperatures
-        self._attacks = [
-            self._pgd("temperature_ce", {"temperature": t}) for t in temperatures
-        ]
+        self._attacks = [self._pgd(_raw_temperature_ce(t)) for t in temperatures]
+        self._last_head: Optional[dict] = None
 
     def config(self) -> dict:
-        """The attack's settings as a JSON-ready dict."""
-        return {**super().config(), "temperatures": list(self.temperatures)}
+        """The attack's settings as a JSON-ready dict.
+
+        `inverse_temperatures` are the effective `1/T` on the raw output
+        (`temperature_on`); once the attack has run, `last_model` names the
+        head and scale it divided by, and `inverse_temperatures_on_logits`
+        the resulting factors `1 / (s * T)` on that model's logits.
+        """
+        config = {
+            **super().config(),
+            "temperatures": list(self.temperatures),
+            "inverse_temperatures": [1.0 / t for t in self.temperatures],
+            "temperature_on": "raw cosines logits/s for an HE or m-HE head, else logits",
+        }
+        if self._last_head is not None:
+            scale = self._last_head["s"] or 1.0
+            config["last_model"] = self._last_head
+            config["inverse_temperatures_on_logits"] = [
+                1.0 / (scale * t) for t in self.temperatures
+            ]
+        return config
 
     def _runs(self, model: Callable) -> list:
-        return [(attack, None) for attack in self._attacks]
+        self._last_head = _head_summary(model)
+        scale = raw_scale(model)
+        return [(attack, scale) for attack in self._attacks]
 
 
-def _margin_objective(margin: float) -> Callable:
-    def margin_ce(y: tf.Tensor, logits: tf.Tensor, scale: tf.Tensor) -> tf.Tensor:
-        return losses.margin_cross_entropy(y, logits, scale * margin)
+def _raw_temperature_ce(temperature: float) -> Callable:
+    """CE on `logits / (scale * temperature)`; `scale` comes as the reference."""
 
-    return margin_ce
+    def raw_temperature_ce(y: tf.Tensor, logits: tf.Tensor, scale: tf.Tensor) -> tf.Tensor:
+        return losses.cross_entropy(y, logits / scale / temperature)
+
+    return raw_temperature_ce
 
 
 def _raw_ce(y: tf.Tensor, logits: tf.Tensor, scale: tf.Tensor) -> tf.Tensor:
@@ -275,26 +338,34 @@ def _raw_ce(y: tf.Tensor, logits: tf.Tensor, scale: tf.Tensor) -> tf.Tensor:
 
 
 class HEAdaptivePGD(WorstCasePGD):
-    """PGD adapted to HE heads: worst case over the HE-specific objectives.
+    """PGD adapted to HE heads: worst case over objectives CE-PGD cannot follow.
 
     For a model whose head is `HypersphereDense` (logits `s * cos(theta)`) or
     `ArcCosLogits` (`-s * theta`), runs PGD on
 
-    - `"margin_ce"`: the training loss `CE(logits - s * m * 1_y)` with the
-      head's current scale variable `s` (the m-HE angular margin for m-HE);
-    - `"raw_ce"`: CE on the raw output `logits / s` (cosines for HE);
-    - `"ce"`: CE on the logits;
-    - `"dlr"`: the scale-free DLR loss;
+    - `"raw_ce"`: CE on the raw output `logits / s` (the cosines for HE), the
+      objective a model serving raw cosines (RobustBench's HE entries) meets;
+    - `"dlr"`: the scale- and shift-free DLR loss;
+    - `"cw"`: the CW margin `max_{j!=y} c_j - c_y` on the cosines (its
+      sign-gradient steps are those of the margin on the logits);
 
-    and keeps the per-example worst case. For a model without an HE head it
-    runs CE only.
+    and keeps the per-example worst case. Each can take another path than
+    CE-PGD on the logits. The HE paper's adaptive objective, its training
+    loss `CE(s * (cos - m * 1_y))`, cannot: subtracting any constant from the
+    true-class logit multiplies the gradient of CE with respect to the logits
+    by a positive per-example factor and leaves the order of the losses
+    unchanged, so sign-PGD (and normalized L2 PGD) on it takes exactly the
+    path of CE-PGD on the logits, for every margin `m`. It is therefore not
+    rerun here (it is the suite's PGD-20), and no objective here needs `m`.
+
+    For a model without an HE head the raw output is the logits, so
+    `"raw_ce"` would be CE-PGD itself and is skipped; the other objectives
+    run (CE if no other was asked for).
 
     Args:
         eps: Radius of the threat model in pixel units.
         step_size: Step size.
         steps: Steps per objective.
-        margin: The margin `m` of the training loss (AT_HE: 0.2 for PGD-AT
-            and TRADES, 0.3 for ALP).
         objectives: Which of `HE_OBJECTIVES` to run, in order.
         norm: `"linf"` or `"l2"`.
         seed: Seed of the random starts.
@@ -302,7 +373,7 @@ class HEAdaptivePGD(WorstCasePGD):
     Example:
 
     ```python
-    attack = HEAdaptivePGD(eps=8 / 255, step_size=2 / 255, steps=20, margin=0.2, seed=0)
+    attack = HEAdaptivePGD(eps=8 / 255, step_size=2 / 255, steps=20, seed=0)
     x_adv = attack(he_model, x, y)
     ```
     """
@@ -314,13 +385,11 @@ class HEAdaptivePGD(WorstCasePGD):
         eps: float,
         step_size: float,
         steps: int,
-        margin: float = 0.2,
         objectives: Sequence[str] = HE_OBJECTIVES,
         norm: str = "linf",
         seed: Optional[int] = None,
     ) -> None:
         super().__init__(eps, step_size, steps, norm, seed)
-        require(margin >= 0.0, "margin", margin, ">= 0")
         objectives = tuple(objectives)
         require(
             len(objectives) > 0 and set(objectives) <= set(HE_OBJECTIVES),
@@ -328,28 +397,40 @@ class HEAdaptivePGD(WorstCasePGD):
             objectives,
             f"a non-empty subset of {HE_OBJECTIVES}",
         )
-        self.margin = float(margin)
         self.objectives = objectives
-        named = {
-            "margin_ce": _margin_objective(self.margin),
-            "raw_ce": _raw_ce,
-            "ce": "ce",
-            "dlr": "dlr",
-        }
+        named = {"raw_ce": _raw_ce, "dlr": "dlr", "cw": "cw"}
         self._attacks = {name: self._pgd(named[name]) for name in objectives}
-        self._ce = self._attacks["ce"] if "ce" in self._attacks else self._pgd("ce")
+        self._ce = self._pgd("ce") if set(objectives) == {"raw_ce"} else None
+        self._last_head: Optional[dict] = None
 
     def config(self) -> dict:
-        """The attack's settings as a JSON-ready dict."""
-        return {
+        """The attack's settings as a JSON-ready dict.
+
+        Once the attack has run, `last_model` names the head and the scale
+        `s` the raw output was taken with, and `objectives_run` the
+        objectives actually used on it.
+        """
+        config = {
             **super().config(),
-            "margin": self.margin,
             "objectives": list(self.objectives),
+            "raw_output": "logits/s (cosines for HE, -theta for m-HE)",
+            "margin_m": "not used: a true-class offset s*m leaves the CE-PGD path unchanged",
         }
+        if self._last_head is not None:
+            config["last_model"] = self._last_head
+            config["objectives_run"] = self._objectives_for(self._last_head["head"])
+        return config
+
+    def _objectives_for(self, kind: str) -> list:
+        if kind != "linear":
+            return list(self.objectives)
+        names = [name for name in self.objectives if name != "raw_ce"]
+        return names or ["ce"]
 
     def _runs(self, model: Callable) -> list:
-        head = find_head(model)
-        if head is None:
-            return [(self._ce, None)]
-        scale = tf.cast(tf.convert_to_tensor(head.scale), tf.float32)
-        return [(self._attacks[name], scale) for name in self.objectives]
+        self._last_head = _head_summary(model)
+        scale = raw_scale(model)
+        names = self._objectives_for(self._last_head["head"])
+        return [
+            (self._ce if name == "ce" else self._attacks[name], scale) for name in names
+        ]

@@ -10,12 +10,16 @@ step-size tuning:
 - `z = P(x_k + eta * dir(g_k))`,
   `x_{k+1} = P(x_k + a (z - x_k) + (1 - a)(x_k - x_{k-1}))` with `a = 0.75`
   (`a = 1` on the first step), `P` the projection on the eps-ball ∩ [0, 1];
-- checkpoints after `0.22 N` steps, the interval then shrinking by `0.03 N`
-  per checkpoint down to `0.06 N`; at a checkpoint the step of an example is
-  halved, and its iterate restarts from its best-loss point, if (1) its loss
-  increased in at most `rho` of the steps since the last checkpoint or (2) its
-  step was not halved at the previous checkpoint and its best loss did not
-  improve since then;
+- checkpoints (`checkpoint_schedule`) after `int(0.22 N)` steps, the
+  interval then shrinking by `int(0.03 N)` per checkpoint down to
+  `int(0.06 N)`, as AutoAttack's code does (for N = 100 these are the paper's
+  `ceil(p_j N)`: 22, 41, 57, 70, 80, 87, 93, 99); at a checkpoint the step of
+  an example is halved, and its iterate restarts from its best-loss point
+  (with that point's gradient), if (1) its loss increased in at most `rho` of
+  the steps since the last checkpoint (the first interval counts the first
+  step against the start point, as the paper defines it) or (2) its step was
+  not halved at the previous checkpoint and its best loss did not improve
+  since then;
 - the best adversarial point of every example is kept; restarts rerun only
   the examples still classified correctly.
 
@@ -49,6 +53,36 @@ from he_keras.attacks.core import (
 )
 
 APGD_LOSSES = ("ce", "dlr")
+
+
+def checkpoint_schedule(steps: int) -> list[int]:
+    """The step counts after which APGD checks its step sizes.
+
+    AutoAttack's rule: the first check after `max(int(0.22 N), 1)` steps,
+    each following interval `max(int(0.03 N), 1)` shorter than the last, but
+    at least `max(int(0.06 N), 1)`.
+
+    Args:
+        steps: The number of iterations `N`.
+
+    Returns:
+        Increasing step counts in `[1, N]`.
+
+    Example:
+
+    >>> checkpoint_schedule(100)
+    [22, 41, 57, 70, 80, 87, 93, 99]
+    """
+    interval = max(int(0.22 * steps), 1)
+    decrease = max(int(0.03 * steps), 1)
+    minimum = max(int(0.06 * steps), 1)
+    checks = []
+    at = interval
+    while at <= steps:
+        checks.append(at)
+        interval = max(interval - decrease, minimum)
+        at += interval
+    return checks
 
 
 class APGD(Attack):
@@ -113,6 +147,7 @@ class APGD(Attack):
             "steps": self.steps,
             "restarts": self.restarts,
             "rho": self.rho,
+            "checkpoints": checkpoint_schedule(self.steps),
             "seed": self.seed,
         }
 
@@ -189,9 +224,14 @@ class APGD(Attack):
         """One APGD run; returns (x_out, broken, best loss)."""
         self.trace_count += 1
         steps = self.steps
-        first_check = max(int(0.22 * steps), 1)
-        check_decrease = max(int(0.03 * steps), 1)
-        min_check = max(int(0.06 * steps), 1)
+        # Per iteration: whether a check follows it, and the steps since the
+        # previous check.
+        checks = checkpoint_schedule(steps)
+        intervals = [0.0] * steps
+        for previous, at in zip([0] + checks, checks):
+            intervals[at - 1] = float(at - previous)
+        is_check = tf.constant([interval > 0 for interval in intervals])
+        check_interval = tf.constant(intervals)
 
         def loss_and_grad(x_adv):
             with tf.GradientTape() as tape:
@@ -212,8 +252,6 @@ class APGD(Attack):
         increases = tf.zeros_like(loss)
         reduced_last = tf.ones_like(broken)
         loss_best_last = loss_best
-        since_check = tf.constant(0)
-        check_interval = tf.constant(first_check)
 
         for i in tf.range(steps):
             momentum = tf.where(i == 0, 1.0, 0.75)
@@ -233,9 +271,8 @@ class APGD(Attack):
             grad_best = tf.where(batch_mask(improved, x), grad, grad_best)
             loss_best = tf.where(improved, loss, loss_best)
 
-            since_check += 1
-            at_check = tf.equal(since_check, check_interval)
-            oscillating = increases <= self.rho * tf.cast(check_interval, tf.float32)
+            at_check = is_check[i]
+            oscillating = increases <= self.rho * check_interval[i]
             stalled = tf.logical_and(
                 tf.logical_not(reduced_last), loss_best_last >= loss_best
             )
@@ -246,9 +283,6 @@ class APGD(Attack):
             reduced_last = tf.where(at_check, halve, reduced_last)
             loss_best_last = tf.where(at_check, loss_best, loss_best_last)
             increases = tf.where(at_check, 0.0, increases)
-            since_check = tf.where(at_check, 0, since_check)
-            shorter = tf.maximum(check_interval - check_decrease, min_check)
-            check_interval = tf.where(at_check, shorter, check_interval)
         x_out = tf.where(batch_mask(broken, x), adv, x_best)
         return x_out, broken, loss_best
 
