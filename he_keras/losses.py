@@ -34,6 +34,11 @@ def _one_hot(y: Any, logits: Any) -> Any:
 def cross_entropy(y: Any, logits: Any) -> Any:
     """Sparse softmax cross-entropy (log-sum-exp with max subtraction).
 
+    Computed as `logsumexp(z) - z_y` on exactly the tensor given: Keras'
+    `sparse_categorical_crossentropy(from_logits=True)` swaps the output of a
+    Keras softmax for the hidden pre-softmax logits, which would attack another
+    function than the model's output.
+
     Args:
         y: Integer labels, shape `(batch_size,)`.
         logits: Logits, shape `(batch_size, classes)`.
@@ -41,9 +46,8 @@ def cross_entropy(y: Any, logits: Any) -> Any:
     Returns:
         Per-example loss, shape `(batch_size,)`, float32.
     """
-    return ops.sparse_categorical_crossentropy(
-        ops.cast(y, "int32"), _f32(logits), from_logits=True
-    )
+    logits = _f32(logits)
+    return ops.logsumexp(logits, axis=-1) - ops.sum(_one_hot(y, logits) * logits, axis=-1)
 
 
 def margin_cross_entropy(y: Any, logits: Any, offset: Any) -> Any:

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import keras
 import tensorflow as tf
 
 from he_keras import CosineMarginLoss, losses
@@ -87,3 +88,17 @@ def test_invalid_loss_arguments(bad):
 def test_unknown_objective():
     with pytest.raises(ValueError, match="nope"):
         losses.get_objective("nope")
+
+
+def test_cross_entropy_acts_on_the_given_tensor_even_after_a_keras_softmax():
+    # A model that outputs probabilities must be attacked on what it outputs:
+    # Keras' from_logits CE would quietly swap in the hidden pre-softmax logits.
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
+    x = np.random.default_rng(0).normal(size=(5, 4)).astype("float32")
+    y = np.array([0, 1, 2, 0, 1])
+    probs = model(x)
+    z = np.asarray(probs, np.float64)
+    expected = np.log(np.exp(z).sum(-1)) - z[np.arange(5), y]
+    np.testing.assert_allclose(np.asarray(losses.cross_entropy(y, probs)), expected, rtol=1e-5)
+    traced = tf.function(lambda v: losses.cross_entropy(y, model(v)))
+    np.testing.assert_allclose(np.asarray(traced(x)), expected, rtol=1e-5)
