@@ -277,3 +277,35 @@ def test_square_accepts_only_margin_decreases_and_stays_in_the_ball():
     final_margin = boundary_margin(model, tf.constant(x_adv), tf.constant(y)).numpy()
     assert np.all(final_margin >= start_margin - 1e-5)
     assert np.mean(final_margin > start_margin + 1e-3) > 0.5
+
+
+def test_temperature_pgd_follows_a_scale_change_without_retracing():
+    # HE-LIS / HE-CMP change s between epochs: one attack object must read the
+    # new s at every call, from the same traced loop.
+    model = _rescaled_copy(undefended_digits_model("he", epochs=8), 15.0)
+    x, y = _data(32)
+    attack = TemperaturePGD(EPS, STEP, 5, temperatures=(0.1,), seed=0)
+    first = np.asarray(attack(model, x, y))
+    traces = attack.trace_count
+    find_head(model).scale.assign(45.0)
+    attack(model, x, y)  # same object: its random starts have moved on
+    assert attack.trace_count == traces
+    # A fresh attack (same seed as the first call) at s = 45 repeats the
+    # s = 15 result: the temperature acts on the cosines read at call time.
+    fresh = np.asarray(TemperaturePGD(EPS, STEP, 5, temperatures=(0.1,), seed=0)(model, x, y))
+    np.testing.assert_allclose(first, fresh, atol=1e-6)
+    assert attack.config()["last_model"]["s"] == 45.0
+
+
+def test_adaptive_attacks_refuse_a_zero_scale():
+    model = _rescaled_copy(undefended_digits_model("he", epochs=8), 0.0)
+    x, y = _data(8)
+    for attack in (TemperaturePGD(EPS, STEP, 2, seed=0), HEAdaptivePGD(EPS, STEP, 2, seed=0)):
+        with pytest.raises(ValueError, match="`s` must be > 0"):
+            attack(model, x, y)
+
+
+def test_square_window_fits_a_non_square_image():
+    sides = window_sides(0.8, 4, 32)
+    assert max(sides) <= 4 and sides[-1] >= 1
+    assert window_sides(0.8, 32, 32)[0] == round((0.8 * 32 * 32) ** 0.5)

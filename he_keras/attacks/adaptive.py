@@ -90,7 +90,13 @@ def raw_scale(model: Callable) -> tf.Tensor:
     head = find_head(model)
     if head is None:
         return tf.constant(1.0)
-    return tf.cast(tf.convert_to_tensor(head.scale), tf.float32)
+    scale = tf.cast(tf.convert_to_tensor(head.scale), tf.float32)
+    if tf.executing_eagerly():
+        # logits / 0 would be NaN, which keep_worst never accepts: the attack
+        # would silently do nothing.
+        value = float(scale)
+        require(value > 0 and value == value, "s", value, "> 0 (the head's scale)")
+    return scale
 
 
 def _head_summary(model: Callable) -> dict:
@@ -354,9 +360,13 @@ class HEAdaptivePGD(WorstCasePGD):
     loss `CE(s * (cos - m * 1_y))`, cannot: subtracting any constant from the
     true-class logit multiplies the gradient of CE with respect to the logits
     by a positive per-example factor and leaves the order of the losses
-    unchanged, so sign-PGD (and normalized L2 PGD) on it takes exactly the
-    path of CE-PGD on the logits, for every margin `m`. It is therefore not
-    rerun here (it is the suite's PGD-20), and no objective here needs `m`.
+    unchanged, so in exact arithmetic sign-PGD (and normalized L2 PGD) on it
+    takes the path of CE-PGD on the logits, for every margin `m`. In float32
+    the two part only where CE saturates (a top-2 logit gap above ~16, reached
+    at large `s` such as HE-LIS / HE-CMP's): there the true-class gradient of
+    CE rounds to 0; `"raw_ce"`, `"dlr"` and `"cw"` cover that case without
+    saturating. It is therefore not rerun here, and no objective here needs
+    `m` (the CW margin with the offset is the CW margin plus a constant).
 
     For a model without an HE head the raw output is the logits, so
     `"raw_ce"` would be CE-PGD itself and is skipped; the other objectives
@@ -414,7 +424,8 @@ class HEAdaptivePGD(WorstCasePGD):
             **super().config(),
             "objectives": list(self.objectives),
             "raw_output": "logits/s (cosines for HE, -theta for m-HE)",
-            "margin_m": "not used: a true-class offset s*m leaves the CE-PGD path unchanged",
+            "margin_m": "not used: a true-class offset s*m leaves the CE-PGD path unchanged "
+            "in exact arithmetic (in float32 it parts only where CE saturates)",
         }
         if self._last_head is not None:
             config["last_model"] = self._last_head

@@ -51,10 +51,13 @@ def window_sides(p_init: float, height: int, width: int) -> list[int]:
 
     Returns:
         `max(round(sqrt(p * height * width)), 1)` for `p = p_init / 2**k`,
-        `k = 0, ..., len(P_SCHEDULE)` (Python rounding, as AutoAttack).
+        `k = 0, ..., len(P_SCHEDULE)` (Python rounding, as AutoAttack), capped
+        at the shorter side so the window stays square and inside a
+        non-square image (AutoAttack assumes square images, where the cap
+        never binds).
     """
     return [
-        max(int(round(math.sqrt(p_init / 2**k * height * width))), 1)
+        min(max(int(round(math.sqrt(p_init / 2**k * height * width))), 1), height, width)
         for k in range(len(P_SCHEDULE) + 1)
     ]
 
