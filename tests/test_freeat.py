@@ -1,5 +1,7 @@
-"""FreeAT: the paper's epoch budget, a finite buffer under mixed precision, the
+"""FreeAT: the paper's epoch budget (runner and configs), a finite buffer under mixed precision, the
 buffer in the checkpoint."""
+
+import os
 
 import keras
 import numpy as np
@@ -8,7 +10,7 @@ import tensorflow as tf
 
 from he_keras.models import build_model
 from he_keras.training import FreeAT
-from he_keras.training.runner import TrainConfig, run, training_checkpoint
+from he_keras.training.runner import TrainConfig, run, training_checkpoint, training_passes
 from helpers import digits_arrays
 
 
@@ -76,3 +78,23 @@ def test_epochs_are_the_papers_budget_divided_by_the_replays(tmp_path):
     # spanning exactly them (its learning rate reaches 0 at the last update).
     assert metrics["optimizer_updates"] == 12
     assert metrics["history"]["learning_rate"][-1] == pytest.approx(0.0, abs=1e-9)
+
+
+# Passes over the data of the paper budgets: CIFAR-10 80 epochs / 8 replays,
+# ImageNet 90 / 4 (LR decays after 8 and 16 passes), digits 30 / 4.
+CONFIG_PASSES = {
+    "freeat.cfg": 10, "freeat_he.cfg": 10, "freeat_mhe.cfg": 10, "imagenet_freeat_he.cfg": 23,
+    "digits_freeat.cfg": 8, "digits_freeat_he.cfg": 8, "digits_freeat_mhe.cfg": 8,
+}
+
+
+@pytest.mark.parametrize("name", sorted(CONFIG_PASSES))
+def test_freeat_configs_train_the_papers_budget(name):
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", name)
+    with open(path) as f:
+        values = dict(line.strip()[2:].split("=", 1) for line in f if line.startswith("--"))
+    replays = int(values["replays"])
+    assert training_passes(int(values["epochs"]), replays) == CONFIG_PASSES[name]
+    if "lr_decay_epochs" in values:
+        decays = [float(e) / replays for e in values["lr_decay_epochs"].split(",")]
+        assert decays == [8, 16]

@@ -1,0 +1,148 @@
+"""One `fit` per run: epoch numbering, Keras callbacks across epochs (and a
+resume), validation metrics, TensorBoard event files, the validation split."""
+
+import contextlib
+import glob
+import io
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from he_keras.training.runner import TrainConfig, run
+from he_keras.training.splits import split_validation, stratified_mask
+
+TINY = dict(
+    n_train=160, batch_size=64, steps=1, step_size=0.3, n_eval=16, eval_steps=1,
+    val_steps=2, seed=3,
+)
+
+
+class EpochRecorder(keras.callbacks.Callback):
+    """Records the epochs and the number of `on_train_begin` calls."""
+
+    def __init__(self):
+        super().__init__()
+        self.epochs, self.train_begins = [], 0
+
+    def on_train_begin(self, logs=None):
+        self.train_begins += 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epochs.append(epoch)
+
+
+@pytest.fixture(scope="module")
+def three_epochs(tmp_path_factory):
+    """A 3-epoch run with the progress bar and a recording callback."""
+    out = str(tmp_path_factory.mktemp("run"))
+    recorder = EpochRecorder()
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        metrics = run(TrainConfig(epochs=3, output_dir=out, verbose=2, **TINY), [recorder])
+    return out, metrics, recorder, stdout.getvalue()
+
+
+def test_one_fit_counts_the_epochs_of_the_run(three_epochs):
+    _, metrics, recorder, stdout = three_epochs
+    assert [line for line in stdout.splitlines() if line.startswith("Epoch ")] == [
+        "Epoch 1/3", "Epoch 2/3", "Epoch 3/3"
+    ]
+    assert recorder.epochs == [0, 1, 2] and recorder.train_begins == 1
+
+
+def test_validation_metrics_every_epoch(three_epochs):
+    _, metrics, _, stdout = three_epochs
+    history = metrics["history"]
+    for key in ("val_clean_accuracy", "val_adv_accuracy", "val_loss", "learning_rate", "he_scale"):
+        assert len(history[key]) == 3, key
+    # A 10 % stratified split of 160 examples; PGD can only lower accuracy.
+    assert metrics["validation"]["n_examples"] == 16
+    assert metrics["validation"]["attack"]["steps"] == 2
+    assert all(a <= c for a, c in zip(history["val_adv_accuracy"], history["val_clean_accuracy"]))
+    assert "val_adv_accuracy" in stdout and history["he_scale"] == [15.0] * 3
+
+
+def _scalars(directory):
+    values = {}
+    for path in glob.glob(os.path.join(directory, "events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                number = float(tf.make_ndarray(value.tensor))
+                values.setdefault(value.tag, {})[event.step] = number
+    return values
+
+
+def test_tensorboard_event_files(three_epochs):
+    out, metrics, _, _ = three_epochs
+    train = _scalars(os.path.join(out, "logs", "train"))
+    validation = _scalars(os.path.join(out, "logs", "validation"))
+    history = metrics["history"]
+    for name in ("loss", "clean_accuracy", "adv_accuracy", "learning_rate", "he_scale"):
+        assert train[f"epoch_{name}"] == pytest.approx(dict(enumerate(history[name]))), name
+    assert validation["epoch_adv_accuracy"] == pytest.approx(
+        dict(enumerate(history["val_adv_accuracy"]))
+    )
+
+
+def test_notensorboard_and_no_validation(tmp_path):
+    metrics = run(TrainConfig(
+        epochs=1, output_dir=str(tmp_path), verbose=0, tensorboard=False,
+        validation_split=0.0, **TINY,
+    ))
+    assert not os.path.exists(tmp_path / "logs")
+    assert "val_adv_accuracy" not in metrics["history"]
+    assert metrics["validation"]["n_examples"] == 0
+
+
+def test_early_stopping_patience_spans_epochs_and_the_resume(tmp_path):
+    """No epoch improves by 10: with patience 1 the run stops after its
+    second epoch (per-epoch fits reset the patience and never stop), and
+    running the command again does not train on."""
+    config = TrainConfig(epochs=5, output_dir=str(tmp_path), verbose=0, **TINY)
+
+    def stop():
+        return keras.callbacks.EarlyStopping("val_adv_accuracy", min_delta=10.0, patience=1, mode="max")
+
+    first = run(config, [stop()])
+    assert len(first["history"]["loss"]) == 2
+    recorder = EpochRecorder()
+    again = run(config, [stop(), recorder])
+    assert recorder.epochs == [] and again["history"] == first["history"]
+
+
+def test_stratified_mask_is_seeded_and_proportional():
+    labels = np.repeat(np.arange(4), [40, 30, 20, 10])
+    mask = stratified_mask(labels, 0.1, seed=0)
+    assert mask.sum() == 10
+    assert [int(mask[labels == c].sum()) for c in range(4)] == [4, 3, 2, 1]
+    np.testing.assert_array_equal(mask, stratified_mask(labels, 0.1, seed=0))
+    assert not np.array_equal(mask, stratified_mask(labels, 0.1, seed=1))
+
+
+def test_split_validation_partitions_the_training_data():
+    ids = np.arange(50, dtype=np.float32)
+    labels = (np.arange(50) % 5).astype(np.int32)
+    data = tf.data.Dataset.from_tensor_slices((ids, labels))
+    train, validation, n_train, n_val = split_validation(data, 0.2, seed=4)
+    train_ids = [float(x) for x, _ in train.as_numpy_iterator()]
+    val_ids = [float(x) for x, _ in validation.as_numpy_iterator()]
+    assert (n_train, n_val) == (40, 10) == (len(train_ids), len(val_ids))
+    assert sorted(train_ids + val_ids) == list(ids)
+    assert sorted(int(i) % 5 for i in val_ids) == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+    assert split_validation(data, 0.0, seed=4)[1:] == (None, 50, 0)
+    with pytest.raises(ValueError, match="leaves 0 for validation"):
+        split_validation(data.take(3), 0.1, seed=0)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("validation_split", 1.0, "validation_split=1.0"),
+    ("validation_split", -0.1, "validation_split=-0.1"),
+    ("val_steps", 0, "val_steps=0"),
+])
+def test_bad_validation_settings_name_the_value(field, value, message, tmp_path):
+    config = TrainConfig(output_dir=str(tmp_path), **{field: value})
+    with pytest.raises(ValueError, match=message):
+        config.validate()
