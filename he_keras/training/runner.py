@@ -453,14 +453,18 @@ def run(
     train, validation, n_train, n_val = split_validation(
         train, config.validation_split, config.seed
     )
-    # The multi-worker loop needs the same static batch on every worker.
+    # The multi-worker loop needs the same static batch on every worker; a
+    # small validation split gets a smaller batch (a multiple of the replicas).
+    val_batch_size = config.batch_size
     if multi_worker:
         steps_per_epoch = n_train // config.batch_size
-        if steps_per_epoch == 0 or (validation is not None and n_val < config.batch_size):
+        replicas = strategy.num_replicas_in_sync
+        val_batch_size = min(config.batch_size, n_val - n_val % replicas)
+        if steps_per_epoch == 0 or (validation is not None and val_batch_size == 0):
             raise ValueError(
                 f"Multi-worker training needs at least one full batch of training and "
-                f"of validation data. Received: batch_size={config.batch_size} for "
-                f"{n_train} training and {n_val} validation examples"
+                f"one example per replica of validation data. Received: batch_size="
+                f"{config.batch_size} for {n_train} training and {n_val} validation examples"
             )
     else:
         steps_per_epoch = int(np.ceil(n_train / config.batch_size))
@@ -522,7 +526,7 @@ def run(
     validation_batches = (
         None
         if validation is None
-        else batches(validation, config.batch_size, drop_remainder=multi_worker)
+        else batches(validation, val_batch_size, drop_remainder=multi_worker)
     )
     callbacks = [
         TrainingStateLogs(),
