@@ -111,20 +111,26 @@ class DistributedTrainLoop:
 
         return run
 
-    def _run_epoch(self, batches, step, steps=None, hooks=None, what="training") -> dict:
+    def _run_epoch(self, batches, step, hooks, steps=None, training=True) -> dict:
+        """One pass of `step` over `batches` with Keras' batch hooks."""
+        begin, end = (
+            (hooks.on_train_batch_begin, hooks.on_train_batch_end)
+            if training
+            else (hooks.on_test_batch_begin, hooks.on_test_batch_end)
+        )
         self.model.reset_metrics()
         logs = None
         # zip asks the step counter first: no batch is drawn past `steps`.
         for index, batch in zip(range(steps) if steps else itertools.count(), batches):
-            if hooks is not None:
-                hooks.on_train_batch_begin(index)
+            begin(index)
             logs = step(batch)
-            if hooks is not None:
-                hooks.on_train_batch_end(index, logs)
+            end(index, logs)
+            if training and self.model.stop_training:
+                break
         if logs is None:
             raise ValueError(
-                f"The {what} data gave no complete batch on this worker. "
-                "Received: an empty dataset"
+                f"The {'training' if training else 'validation'} data gave no complete "
+                "batch on this worker. Received: an empty dataset"
             )
         return {name: float(value) for name, value in logs.items()}
 
@@ -174,10 +180,12 @@ class DistributedTrainLoop:
         for epoch in range(initial_epoch, epochs):
             hooks.on_epoch_begin(epoch)
             batches = iterator if iterator is not None else distributed
-            logs = self._run_epoch(batches, self._train_step, steps_per_epoch, hooks)
+            logs = self._run_epoch(batches, self._train_step, hooks, steps_per_epoch)
             if validation_data is not None:
+                hooks.on_test_begin()
                 val = self.strategy.experimental_distribute_dataset(validation_data)
-                val_logs = self._run_epoch(val, self._test_step, what="validation")
+                val_logs = self._run_epoch(val, self._test_step, hooks, training=False)
+                hooks.on_test_end(val_logs)
                 logs.update({f"val_{name}": value for name, value in val_logs.items()})
             hooks.on_epoch_end(epoch, logs)
             if self.model.stop_training:

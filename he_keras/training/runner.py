@@ -511,18 +511,6 @@ def run(
             f"{passes} passes over the data"
         )
 
-    stream = None if initial_epoch >= passes else epoch_stream(
-        lambda epoch: batches(
-            train,
-            config.batch_size,
-            shuffle=True,
-            augment=data.augment,
-            seed=config.seed * 100_003 + epoch,
-            drop_remainder=multi_worker,
-        ),
-        initial_epoch,
-        passes,
-    )
     validation_batches = (
         None
         if validation is None
@@ -545,6 +533,20 @@ def run(
         if config.verbose:
             print(f"The run was stopped early after epoch {initial_epoch}; not training further")
     elif initial_epoch < passes:
+        # Epoch e's batches are shuffled and augmented with seed
+        # `seed * 100003 + e`, whether or not the run was resumed.
+        stream = epoch_stream(
+            lambda epoch: batches(
+                train,
+                config.batch_size,
+                shuffle=True,
+                augment=data.augment,
+                seed=config.seed * 100_003 + epoch,
+                drop_remainder=multi_worker,
+            ),
+            initial_epoch,
+            passes,
+        )
         fit = (
             DistributedTrainLoop(trainer, strategy).fit
             if multi_worker
@@ -580,7 +582,7 @@ def run(
         "passes": passes,
         "optimizer_updates": int(trainer.optimizer.iterations.numpy()),
         "train_seconds": train_seconds,
-        "validation": {
+        "validation": None if validation is None else {
             "n_examples": n_val,
             "attack": {
                 "name": f"PGD-{trainer.eval_steps}",
