@@ -2,6 +2,7 @@
 resume), validation metrics, TensorBoard event files, the validation split."""
 
 import contextlib
+import dataclasses
 import glob
 import io
 import os
@@ -97,20 +98,32 @@ def test_notensorboard_and_no_validation(tmp_path):
     assert metrics["validation"] is None
 
 
+def _never_improves(patience):
+    return keras.callbacks.EarlyStopping("val_adv_accuracy", min_delta=10.0, patience=patience, mode="max")
+
+
 def test_early_stopping_patience_spans_epochs_and_the_resume(tmp_path):
     """No epoch improves by 10: with patience 1 the run stops after its
     second epoch (per-epoch fits reset the patience and never stop), and
     running the command again does not train on."""
     config = TrainConfig(epochs=5, output_dir=str(tmp_path), verbose=0, **TINY)
-
-    def stop():
-        return keras.callbacks.EarlyStopping("val_adv_accuracy", min_delta=10.0, patience=1, mode="max")
-
-    first = run(config, [stop()])
+    first = run(config, [_never_improves(1)])
     assert len(first["history"]["loss"]) == 2
     recorder = EpochRecorder()
-    again = run(config, [stop(), recorder])
+    again = run(config, [_never_improves(1), recorder])
     assert recorder.epochs == [] and again["history"] == first["history"]
+
+
+def test_early_stopping_counts_on_after_a_resume(tmp_path):
+    """Patience 2 stops after epoch 3 (the first sets `best`); a run resumed
+    after 2 epochs has waited one epoch already, so it also stops after epoch
+    3, not after 5 as a reset counter would."""
+    config = TrainConfig(epochs=2, output_dir=str(tmp_path), verbose=0, **TINY)
+    assert len(run(config, [_never_improves(2)])["history"]["loss"]) == 2
+    recorder = EpochRecorder()
+    resumed = run(dataclasses.replace(config, epochs=6), [_never_improves(2), recorder])
+    assert recorder.epochs == [2] and len(resumed["history"]["loss"]) == 3
+    assert resumed["callback_counters"][-1]["1:EarlyStopping"]["wait"] == 2
 
 
 def test_stratified_mask_is_seeded_and_proportional():

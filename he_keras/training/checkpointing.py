@@ -4,8 +4,9 @@ a restore that falls back past an unreadable newest checkpoint."""
 from __future__ import annotations
 
 import glob
+import numbers
 import os
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import keras
 import tensorflow as tf
@@ -110,6 +111,26 @@ def restore_newest_readable(
     return None
 
 
+# Counters of Keras' stateful callbacks (EarlyStopping, ReduceLROnPlateau)
+# that `on_train_begin` resets; saved every epoch so a resumed run goes on
+# counting its patience.
+CALLBACK_COUNTERS = ("wait", "best", "best_epoch", "cooldown_counter")
+
+
+def callback_counters(callbacks: Sequence[keras.callbacks.Callback]) -> dict:
+    """The numeric `CALLBACK_COUNTERS` of each callback, keyed by position and class."""
+    state = {}
+    for index, callback in enumerate(callbacks):
+        values = {
+            name: float(getattr(callback, name))
+            for name in CALLBACK_COUNTERS
+            if isinstance(getattr(callback, name, None), numbers.Number)
+        }
+        if values:
+            state[f"{index}:{type(callback).__name__}"] = values
+    return state
+
+
 class EpochCheckpoint(keras.callbacks.Callback):
     """Ends every epoch with `metrics.json` and then a checkpoint.
 
@@ -118,7 +139,11 @@ class EpochCheckpoint(keras.callbacks.Callback):
     rate, the logs they added). The history in `metrics.json` is written
     (atomically) before the checkpoint, so it always covers the checkpointed
     epochs; a `tf.train.CheckpointManager` writes the checkpoint atomically
-    and keeps the last two.
+    and keeps the last two. `metrics.json` also lists the patience counters
+    of the other callbacks (`callback_counters`) after every epoch; a
+    resumed run sets them back when training begins, so EarlyStopping and
+    ReduceLROnPlateau count on across the resume (EarlyStopping's
+    `restore_best_weights` copy is not kept).
 
     Args:
         manager: Manager of a `training_checkpoint` holding `epoch`.
@@ -128,6 +153,9 @@ class EpochCheckpoint(keras.callbacks.Callback):
         config: JSON-able run settings written beside the history.
         history: Per-epoch logs of the epochs before this run (a resume);
             extended in place.
+        counters: `callback_counters` after each epoch before this run;
+            extended in place.
+        callbacks: The run's other callbacks, in order.
     """
 
     def __init__(
@@ -138,6 +166,8 @@ class EpochCheckpoint(keras.callbacks.Callback):
         metrics_path: str,
         config: dict,
         history: dict,
+        counters: list,
+        callbacks: Sequence[keras.callbacks.Callback] = (),
     ) -> None:
         super().__init__()
         self.manager = manager
@@ -146,11 +176,23 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self.metrics_path = metrics_path
         self.config = config
         self.history = history
+        self.counters = counters
+        self.callbacks = list(callbacks)
+
+    def on_train_begin(self, logs: Optional[dict] = None) -> None:
+        saved = self.counters[-1] if self.counters else {}
+        for index, callback in enumerate(self.callbacks):
+            for name, value in saved.get(f"{index}:{type(callback).__name__}", {}).items():
+                setattr(callback, name, int(value) if name != "best" else value)
 
     def on_epoch_end(self, epoch: int, logs: Optional[dict] = None) -> None:
         for key, value in (logs or {}).items():
             self.history.setdefault(key, []).append(float(value))
+        self.counters.append(callback_counters(self.callbacks))
         self.epoch.assign(epoch + 1)
         self.stopped.assign(bool(self.model.stop_training))
-        write_json(self.metrics_path, {"config": self.config, "history": self.history})
+        write_json(
+            self.metrics_path,
+            {"config": self.config, "history": self.history, "callback_counters": self.counters},
+        )
         self.manager.save()

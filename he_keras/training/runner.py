@@ -492,6 +492,7 @@ def run(
         ckpt, os.path.join(config.output_dir, "checkpoints"), max_to_keep=2
     )
     history: dict = {}
+    counters: list = []
     restored = (
         restore_newest_readable(ckpt, manager, lambda line: print(line, file=sys.stderr, flush=True))
         if config.resume
@@ -501,8 +502,11 @@ def run(
     if restored:
         if os.path.exists(metrics_path):
             # Drop the epochs a kill interrupted after metrics.json was written.
-            saved = read_json(metrics_path, "metrics").get("history", {})
-            history = {key: values[:initial_epoch] for key, values in saved.items()}
+            saved = read_json(metrics_path, "metrics")
+            history = {
+                key: values[:initial_epoch] for key, values in saved.get("history", {}).items()
+            }
+            counters = saved.get("callback_counters", [])[:initial_epoch]
         if config.verbose:
             print(f"Resumed from {restored} at epoch {initial_epoch}")
     if config.verbose and passes != config.epochs:
@@ -525,7 +529,14 @@ def run(
         callbacks.append(EpochSummaries(os.path.join(config.output_dir, "logs")))
     callbacks.append(
         EpochCheckpoint(
-            manager, epoch_var, stopped_var, metrics_path, dataclasses.asdict(config), history
+            manager,
+            epoch_var,
+            stopped_var,
+            metrics_path,
+            dataclasses.asdict(config),
+            history,
+            counters,
+            callbacks=list(callbacks),
         )
     )
     started = time.time()
@@ -579,6 +590,7 @@ def run(
     metrics = {
         "config": dataclasses.asdict(config),
         "history": history,
+        "callback_counters": counters,
         "passes": passes,
         "optimizer_updates": int(trainer.optimizer.iterations.numpy()),
         "train_seconds": train_seconds,
