@@ -3,6 +3,7 @@ resume), validation metrics, TensorBoard event files, the validation split."""
 
 import contextlib
 import dataclasses
+import functools
 import glob
 import io
 import os
@@ -206,7 +207,7 @@ def test_distributed_loop_calls_the_hooks_fit_calls():
             trainer.compile(optimizer="adam")
             trainer.optimizer.build(trainer.trainable_variables)  # slots outside the step
         recorder = HookRecorder()
-        fit = DistributedTrainLoop(trainer, strategy).fit if use_loop else trainer.fit
+        fit = DistributedTrainLoop(trainer, strategy).fit if use_loop else functools.partial(trainer.fit, shuffle=False)
         fit(train.repeat(), epochs=3, initial_epoch=1, steps_per_epoch=2, callbacks=[recorder],
             validation_data=val, verbose=0)
         calls.append(recorder.calls)
