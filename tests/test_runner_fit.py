@@ -214,3 +214,23 @@ def test_distributed_loop_calls_the_hooks_fit_calls():
     assert calls[0] == calls[1]
     assert calls[0][:3] == ["train_begin", "epoch_begin 1", "test_begin"]
     assert "val_adv_accuracy" in calls[0][4] and calls[0][-1] == "train_end"
+
+
+def test_validation_loss_ignores_the_empty_step_of_an_unsized_dataset():
+    """Keras evaluates one empty step past the end of a dataset of unknown
+    size; it must not enter the loss mean as a batch of loss 0 (it did:
+    3 batches reported 3/4 of their mean loss)."""
+    from he_keras.models import build_model
+    from he_keras.training import PGDAT
+    from helpers import digits_arrays
+
+    x, y, _, _ = digits_arrays()
+    sized = tf.data.Dataset.from_tensor_slices((x[:144], y[:144]))
+    results = []
+    for data in (sized, sized.filter(lambda image, label: True)):
+        keras.utils.set_random_seed(0)
+        trainer = PGDAT(build_model("small_cnn", (8, 8, 1), 10), eps=0.3, step_size=0.1, steps=2, seed=0)
+        trainer.compile(optimizer="adam")
+        results.append(trainer.evaluate(data.batch(64), verbose=0, return_dict=True))
+    assert results[1]["loss"] == pytest.approx(results[0]["loss"], rel=1e-6)
+    assert results[1] == pytest.approx(results[0], rel=1e-6)

@@ -290,9 +290,12 @@ class AdversarialTrainer(keras.Model):
     ) -> dict:
         """Updates loss / clean / adversarial accuracy and returns all results."""
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        # An empty batch (Keras runs one past the end of a dataset of unknown
+        # size) must not count as a batch of loss 0 in the mean.
+        nonempty = tf.cast(tf.size(y) > 0, tf.float32)
         for metric in self.metrics:
             if metric.name == "loss":
-                metric.update_state(loss * replicas)
+                metric.update_state(loss * replicas, sample_weight=nonempty)
         self.clean_accuracy.update_state(y, clean_logits, sample_weight)
         self.adv_accuracy.update_state(y, adv_logits, sample_weight)
         return {m.name: m.result() for m in self.metrics}
