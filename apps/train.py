@@ -7,8 +7,10 @@ Usage:
 Every flag is validated before any compute; invalid input ends the run with
 one `error:` line naming the value and exit code 2, writing nothing. A run
 directory that holds a checkpoint is resumed from its last finished epoch,
-with the settings it was started with; --noresume refuses such a directory
-instead of overwriting it.
+with the settings it was started with (an unreadable newest checkpoint falls
+back to the previous one, with a warning); --noresume refuses such a
+directory instead of overwriting it. Per-epoch validation metrics go to the
+progress bar, metrics.json and TensorBoard (tensorboard --logdir runs/).
 """
 
 from __future__ import annotations
@@ -43,7 +45,9 @@ _GAMMA = flags.DEFINE_float("gamma", None, "HAT helper-loss weight.")
 _HELPER_STEP = flags.DEFINE_float("helper_step", None, "HAT helper-example extrapolation h.")
 _REPLAYS = flags.DEFINE_integer("replays", None, "FreeAT minibatch replays m.")
 _HELPER_MODEL = flags.DEFINE_string("helper_model", None, "HAT: .keras standard model giving helper labels.")
-_EPOCHS = flags.DEFINE_integer("epochs", 15, "Training epochs.")
+_EPOCHS = flags.DEFINE_integer(
+    "epochs", 15, "Training epochs (FreeAT: the paper's budget, ceil(epochs / replays) passes)."
+)
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Global batch size.")
 _OPTIMIZER = flags.DEFINE_string("optimizer", "adam", "sgd | adam.")
 _LR = flags.DEFINE_float("lr", 2e-3, "(Peak) learning rate.")
@@ -62,9 +66,16 @@ _RESUME = flags.DEFINE_boolean(
 _STRATEGY = flags.DEFINE_string("strategy", "default", "default | mirrored | multi_worker (TF_CONFIG).")
 _JIT = flags.DEFINE_boolean("jit_compile", False, "XLA-compile the train step (slower for conv nets on CPU).")
 _PRECISION = flags.DEFINE_string("precision", "float32", "float32 | mixed_bfloat16 | mixed_float16.")
-_EVAL_STEPS = flags.DEFINE_integer("eval_steps", 20, "PGD steps of validation and the final evaluation.")
-_EVAL_STEP_SIZE = flags.DEFINE_float("eval_step_size", 0.0, "PGD step size of the evaluation (0 = 2.5*eps/steps).")
+_EVAL_STEPS = flags.DEFINE_integer("eval_steps", 20, "PGD steps of the final evaluation on the test split.")
+_EVAL_STEP_SIZE = flags.DEFINE_float(
+    "eval_step_size", 0.0, "PGD step size of validation and the final evaluation (0 = 2.5*eps/steps)."
+)
 _N_EVAL = flags.DEFINE_integer("n_eval", 0, "Test examples of the final evaluation (0 = all).")
+_VALIDATION_SPLIT = flags.DEFINE_float(
+    "validation_split", 0.1, "Share of the training data held out (seeded, stratified) for validation; 0 = none."
+)
+_VAL_STEPS = flags.DEFINE_integer("val_steps", 10, "PGD steps of the per-epoch validation (val_adv_accuracy).")
+_TENSORBOARD = flags.DEFINE_boolean("tensorboard", True, "Write TensorBoard logs to <output_dir>/logs.")
 _INTER_OP = flags.DEFINE_integer("inter_op_threads", 1, "TF inter-op threads (1 was fastest for small CNNs on 2 cores).")
 _INTRA_OP = flags.DEFINE_integer("intra_op_threads", 0, "TF intra-op threads (0 = all cores).")
 _VERBOSE = flags.DEFINE_integer("verbose", 2, "Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch.")
@@ -126,6 +137,9 @@ def config_from_flags():
         eval_steps=_EVAL_STEPS.value,
         eval_step_size=_EVAL_STEP_SIZE.value,
         n_eval=_N_EVAL.value,
+        validation_split=_VALIDATION_SPLIT.value,
+        val_steps=_VAL_STEPS.value,
+        tensorboard=_TENSORBOARD.value,
         verbose=_VERBOSE.value,
     )
     config.validate()

@@ -98,7 +98,7 @@ def test_distributed_loop_matches_fit_on_mirrored_strategy():
             trainer.compile(optimizer=keras.optimizers.SGD(0.5))
         data = tf.data.Dataset.from_tensor_slices((x[:64], y[:64])).batch(32, drop_remainder=True)
         if use_loop:
-            history = DistributedTrainLoop(trainer, strategy).fit_epoch(data, epoch=0)
+            history = DistributedTrainLoop(trainer, strategy).fit(data, epochs=1)
         else:
             history = trainer.fit(data, epochs=1, shuffle=False, verbose=0)
         results.append((clf.get_weights(), history.history))

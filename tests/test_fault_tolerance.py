@@ -1,9 +1,11 @@
-"""Fault tolerance: SIGKILL mid-epoch and resume, checkpoint contents, atomic writes.
+"""Fault tolerance: SIGKILL mid-epoch and resume, an unreadable newest
+checkpoint, checkpoint contents, atomic writes.
 
-Measured on TF 2.21 CPU: a run killed with SIGKILL in the middle of its
-second epoch and resumed from its epoch-1 checkpoint ends with weights
-bit-identical (max |difference| 0.0) to an uninterrupted run with the same
-seed. Shuffling is reseeded per epoch, the attack generators, optimizer
+Measured on TF 2.21 CPU: a run (PGD-AT, or FreeAT with its perturbation
+buffer) killed with SIGKILL in the middle of its second epoch and resumed
+from its epoch-1 checkpoint ends with weights, history (validation included)
+and test metrics bit-identical (max |difference| 0.0) to an uninterrupted
+run with the same seed. Shuffling is reseeded per epoch, the attack generators, optimizer
 slots and step count, HE scale and Keras seed-generator states are restored,
 and the CPU kernels of this small CNN are deterministic. (Training with
 augmentation is not bit-reproducible even uninterrupted: the parallel
@@ -12,6 +14,7 @@ order.)
 """
 
 import dataclasses
+import glob
 import json
 import os
 import shutil
@@ -21,6 +24,7 @@ import sys
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from he_keras.layers import HypersphereDense
@@ -38,7 +42,12 @@ FLAGS = [
     "--steps=2", "--step_size=0.15", "--lr_schedule=cosine", "--n_eval=48",
     "--eval_steps=3", "--seed=7", "--verbose=0",
 ]
-KILL_EPOCH, KILL_BATCH = 1, 2  # 0-based: after the third update of the second epoch
+# FreeAT: 6 epochs of 2 replays are 3 passes; its buffer must be restored.
+FREEAT_FLAGS = [
+    *FLAGS, "--framework=freeat", "--replays=2", "--steps=1", "--step_size=0.3", "--epochs=6",
+]
+RUNS = {"pgdat": FLAGS, "freeat": FREEAT_FLAGS}
+KILL_EPOCH, KILL_BATCH = 1, 2  # 0-based: after the third batch of the second epoch
 
 # Parses the flags exactly as apps/train.py does, then trains with a callback
 # that SIGKILLs the process in the middle of an epoch.
@@ -83,12 +92,37 @@ def _weights(run_dir):
     return keras.saving.load_model(os.path.join(run_dir, "model.keras")).get_weights()
 
 
-def test_sigkill_mid_epoch_then_resume_equals_uninterrupted_run(tmp_path):
-    reference, resumed = str(tmp_path / "reference"), str(tmp_path / "resumed")
-    proc = _python(TRAIN_APP, *FLAGS, f"--output_dir={reference}")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+    """The uninterrupted run of each flag set, trained once per module."""
+    runs = {}
 
-    killed = _python("-c", KILLED_RUN, ROOT, str(KILL_EPOCH), str(KILL_BATCH), *FLAGS, f"--output_dir={resumed}")
+    def get(name):
+        if name not in runs:
+            out = str(tmp_path_factory.mktemp("reference") / name)
+            proc = _python(TRAIN_APP, *RUNS[name], f"--output_dir={out}")
+            assert proc.returncode == 0, proc.stderr[-3000:]
+            runs[name] = out
+        return runs[name]
+
+    return get
+
+
+def _assert_same_run(got_dir, expected_dir):
+    diff = max(float(np.abs(a - b).max()) for a, b in zip(_weights(expected_dir), _weights(got_dir)))
+    assert diff == 0.0, f"resumed weights differ from the uninterrupted run's by {diff}"
+    with open(os.path.join(expected_dir, "metrics.json")) as f:
+        expected = json.load(f)
+    with open(os.path.join(got_dir, "metrics.json")) as f:
+        got = json.load(f)
+    assert got["history"] == expected["history"] and got["test"] == expected["test"]
+    return got
+
+
+@pytest.mark.parametrize("name", sorted(RUNS))
+def test_sigkill_mid_epoch_then_resume_equals_uninterrupted_run(name, tmp_path, reference_run):
+    flags, resumed = RUNS[name], str(tmp_path / "resumed")
+    killed = _python("-c", KILLED_RUN, ROOT, str(KILL_EPOCH), str(KILL_BATCH), *flags, f"--output_dir={resumed}")
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     # Killed in epoch 2: the epoch-1 checkpoint, a complete metrics.json, no model.
     assert tf.train.latest_checkpoint(os.path.join(resumed, "checkpoints")).endswith("ckpt-1")
@@ -96,20 +130,44 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted_run(tmp_path):
         assert len(json.load(f)["history"]["loss"]) == 1
     assert not os.path.exists(os.path.join(resumed, "model.keras"))
 
-    # --resume is the default; --verbose may change on resume and shows the epochs run.
-    proc = _python(TRAIN_APP, *FLAGS, f"--output_dir={resumed}", "--verbose=2")
+    # --resume is the default; --verbose may change on resume and shows the
+    # epochs run: one fit counting on from the resumed epoch.
+    proc = _python(TRAIN_APP, *flags, f"--output_dir={resumed}", "--verbose=2")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "ckpt-1 at epoch 1" in proc.stdout
-    assert "Epoch 1/1" not in proc.stdout and "Epoch 3/3" in proc.stdout
+    assert "Epoch 1/3" not in proc.stdout and "Epoch 2/3" in proc.stdout and "Epoch 3/3" in proc.stdout
+    got = _assert_same_run(resumed, reference_run(name))
+    # Three passes (FreeAT: 6 epochs / 2 replays), validated every epoch.
+    assert len(got["history"]["loss"]) == 3 and len(got["history"]["val_adv_accuracy"]) == 3
 
-    diff = max(float(np.abs(a - b).max()) for a, b in zip(_weights(reference), _weights(resumed)))
-    assert diff == 0.0, f"resumed weights differ from the uninterrupted run's by {diff}"
-    with open(os.path.join(reference, "metrics.json")) as f:
-        expected = json.load(f)
-    with open(os.path.join(resumed, "metrics.json")) as f:
-        got = json.load(f)
-    assert got["history"] == expected["history"] and len(got["history"]["loss"]) == 3
-    assert got["test"] == expected["test"]
+
+def _truncate(path):
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) // 2)
+
+
+def test_truncated_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, reference_run):
+    run_dir = str(tmp_path / "run")
+    shutil.copytree(reference_run("pgdat"), run_dir)
+    checkpoints = os.path.join(run_dir, "checkpoints")
+    (newest,) = glob.glob(os.path.join(checkpoints, "ckpt-3.data-*"))
+    _truncate(newest)
+    proc = _python(TRAIN_APP, *FLAGS, f"--output_dir={run_dir}", "--verbose=2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and newest in warnings[0], proc.stderr[-3000:]
+    assert "ckpt-2 at epoch 2" in proc.stdout and "Epoch 3/3" in proc.stdout
+    # Epoch 3 was trained again from epoch 2's state: the same run, no garbage.
+    _assert_same_run(run_dir, reference_run("pgdat"))
+
+    # Both kept checkpoints unreadable: one error line, exit 2, nothing trained.
+    for path in glob.glob(os.path.join(checkpoints, "ckpt-*.data-*")):
+        _truncate(path)
+    proc = _python(TRAIN_APP, *FLAGS, f"--output_dir={run_dir}")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "No usable checkpoint" in errors[0], proc.stderr[-3000:]
 
 
 def test_checkpoint_restores_keras_seed_generators(tmp_path):

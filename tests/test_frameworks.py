@@ -271,7 +271,7 @@ def test_early_stop_keeps_training_without_collapse_and_round_trips():
         CatastrophicOverfittingStop(x[:4], y[:3], eps=0.1)
 
 
-# Short digits runs (eps 0.2, 8 epochs; FreeAT 4 passes of 4 replays): every
+# Short digits runs (eps 0.2, 8 epochs; FreeAT 16 epochs = 4 passes of 4 replays): every
 # framework, each head at least once.
 SHORT_RUNS = [
     ("pgdat", "mhe", {}),
@@ -298,7 +298,7 @@ def short_run(tmp_path_factory):
         if framework == "fastat":
             kwargs.update(steps=1, step_size=0.25, attack_bn_training=True, random_start="uniform")
         if framework == "freeat":
-            kwargs.update(steps=1, step_size=0.2, epochs=4, attack_bn_training=True)
+            kwargs.update(steps=1, step_size=0.2, epochs=16, attack_bn_training=True)
         kwargs.update(overrides)
         return run(TrainConfig(**kwargs))
 

@@ -32,6 +32,11 @@ from he_keras.validation import validate_images, validate_labels
 DEFAULT_MARGIN = {"linear": 0.0, "he": 0.2, "mhe": 0.1}
 
 
+def default_eval_step_size(eps: float, steps: int) -> float:
+    """Step size of an evaluation PGD when none is given: `2.5 * eps / steps`."""
+    return 2.5 * eps / steps if eps > 0 else 1.0
+
+
 class AdversarialTrainer(keras.Model):
     """Base class of the adversarial-training frameworks.
 
@@ -102,7 +107,7 @@ class AdversarialTrainer(keras.Model):
                 f"the classifier has a linear head. Received: margin={margin!r}"
             )
         if eval_step_size is None:
-            eval_step_size = 2.5 * eps / eval_steps if eps > 0 else 1.0
+            eval_step_size = default_eval_step_size(eps, eval_steps)
         validate_attack_params(step_size=eval_step_size)
         self.eps = float(eps)
         self.step_size = float(step_size)
@@ -183,6 +188,15 @@ class AdversarialTrainer(keras.Model):
             The `TrainConfig` to train with.
         """
         return config
+
+    def checkpoint_state(self) -> dict:
+        """Training state outside `variables` that a checkpoint must hold.
+
+        Returns:
+            Named trackables (variables) for `tf.train.Checkpoint`; none by
+            default (FreeAT: its perturbation buffer).
+        """
+        return {}
 
     @property
     def updates_per_batch(self) -> int:
@@ -276,9 +290,12 @@ class AdversarialTrainer(keras.Model):
     ) -> dict:
         """Updates loss / clean / adversarial accuracy and returns all results."""
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        # An empty batch (Keras runs one past the end of a dataset of unknown
+        # size) must not count as a batch of loss 0 in the mean.
+        nonempty = tf.cast(tf.size(y) > 0, tf.float32)
         for metric in self.metrics:
             if metric.name == "loss":
-                metric.update_state(loss * replicas)
+                metric.update_state(loss * replicas, sample_weight=nonempty)
         self.clean_accuracy.update_state(y, clean_logits, sample_weight)
         self.adv_accuracy.update_state(y, adv_logits, sample_weight)
         return {m.name: m.result() for m in self.metrics}

@@ -1,13 +1,106 @@
-"""Training callbacks: FastAT's catastrophic-overfitting early stop."""
+"""Training callbacks: per-epoch training-state logs, TensorBoard scalars and
+FastAT's catastrophic-overfitting early stop."""
 
 from __future__ import annotations
 
 from typing import Any, Optional
 
+import os
+
 import keras
 import numpy as np
+import tensorflow as tf
+from tensorflow.core.framework import summary_pb2
 
 from he_keras.attacks.core import ProjectedGradientAttack
+from he_keras.models.heads import find_head
+
+
+class TrainingStateLogs(keras.callbacks.Callback):
+    """Adds the learning rate and the HE scale `s` to every epoch's logs.
+
+    Both are read when the epoch ends (the learning rate of the optimizer's
+    next update; the scale the head has, which HE-LIS / HE-CMP change), so
+    the progress bar, `History`, `metrics.json` and TensorBoard see them
+    next to the losses and accuracies. Place it before the callbacks that
+    read the logs. `he_scale` is logged only for HE / m-HE heads.
+
+    Example:
+
+    ```python
+    trainer.fit(data, epochs=10, callbacks=[TrainingStateLogs(), keras.callbacks.CSVLogger("log.csv")])
+    ```
+    """
+
+    def on_epoch_end(self, epoch: int, logs: Optional[dict] = None) -> None:
+        if logs is None:
+            return
+        optimizer = self.model.optimizer
+        optimizer = getattr(optimizer, "inner_optimizer", optimizer)
+        logs["learning_rate"] = float(np.asarray(optimizer.learning_rate))
+        head = find_head(getattr(self.model, "classifier", self.model))
+        if head is not None:
+            logs["he_scale"] = float(np.asarray(head.scale))
+
+
+class EpochSummaries(keras.callbacks.Callback):
+    """Writes every epoch's logs as TensorBoard scalars, without TensorBoard.
+
+    `keras.callbacks.TensorBoard` needs the `tensorboard` package, which
+    TensorFlow 2.21 no longer installs; this callback writes the same event
+    files with TensorFlow alone (`tf.summary.write` with the scalar plugin's
+    metadata): `<log_dir>/train` gets `epoch_<name>` for the training logs,
+    `<log_dir>/validation` the `val_` logs without the prefix, at step
+    `epoch` (so a resumed run continues the curves). Open them with
+    `tensorboard --logdir <log_dir>`.
+
+    Args:
+        log_dir: Directory of the event files.
+
+    Example:
+
+    ```python
+    trainer.fit(data, epochs=10, callbacks=[TrainingStateLogs(), EpochSummaries("runs/x/logs")])
+    ```
+    """
+
+    def __init__(self, log_dir: str) -> None:
+        super().__init__()
+        self.log_dir = log_dir
+        self._writers: dict = {}
+        self._metadata = tf.compat.v1.SummaryMetadata(
+            plugin_data=tf.compat.v1.SummaryMetadata.PluginData(plugin_name="scalars"),
+            data_class=summary_pb2.DATA_CLASS_SCALAR,
+        )
+
+    def _writer(self, split: str) -> Any:
+        if split not in self._writers:
+            self._writers[split] = tf.summary.create_file_writer(
+                os.path.join(self.log_dir, split)
+            )
+        return self._writers[split]
+
+    def on_epoch_end(self, epoch: int, logs: Optional[dict] = None) -> None:
+        splits: dict = {}
+        for name, value in (logs or {}).items():
+            split, name = ("validation", name[4:]) if name.startswith("val_") else ("train", name)
+            splits.setdefault(split, {})[name] = value
+        for split, values in splits.items():
+            writer = self._writer(split)
+            with writer.as_default():
+                for name, value in values.items():
+                    tf.summary.write(
+                        f"epoch_{name}",
+                        tf.constant(float(value), tf.float32),
+                        step=int(epoch),
+                        metadata=self._metadata,
+                    )
+            writer.flush()
+
+    def on_train_end(self, logs: Optional[dict] = None) -> None:
+        for writer in self._writers.values():
+            writer.close()
+        self._writers = {}
 
 
 @keras.saving.register_keras_serializable(package="he_keras")

@@ -33,12 +33,22 @@ class FreeAT(AdversarialTrainer):
     digits/MNIST (mostly 0 or 1 pixels), where it left PGD-20 accuracy near
     0 (measured with the HE head: 1 % vs 30 % after 8 passes at eps 0.3).
 
-    The epoch budget is divided by `replays` (train `ceil(epochs / replays)`
-    passes); the optimizer makes `replays` updates per batch, which
-    `updates_per_batch` reports so learning-rate schedules count them. Under
-    `tf.distribute` each replica keeps its own buffer. The buffer is training
-    state only: checkpoints and `.keras` files do not hold it, so a resumed
-    run starts it at zero again.
+    Epochs are the paper's budget: a run of `N` epochs makes `ceil(N /
+    replays)` passes over the data (each minibatch replayed `replays` times),
+    so it costs about as many forward/backward passes as `N` epochs of
+    standard training. `he_keras.training.runner.run` (and `apps/train.py
+    --epochs`) reads `epochs` that way; `fit` itself counts passes, so pass
+    `epochs=ceil(N / replays)` when calling it directly. The optimizer makes
+    `replays` updates per batch, which `updates_per_batch` reports so
+    learning-rate schedules count them.
+
+    Under mixed precision a replay whose input gradient is not finite (a
+    float16 overflow under loss scaling, when the optimizer skips its update
+    too) leaves the buffer unchanged: `sign(NaN)` would survive the clip and
+    poison every later batch. Under `tf.distribute` each replica keeps its
+    own buffer. The buffer is training state: `checkpoint_state()` hands it
+    to the run's checkpoint, so a resumed run continues with it (`.keras`
+    files do not hold it).
 
     Args:
         classifier: The model to train; its input shape must be known.
@@ -53,7 +63,7 @@ class FreeAT(AdversarialTrainer):
     ```python
     trainer = FreeAT(classifier, replays=4, eps=4 / 255)
     trainer.compile(optimizer="sgd")
-    trainer.fit(dataset, epochs=23)   # ceil(90 / 4) passes
+    trainer.fit(dataset, epochs=23)   # the paper's 90 epochs: ceil(90 / 4) passes
     ```
     """
 
@@ -104,6 +114,11 @@ class FreeAT(AdversarialTrainer):
     def updates_per_batch(self) -> int:
         return self.replays
 
+    def checkpoint_state(self) -> dict:
+        """The buffer (every local replica's copy) for the run's checkpoint."""
+        replicas = self.distribute_strategy.experimental_local_results(self.perturbation)
+        return {**super().checkpoint_state(), "free_perturbation": list(replicas)}
+
     def _buffer(self, batch: tf.Tensor) -> tf.Tensor:
         """The stored perturbation, zero-padded to at least `batch` rows."""
         stored = self.perturbation.read_value()
@@ -130,7 +145,10 @@ class FreeAT(AdversarialTrainer):
                 scaled = self.optimizer.scale_loss(loss)
             (grad,) = self.apply_gradients(tape, scaled, sources=(x_adv,))
             step = self.step_size * ascent_direction(grad, self.norm)
-            delta = project(delta + step, self.eps, self.norm)
+            # An overflowed (loss-scaled) gradient moves nothing, as the
+            # optimizer skips that update.
+            finite = tf.reduce_all(tf.math.is_finite(grad))
+            delta = tf.where(finite, project(delta + step, self.eps, self.norm), delta)
         self.perturbation.assign(tf.concat([delta, buffer[batch:]], 0))
         clean_logits = self.classifier(x, training=False)
         return self.update_metrics(loss, y, clean_logits, adv_logits, sample_weight)

@@ -6,9 +6,13 @@
 the trainer's own, unchanged `train_step` with public APIs only: the global
 batches are distributed with `strategy.experimental_distribute_dataset`, each
 step is `strategy.run(trainer.train_step)` inside a `tf.function`, and the
-returned metrics are mean-reduced across all replicas of all workers. Keras
-callbacks get the usual epoch and batch hooks, so HE-LIS / HE-CMP and the
-FastAT early stop work as under `fit`.
+returned metrics are mean-reduced across all replicas of all workers.
+`DistributedTrainLoop.fit` has `model.fit`'s signature for what the runner
+uses (`epochs`, `initial_epoch`, `steps_per_epoch`, `callbacks`,
+`validation_data`, `verbose`) and drives Keras callbacks through the same
+hooks, in the same order, with the same progress bar, so checkpointing,
+TensorBoard, EarlyStopping, HE-LIS / HE-CMP and the FastAT early stop behave
+as under `fit`.
 
 `apps/train.py --strategy=multi_worker` uses it; each worker reads its role
 from the `TF_CONFIG` environment variable (see docs/DISTRIBUTED.md).
@@ -16,6 +20,7 @@ from the `TF_CONFIG` environment variable (see docs/DISTRIBUTED.md).
 
 from __future__ import annotations
 
+import itertools
 import os
 from typing import Optional, Sequence
 
@@ -81,8 +86,7 @@ class DistributedTrainLoop:
         trainer = TRADES(classifier, beta=6.0)
         trainer.compile(optimizer="adam")
     loop = DistributedTrainLoop(trainer, strategy)
-    for epoch in range(epochs):
-        history = loop.fit_epoch(global_batches, epoch)
+    history = loop.fit(global_batches, epochs=30, steps_per_epoch=100)
     ```
     """
 
@@ -94,58 +98,97 @@ class DistributedTrainLoop:
             )
         self.model = model
         self.strategy = strategy
-        self._step = tf.function(self._distributed_step)
+        self._train_step = tf.function(self._distributed(model.train_step))
+        self._test_step = tf.function(self._distributed(model.test_step))
 
-    def _distributed_step(self, batch) -> dict:
-        outputs = self.strategy.run(self.model.train_step, args=(batch,))
-        return {
-            name: self.strategy.reduce(tf.distribute.ReduceOp.MEAN, value, axis=None)
-            for name, value in outputs.items()
-        }
+    def _distributed(self, step):
+        def run(batch) -> dict:
+            outputs = self.strategy.run(step, args=(batch,))
+            return {
+                name: self.strategy.reduce(tf.distribute.ReduceOp.MEAN, value, axis=None)
+                for name, value in outputs.items()
+            }
 
-    def fit_epoch(
+        return run
+
+    def _run_epoch(self, batches, step, hooks, steps=None, training=True) -> dict:
+        """One pass of `step` over `batches` with Keras' batch hooks."""
+        begin, end = (
+            (hooks.on_train_batch_begin, hooks.on_train_batch_end)
+            if training
+            else (hooks.on_test_batch_begin, hooks.on_test_batch_end)
+        )
+        self.model.reset_metrics()
+        logs = None
+        # zip asks the step counter first: no batch is drawn past `steps`.
+        for index, batch in zip(range(steps) if steps else itertools.count(), batches):
+            begin(index)
+            logs = step(batch)
+            end(index, logs)
+            if training and self.model.stop_training:
+                break
+        if logs is None:
+            raise ValueError(
+                f"The {'training' if training else 'validation'} data gave no complete "
+                "batch on this worker. Received: an empty dataset"
+            )
+        return {name: float(value) for name, value in logs.items()}
+
+    def fit(
         self,
         dataset: tf.data.Dataset,
-        epoch: int,
+        epochs: int = 1,
+        initial_epoch: int = 0,
+        steps_per_epoch: Optional[int] = None,
         callbacks: Sequence[keras.callbacks.Callback] = (),
+        validation_data: Optional[tf.data.Dataset] = None,
         verbose: int = 0,
     ) -> keras.callbacks.History:
-        """Runs one epoch over `dataset`, like `model.fit(initial_epoch=epoch,
-        epochs=epoch + 1)`.
+        """Trains epochs `initial_epoch .. epochs - 1`, like `model.fit`.
 
         Args:
             dataset: Global batches with a static batch size
                 (`drop_remainder=True`), identically ordered on every worker
-                (same shuffle seed); the strategy shards them.
-            epoch: Index of the epoch (for the callbacks).
+                (same shuffle seed); the strategy shards them. With
+                `steps_per_epoch` one iterator runs through all epochs (as
+                `fit` does), otherwise each epoch iterates `dataset` anew.
+            epochs: Index of the last epoch plus one.
+            initial_epoch: Epoch to start from (a resumed run).
+            steps_per_epoch: Batches per epoch (None: all of `dataset`).
             callbacks: Keras callbacks.
-            verbose: 0 silent, otherwise one line per epoch.
+            validation_data: Global batches evaluated with the model's
+                `test_step` after every epoch, logged with a `val_` prefix.
+            verbose: 0 silent, 1 progress bar, 2 one line per epoch.
 
         Returns:
-            A `keras.callbacks.History` holding this epoch's logs.
+            A `keras.callbacks.History` of the epochs run.
         """
-        history = keras.callbacks.History()
         hooks = keras.callbacks.CallbackList(
-            [*callbacks, history], model=self.model, epochs=epoch + 1
+            list(callbacks),
+            add_history=True,
+            add_progbar=verbose != 0,
+            verbose=verbose,
+            epochs=epochs,
+            steps=steps_per_epoch,
+            model=self.model,
         )
         self.model.stop_training = False
-        self.model.reset_metrics()
+        distributed = self.strategy.experimental_distribute_dataset(dataset)
+        iterator = iter(distributed) if steps_per_epoch else None
         hooks.on_train_begin()
-        hooks.on_epoch_begin(epoch)
         logs: Optional[dict] = None
-        for step, batch in enumerate(self.strategy.experimental_distribute_dataset(dataset)):
-            hooks.on_train_batch_begin(step)
-            logs = self._step(batch)
-            hooks.on_train_batch_end(step, logs)
-        if logs is None:
-            raise ValueError(
-                "The training data gave no complete batch on this worker. "
-                "Received: an empty dataset"
-            )
-        logs = {name: float(value) for name, value in logs.items()}
-        hooks.on_epoch_end(epoch, logs)
+        for epoch in range(initial_epoch, epochs):
+            hooks.on_epoch_begin(epoch)
+            batches = iterator if iterator is not None else distributed
+            logs = self._run_epoch(batches, self._train_step, hooks, steps_per_epoch)
+            if validation_data is not None:
+                hooks.on_test_begin()
+                val = self.strategy.experimental_distribute_dataset(validation_data)
+                val_logs = self._run_epoch(val, self._test_step, hooks, training=False)
+                hooks.on_test_end(val_logs)
+                logs.update({f"val_{name}": value for name, value in val_logs.items()})
+            hooks.on_epoch_end(epoch, logs)
+            if self.model.stop_training:
+                break
         hooks.on_train_end(logs)
-        if verbose:
-            line = " - ".join(f"{name}: {value:.4f}" for name, value in logs.items())
-            print(f"Epoch {epoch + 1}: {line}", flush=True)
-        return history
+        return self.model.history

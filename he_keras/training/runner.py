@@ -1,12 +1,24 @@
-"""End-to-end training runs: config, validation, resumable epochs, outputs.
+"""End-to-end training runs: config, validation, one resumable `fit`, outputs.
 
 `apps/train.py` turns flags into a `TrainConfig` and calls `run`; experiments
-call `run` directly. A run writes into `output_dir`:
+call `run` directly. A run is one `trainer.fit(..., epochs=N,
+initial_epoch=<resumed epoch>, callbacks=...)` (the multi-worker loop offers
+the same call), so the progress bar counts "Epoch 12/30" and Keras callbacks
+(EarlyStopping, ReduceLROnPlateau, CSVLogger, user callbacks) see one
+training run. Epoch `e` shuffles and augments with seed `seed * 100003 + e`,
+whether or not the run was resumed. A seeded, stratified
+`validation_split` of the training data is attacked after every epoch
+(`val_clean_accuracy`, `val_adv_accuracy`); the test split is evaluated once,
+at the end. A run writes into `output_dir`:
 
-- `checkpoints/` — a TF checkpoint after every epoch (classifier and optimizer
-  variables with the step count the LR schedule reads, the HE scale, the
-  attacks' random generators, Keras seed-generator states such as dropout's,
-  the epoch), so a killed run resumes from its last finished epoch;
+- `checkpoints/` — a TF checkpoint after every epoch, the last two kept
+  (classifier and optimizer variables with the step count the LR schedule
+  reads, the HE scale, the attacks' random generators, Keras seed-generator
+  states such as dropout's, FreeAT's perturbation buffer, the epoch), so a
+  killed run resumes from its last finished epoch; an unreadable newest
+  checkpoint falls back to the previous one;
+- `logs/` — TensorBoard: losses, accuracies (training and validation),
+  learning rate and HE scale per epoch (`tensorboard=False` turns it off);
 - `model.keras` — the trained classifier (written atomically);
 - `metrics.json` — config, per-epoch history, final clean and PGD accuracy
   with the attack settings (written atomically after every epoch, before the
@@ -22,9 +34,11 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
 import os
+import sys
 import time
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import keras
 import numpy as np
@@ -34,8 +48,16 @@ from he_keras.attacks.core import NORMS, RANDOM_STARTS, ProjectedGradientAttack
 from he_keras.data import batches, load_dataset, to_numpy
 from he_keras.files import jsonable, write_atomic, write_json  # noqa: F401  (write_* re-exported)
 from he_keras.models import HEADS, MODELS, build_model
+from he_keras.training.base import default_eval_step_size
+from he_keras.training.callbacks import EpochSummaries, TrainingStateLogs
+from he_keras.training.checkpointing import (  # noqa: F401  (training_checkpoint re-exported)
+    EpochCheckpoint,
+    restore_newest_readable,
+    training_checkpoint,
+)
 from he_keras.training.lr_schedules import LR_SCHEDULES, make_lr_schedule
 from he_keras.training.multi_worker import DistributedTrainLoop, worker_output_dir
+from he_keras.training.splits import split_validation
 from he_keras.validation import validate_images, validate_labels
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
@@ -46,7 +68,7 @@ PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 # checkpointed run's settings is refused.
 RESUMABLE_CHANGES = frozenset({
     "data_dir", "epochs", "eval_step_size", "eval_steps", "jit_compile",
-    "n_eval", "output_dir", "resume", "strategy", "verbose",
+    "n_eval", "output_dir", "resume", "strategy", "tensorboard", "verbose",
 })
 
 
@@ -95,6 +117,9 @@ class TrainConfig:
     eval_steps: int = 20
     eval_step_size: float = 0.0
     n_eval: int = 0
+    validation_split: float = 0.1
+    val_steps: int = 10
+    tensorboard: bool = True
     callbacks: Sequence[str] = ()
     verbose: int = 2
 
@@ -140,6 +165,8 @@ class TrainConfig:
             ("lr_decay_factor", self.lr_decay_factor > 0, "> 0"),
             ("eval_steps", self.eval_steps >= 1, ">= 1"),
             ("eval_step_size", self.eval_step_size >= 0, ">= 0 (0 = automatic)"),
+            ("validation_split", 0.0 <= self.validation_split < 1.0, "in [0, 1) (0 = no validation)"),
+            ("val_steps", self.val_steps >= 1, ">= 1"),
             ("n_train", self.n_train >= 0, ">= 0 (0 = all)"),
             ("n_eval", self.n_eval >= 0, ">= 0 (0 = all)"),
         ]
@@ -301,7 +328,8 @@ def build_trainer(config: TrainConfig, data) -> keras.Model:
         random_start=config.random_start or None,
         attack_training=config.attack_bn_training,
         margin=None if config.m == -1.0 else config.m,
-        eval_steps=config.eval_steps,
+        # The trainer's test_step attack is the per-epoch validation.
+        eval_steps=config.val_steps,
         eval_step_size=config.eval_step_size or None,
         seed=config.seed,
         **config.framework_params,
@@ -309,12 +337,31 @@ def build_trainer(config: TrainConfig, data) -> keras.Model:
     return FRAMEWORKS[config.framework](classifier, **kwargs)
 
 
-def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
-    """SGD (decoupled weight decay) or Adam with the configured LR schedule."""
+def training_passes(epochs: int, updates_per_batch: int) -> int:
+    """Passes over the data of an `epochs` budget: `ceil(epochs / updates_per_batch)`.
+
+    An epoch of the budget is one optimizer update per batch of the data, so
+    FreeAT (`replays` updates per batch) makes `ceil(epochs / replays)` passes,
+    as in Shafahi et al. (2019); every other framework makes `epochs`.
+    """
+    return math.ceil(epochs / updates_per_batch)
+
+
+def make_optimizer(
+    config: TrainConfig, steps_per_epoch: int, epochs: Optional[int] = None
+) -> keras.optimizers.Optimizer:
+    """SGD (decoupled weight decay) or Adam with the configured LR schedule.
+
+    Args:
+        config: The run's settings.
+        steps_per_epoch: Optimizer updates per epoch.
+        epochs: Epochs the schedule spans (default `config.epochs`);
+            `lr_decay_epochs` count the same epochs.
+    """
     lr = make_lr_schedule(
         config.lr_schedule,
         config.lr,
-        config.epochs,
+        config.epochs if epochs is None else epochs,
         steps_per_epoch,
         config.lr_decay_epochs,
         config.lr_decay_factor,
@@ -325,35 +372,6 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizer
             lr, momentum=config.momentum, nesterov=config.nesterov, weight_decay=wd
         )
     return keras.optimizers.Adam(lr, weight_decay=wd)
-
-
-def training_checkpoint(trainer: keras.Model, epoch: tf.Variable) -> tf.train.Checkpoint:
-    """Everything a resumed run needs to continue as if never stopped.
-
-    Args:
-        trainer: The compiled, built `AdversarialTrainer`.
-        epoch: Variable counting the finished epochs.
-
-    Returns:
-        A checkpoint of the classifier (weights and HE scale), the optimizer
-        (slots and `iterations`, which the LR schedule reads), the epoch, the
-        attacks' `tf.random.Generator`s and the trainer's other state
-        variables, such as the seed generators of dropout or noise layers,
-        which a `tf.train.Checkpoint` of the classifier alone does not hold.
-    """
-    generators = {
-        name: getattr(trainer, name).rng
-        for name in ("attack", "eval_attack")
-        if hasattr(getattr(trainer, name, None), "rng")
-    }
-    weights = {id(w) for w in trainer.weights}
-    return tf.train.Checkpoint(
-        classifier=trainer.classifier,
-        optimizer=trainer.optimizer,
-        epoch=epoch,
-        random_state=[v for v in trainer.variables if id(v) not in weights],
-        **generators,
-    )
 
 
 def evaluate_robustness(
@@ -402,11 +420,12 @@ def run(
     config: TrainConfig,
     extra_callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> dict:
-    """Trains, checkpoints every epoch, evaluates and writes the outputs.
+    """Trains with one `fit`, checkpointing every epoch, then evaluates.
 
     Args:
         config: A `TrainConfig` (validated here before any compute).
-        extra_callbacks: Keras callbacks added to the configured ones.
+        extra_callbacks: Keras callbacks added to the configured ones; they
+            run after them and before TensorBoard and the checkpoint.
 
     Returns:
         The metrics dictionary also written to `metrics.json`.
@@ -431,85 +450,137 @@ def run(
     validate_images(x_test, data.input_shape, name="test images")
     validate_labels(y_test, data.num_classes, len(x_test))
     train = data.train.take(config.n_train) if config.n_train else data.train
-    n_train = int(train.reduce(0, lambda n, _: n + 1))
-    if n_train == 0:
-        raise ValueError(f"The training split of {config.dataset!r} is empty")
-    # The multi-worker loop needs the same static batch on every worker.
+    train, validation, n_train, n_val = split_validation(
+        train, config.validation_split, config.seed
+    )
+    # The multi-worker loop needs the same static batch on every worker; a
+    # small validation split gets a smaller batch (a multiple of the replicas).
+    val_batch_size = config.batch_size
     if multi_worker:
         steps_per_epoch = n_train // config.batch_size
-        if steps_per_epoch == 0:
+        replicas = strategy.num_replicas_in_sync
+        val_batch_size = min(config.batch_size, n_val - n_val % replicas)
+        if steps_per_epoch == 0 or (validation is not None and val_batch_size == 0):
             raise ValueError(
-                f"Multi-worker training needs at least one full batch. Received: "
-                f"batch_size={config.batch_size} for {n_train} training examples"
+                f"Multi-worker training needs at least one full batch of training and "
+                f"one example per replica of validation data. Received: batch_size="
+                f"{config.batch_size} for {n_train} training and {n_val} validation examples"
             )
     else:
         steps_per_epoch = int(np.ceil(n_train / config.batch_size))
 
     with strategy.scope():
         trainer = build_trainer(config, data)
+        passes = training_passes(config.epochs, trainer.updates_per_batch)
         trainer.compile(
-            optimizer=make_optimizer(config, steps_per_epoch * trainer.updates_per_batch),
+            optimizer=make_optimizer(
+                config,
+                steps_per_epoch,
+                epochs=passes * trainer.updates_per_batch,
+            ),
             jit_compile=config.jit_compile,
         )
         trainer.build((None, *data.input_shape))
         epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        stopped_var = tf.Variable(False, trainable=False, name="stopped")
         trainer.optimizer.build(trainer.trainable_variables)
 
     os.makedirs(config.output_dir, exist_ok=True)
     metrics_path = os.path.join(config.output_dir, "metrics.json")
-    ckpt = training_checkpoint(trainer, epoch_var)
+    ckpt = training_checkpoint(trainer, epoch_var, stopped_var)
     manager = tf.train.CheckpointManager(
         ckpt, os.path.join(config.output_dir, "checkpoints"), max_to_keep=2
     )
     history: dict = {}
-    if config.resume and manager.latest_checkpoint:
-        ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+    counters: list = []
+    restored = (
+        restore_newest_readable(ckpt, manager, lambda line: print(line, file=sys.stderr, flush=True))
+        if config.resume
+        else None
+    )
+    initial_epoch = int(epoch_var.numpy())
+    if restored:
         if os.path.exists(metrics_path):
             # Drop the epochs a kill interrupted after metrics.json was written.
-            done = int(epoch_var.numpy())
-            saved = read_json(metrics_path, "metrics").get("history", {})
-            history = {key: values[:done] for key, values in saved.items()}
+            saved = read_json(metrics_path, "metrics")
+            history = {
+                key: values[:initial_epoch] for key, values in saved.get("history", {}).items()
+            }
+            counters = saved.get("callback_counters", [])[:initial_epoch]
         if config.verbose:
-            print(f"Resumed from {manager.latest_checkpoint} at epoch {int(epoch_var.numpy())}")
-
-    callbacks = [*make_callbacks(config, trainer, data), *extra_callbacks]
-    loop = DistributedTrainLoop(trainer, strategy) if multi_worker else None
-    started = time.time()
-    for epoch in range(int(epoch_var.numpy()), config.epochs):
-        epoch_data = batches(
-            train,
-            config.batch_size,
-            shuffle=True,
-            augment=data.augment,
-            seed=config.seed * 100_003 + epoch,
-            drop_remainder=multi_worker,
+            print(f"Resumed from {restored} at epoch {initial_epoch}")
+    if config.verbose and passes != config.epochs:
+        print(
+            f"{config.epochs} epochs of {trainer.updates_per_batch} updates per batch: "
+            f"{passes} passes over the data"
         )
-        if loop is not None:
-            result = loop.fit_epoch(epoch_data, epoch, callbacks, config.verbose)
-        else:
-            result = trainer.fit(
-                epoch_data,
-                initial_epoch=epoch,
-                epochs=epoch + 1,
-                callbacks=callbacks,
-                shuffle=False,
-                verbose=config.verbose,
-            )
-        for key, values in result.history.items():
-            history.setdefault(key, []).extend(float(v) for v in values)
-        epoch_var.assign(epoch + 1)
-        write_json(metrics_path, {"config": dataclasses.asdict(config), "history": history})
-        manager.save()
-        if trainer.stop_training:
-            break
+
+    validation_batches = (
+        None
+        if validation is None
+        else batches(validation, val_batch_size, drop_remainder=multi_worker)
+    )
+    callbacks = [
+        TrainingStateLogs(),
+        *make_callbacks(dataclasses.replace(config, epochs=passes), trainer, data),
+        *extra_callbacks,
+    ]
+    if config.tensorboard:
+        callbacks.append(EpochSummaries(os.path.join(config.output_dir, "logs")))
+    callbacks.append(
+        EpochCheckpoint(
+            manager,
+            epoch_var,
+            stopped_var,
+            metrics_path,
+            dataclasses.asdict(config),
+            history,
+            counters,
+            callbacks=list(callbacks),
+        )
+    )
+    started = time.time()
+    if bool(stopped_var.numpy()):
+        if config.verbose:
+            print(f"The run was stopped early after epoch {initial_epoch}; not training further")
+    elif initial_epoch < passes:
+        # Epoch e's batches are shuffled and augmented with seed
+        # `seed * 100003 + e`, whether or not the run was resumed.
+        stream = epoch_stream(
+            lambda epoch: batches(
+                train,
+                config.batch_size,
+                shuffle=True,
+                augment=data.augment,
+                seed=config.seed * 100_003 + epoch,
+                drop_remainder=multi_worker,
+            ),
+            initial_epoch,
+            passes,
+        )
+        fit = (
+            DistributedTrainLoop(trainer, strategy).fit
+            if multi_worker
+            else functools.partial(trainer.fit, shuffle=False)
+        )
+        fit(
+            stream,
+            epochs=passes,
+            initial_epoch=initial_epoch,
+            steps_per_epoch=steps_per_epoch,
+            callbacks=callbacks,
+            validation_data=validation_batches,
+            verbose=config.verbose,
+        )
     train_seconds = time.time() - started
 
+    test_step_size = config.eval_step_size or default_eval_step_size(config.eps, config.eval_steps)
     final = evaluate_robustness(
         trainer.classifier,
         x_test,
         y_test,
         eps=config.eps,
-        step_size=trainer.eval_step_size,
+        step_size=test_step_size,
         steps=config.eval_steps,
         norm=config.norm,
         seed=config.seed,
@@ -519,12 +590,51 @@ def run(
     metrics = {
         "config": dataclasses.asdict(config),
         "history": history,
+        "callback_counters": counters,
+        "passes": passes,
+        "optimizer_updates": int(trainer.optimizer.iterations.numpy()),
         "train_seconds": train_seconds,
+        "validation": None if validation is None else {
+            "n_examples": n_val,
+            "attack": {
+                "name": f"PGD-{trainer.eval_steps}",
+                "step_size": trainer.eval_step_size,
+                "steps": trainer.eval_steps,
+            },
+        },
         "test": final,
         "model_path": model_path,
     }
     write_json(metrics_path, metrics)
     return metrics
+
+
+def epoch_stream(
+    epoch_batches: Callable[[int], tf.data.Dataset], first: int, end: int
+) -> tf.data.Dataset:
+    """The batches of epochs `first .. end - 1`, one after the other.
+
+    Each epoch's batches are built by `epoch_batches(epoch)` with a Python
+    epoch index (tf.data's shuffle takes no tensor seed inside `flat_map`),
+    and the epochs are concatenated as a balanced tree, so an element passes
+    through `log2(epochs)` concatenations and only the current epoch's
+    iterator (and shuffle buffer) is alive.
+
+    Args:
+        epoch_batches: Builds the batches of one epoch.
+        first: First epoch.
+        end: One past the last epoch (`first < end`).
+
+    Returns:
+        A `tf.data.Dataset` for `fit(..., steps_per_epoch=...)`.
+    """
+    def concatenate(lo: int, hi: int) -> tf.data.Dataset:
+        if hi - lo == 1:
+            return epoch_batches(lo)
+        mid = (lo + hi) // 2
+        return concatenate(lo, mid).concatenate(concatenate(mid, hi))
+
+    return concatenate(first, end)
 
 
 def make_callbacks(config: TrainConfig, trainer: keras.Model, data) -> list:
