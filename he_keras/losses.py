@@ -17,6 +17,8 @@ from typing import Any, Callable
 import keras
 import tensorflow as tf
 
+from he_keras.defaults import DEFAULT_MARGIN, DEFAULT_SCALE
+
 Objective = Callable[[tf.Tensor, tf.Tensor, Any], tf.Tensor]
 
 
@@ -213,8 +215,8 @@ class CosineMarginLoss(keras.losses.Loss):
 
     def __init__(
         self,
-        m: float = 0.2,
-        s: float = 15.0,
+        m: float = DEFAULT_MARGIN["he"],
+        s: float = DEFAULT_SCALE,
         reduction: str = "sum_over_batch_size",
         name: str = "cosine_margin_loss",
         dtype: Any = None,
