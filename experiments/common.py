@@ -1,16 +1,12 @@
 """What the reproduction experiments share; training and evaluation are the library's.
 
-- `parse_args` / `sizes`: the flags every script takes, so the small-scale run
-  and a full-scale one are the same command with other values;
-- `train`: one model of a spec (the fields of `TrainConfig`) through
-  `he_keras.training.runner.run`, the loop `apps/train.py` uses, in
-  `<out>/models/<hash of the spec>/`; a finished run is loaded
-  (`he_keras.models.io.load_model`), a killed one resumes from its checkpoint;
-- `evaluate`: `he_keras.evaluation.evaluate`, the path of `apps/evaluate.py`,
-  with attacks of its presets (AutoAttack-standard included) plus the few
-  experiment-specific ones of `EXTRAS`;
-- `train_and_eval`, `summarize`, `run_grid`: per-seed records, mean ± std,
-  JSON (`he_keras.files.write_json`) and figure after every seed.
+- `train`: a spec (fields of `TrainConfig`) through `he_keras.training.runner.run`,
+  the loop of `apps/train.py`, in `<out>/models/<hash of the spec>/`; a finished
+  run is loaded (`he_keras.models.io.load_model`), a killed one resumes;
+- `evaluate`: `he_keras.evaluation.evaluate`, the path of `apps/evaluate.py`, with
+  attacks of its presets (AutoAttack-standard included) plus the `EXTRAS`;
+- `parse_args`, `sizes`, `train_and_eval`, `summarize`, `run_grid`: flags, per-seed
+  records, mean ± std, JSON and figure rewritten after every seed.
 """
 
 from __future__ import annotations
@@ -30,7 +26,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from he_keras import defaults, evaluation  # noqa: E402
-from he_keras.attacks import adaptive, apgd, core  # noqa: E402
+from he_keras.attacks import adaptive, apgd  # noqa: E402
 from he_keras.data import load_dataset, to_numpy  # noqa: E402
 from he_keras.evaluation.ensemble import SuiteAttack  # noqa: E402
 from he_keras.evaluation.suite import AUTOATTACK as AUTOATTACK_PARTS  # noqa: E402
@@ -55,8 +51,7 @@ EXTRAS: dict[str, Callable[[float, int], Any]] = {
     PGD20_COS: lambda eps, seed: adaptive.HEAdaptivePGD(
         eps, STEP(eps, 20), 20, objectives=("raw_ce",), seed=seed + 4),
     APGD_DLR: lambda eps, seed: apgd.APGD(eps, loss="dlr", seed=seed + 24),
-    "PGD-50": lambda eps, seed: core.ProjectedGradientAttack(
-        eps=eps, step_size=STEP(eps, 50), steps=50, keep_best=True, seed=seed + 5),
+    "PGD-50": lambda eps, seed: adaptive.PGDRestarts(eps, STEP(eps, 50), 50, restarts=1, seed=seed + 5),
 }
 
 
@@ -129,20 +124,6 @@ def base_spec(sz: dict, args: argparse.Namespace, **overrides: Any) -> dict:
     return spec
 
 
-class EpochTimer(keras.callbacks.Callback):
-    """Wall-clock seconds of every epoch (the runner's `train_seconds` adds the tracing)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.seconds: list = []
-
-    def on_epoch_begin(self, epoch: int, logs: Optional[dict] = None) -> None:
-        self._start = time.perf_counter()
-
-    def on_epoch_end(self, epoch: int, logs: Optional[dict] = None) -> None:
-        self.seconds.append(time.perf_counter() - self._start)
-
-
 def train(spec: dict, out: str, n_eval: int, log: Callable = print) -> tuple[keras.Model, dict]:
     """Trains `spec` with `runner.run` (or loads the finished run); returns `(classifier, info)`."""
     key = hashlib.sha1(json.dumps({"v": CACHE_VERSION, **spec}, sort_keys=True).encode()).hexdigest()[:14]
@@ -151,9 +132,12 @@ def train(spec: dict, out: str, n_eval: int, log: Callable = print) -> tuple[ker
     if not os.path.exists(info_path):
         config = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()},
                              output_dir=directory, n_eval=n_eval, verbose=0)
-        timer = EpochTimer()
+        seconds, began = [], {}  # wall-clock seconds of every epoch
+        timer = keras.callbacks.LambdaCallback(
+            on_epoch_begin=lambda *_: began.update(t=time.perf_counter()),
+            on_epoch_end=lambda *_: seconds.append(time.perf_counter() - began["t"]))
         metrics = run(config, extra_callbacks=[timer])
-        seconds = timer.seconds or [metrics["train_seconds"]]
+        seconds = seconds or [metrics["train_seconds"]]
         info = {"spec": spec, "key": key, "history": metrics["history"], "test": metrics["test"],
                 "train_seconds": metrics["train_seconds"], "epoch_seconds": seconds,
                 # Tracing-free estimate: the median epoch (the first one compiles).
@@ -268,9 +252,7 @@ def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return __import__("matplotlib.pyplot").pyplot
 
 
 def savefig(fig: Any, path: str) -> None:

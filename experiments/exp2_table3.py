@@ -43,7 +43,7 @@ def main(argv=None) -> str:
     sz = C.sizes(args, EPOCHS, N_TRAIN, N_EVAL)
     log = C.logger(NAME)
     # Toy run: the code paths of both frameworks and of an HE head.
-    quick = {("FastAT", "linear"), ("FreeAT", "he")}
+    quick = {("FastAT", "linear"), ("FastAT", "he"), ("FreeAT", "linear")}
 
     def runs_of_seed(seed: int) -> list:
         return [C.train_and_eval(spec, args, sz, ATTACKS, log, group=f"{fw}/{head}",
