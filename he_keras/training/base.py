@@ -165,7 +165,7 @@ class AdversarialTrainer(keras.Model):
         )
 
     @classmethod
-    def prepare_run(cls, config: Any, run: Callable[[Any], dict]) -> Any:
+    def prepare_run(cls, config: Any, run: Optional[Callable[[Any], dict]] = None) -> Any:
         """Completes a run's `TrainConfig` before the trainer is built.
 
         `he_keras.training.runner.run` calls this right after validating the

@@ -73,7 +73,7 @@ class HAT(TRADES):
         self.helper_step = float(helper_step)
 
     @classmethod
-    def prepare_run(cls, config: Any, run: Callable[[Any], dict]) -> Any:
+    def prepare_run(cls, config: Any, run: Optional[Callable[[Any], dict]] = None) -> Any:
         """Trains the standard helper model first when no path is given.
 
         The helper is a `standard` run with the same data, model, head and
@@ -83,7 +83,7 @@ class HAT(TRADES):
         Args:
             config: The validated `TrainConfig` of the HAT run.
             run: The runner's `run(config) -> metrics`, which trains the
-                helper.
+                helper (needed only when no helper model is given).
 
         Returns:
             The config with `framework_params["helper_model"]` set.
@@ -100,6 +100,11 @@ class HAT(TRADES):
         helper_dir = os.path.join(config.output_dir, HELPER_DIR)
         path = os.path.join(helper_dir, "model.keras")
         if not os.path.exists(path):
+            if run is None:
+                raise ValueError(
+                    "HAT needs a standard helper model: pass helper_model, or the runner's "
+                    "`run` to train one. Received: helper_model=None"
+                )
             path = run(
                 dataclasses.replace(
                     config,
