@@ -33,7 +33,7 @@ DEFENSES = {
     "HE-LIS": dict(head="he", m=0.0, callbacks=["he_lis"]),
     "HE-CMP": dict(head="he", m=0.0, callbacks=["he_cmp"]),
 }
-QUICK = ("PGD-AT+HE", "HE-LIS")  # toy run: a cached model of experiment 1 and a scale schedule
+QUICK = ("PGD-AT", "HE-LIS")  # toy run: a cached model of experiment 1 and a scale schedule
 CLASSWISE = E1.CLASSWISE + ("probability_variance",)
 
 
