@@ -140,9 +140,10 @@ def train(spec: dict, out: str, n_eval: int, log: Callable = print) -> tuple[ker
         seconds = seconds or [metrics["train_seconds"]]
         info = {"spec": spec, "key": key, "history": metrics["history"], "test": metrics["test"],
                 "train_seconds": metrics["train_seconds"], "epoch_seconds": seconds,
-                # Tracing-free estimate: the median epoch (the first one compiles).
-                "steady_train_seconds": float(np.median(seconds[1:] or seconds)) * len(seconds),
-                "margin": defaults.margin_of(config.head, config.m)}
+                # Tracing-free estimate: the median epoch (the first one compiles)
+                # times the epochs of the run (a resumed run timed only the last ones).
+                "steady_train_seconds": float(np.median(seconds[1:] or seconds))
+                * len(metrics["history"].get("loss", seconds))}
         write_json(info_path, info)
         log(f"  trained {spec['framework']}/{spec['head']} seed {spec['seed']} in "
             f"{info['train_seconds']:.0f}s: {({k: round(v[-1], 3) for k, v in info['history'].items()})}")
