@@ -43,13 +43,13 @@ NUM_CLASSES = 10
 # Attack names in the results (the suite's names; EXTRAS below).
 PGD20, FGSM, CW, HE_ADAPTIVE, TEMPERATURE = "PGD-20", "FGSM", "CW-Linf", "HE-adaptive", "Temperature-PGD"
 PGD20_COS, APGD_CE, APGD_DLR, AUTOATTACK = "PGD-20 (raw cos)", "APGD-CE", "APGD-DLR", "AutoAttack"
-AUTOATTACK_LABEL = "AutoAttack-standard of he_keras.evaluation (APGD-CE 100, APGD-T 9x100, FAB-T 9x100, Square 5000)"
-STEP = defaults.pgd_step_size
+AUTOATTACK_LABEL = "AutoAttack-standard of he_keras.evaluation.suite (settings: each run's `configs`)"
+STEP, STEPS = defaults.pgd_step_size, defaults.EVAL_PGD_STEPS
 
 # Experiment-specific attacks, not in the suite's presets: `name(eps, seed)`.
 EXTRAS: dict[str, Callable[[float, int], Any]] = {
     PGD20_COS: lambda eps, seed: adaptive.HEAdaptivePGD(
-        eps, STEP(eps, 20), 20, objectives=("raw_ce",), seed=seed + 4),
+        eps, STEP(eps, STEPS), STEPS, objectives=("raw_ce",), seed=seed + 4),
     APGD_DLR: lambda eps, seed: apgd.APGD(eps, loss="dlr", seed=seed + 24),
     "PGD-50": lambda eps, seed: adaptive.PGDRestarts(eps, STEP(eps, 50), 50, restarts=1, seed=seed + 5),
 }
@@ -58,7 +58,7 @@ EXTRAS: dict[str, Callable[[float, int], Any]] = {
 def temperature_pgd(inverse_temperature: float) -> tuple[str, Callable]:
     """`("Temperature-PGD 1/T=<t>", builder)`: the suite's Temperature-PGD at one 1/T."""
     return f"{TEMPERATURE} 1/T={inverse_temperature:g}", lambda eps, seed: adaptive.TemperaturePGD(
-        eps, STEP(eps, 20), 20, temperatures=(1.0 / inverse_temperature,), seed=seed + 10)
+        eps, STEP(eps, STEPS), STEPS, temperatures=(1.0 / inverse_temperature,), seed=seed + 10)
 
 
 def parse_args(description: str, dataset: str, model: str, argv: Optional[Sequence[str]] = None,
