@@ -50,7 +50,6 @@ _VERBOSE = flags.DEFINE_integer("verbose", 1, "1 shows progress bars, 0 is silen
 flags.mark_flags_as_required(["model", "output_dir"])
 
 DIGIT_DATASETS = ("digits", "mnist5k", "mnist")
-ENDPOINTS = ("serve_float", "serve", "serving_default")
 
 
 class FlagError(ValueError):
@@ -58,26 +57,14 @@ class FlagError(ValueError):
 
 
 def resolve_model_path(flag: str, path: str) -> str:
-    """Checks a model path; a TF Serving base directory resolves to its
-    highest numbered version."""
-    if not os.path.exists(path):
-        raise FlagError(f"--{flag}={path!r} does not exist")
-    if os.path.isdir(path):
-        if os.path.exists(os.path.join(path, "saved_model.pb")):
-            return path
-        versions = sorted(
-            (int(d) for d in os.listdir(path)
-             if d.isdigit() and os.path.exists(os.path.join(path, d, "saved_model.pb"))),
-        )
-        if not versions:
-            raise FlagError(
-                f"--{flag}={path!r} is a directory without saved_model.pb (not a SavedModel "
-                "nor a TF Serving base directory with numbered versions)"
-            )
-        return os.path.join(path, str(versions[-1]))
-    if not path.endswith(".keras"):
-        raise FlagError(f"--{flag}={path!r} must be a .keras file or a SavedModel directory")
-    return path
+    """Checks a model path (`he_keras.models.io.resolve_model_path`); a TF
+    Serving base directory resolves to its highest numbered version."""
+    from he_keras.models.io import resolve_model_path as resolve
+
+    try:
+        return resolve(path)
+    except ValueError as err:
+        raise FlagError(f"--{flag}: {err}") from err
 
 
 def validate_flags() -> tuple[float, str, Optional[str]]:
@@ -127,41 +114,16 @@ def load_classifier(flag: str, path: str, input_shape: tuple, num_classes: int):
             from the dataset's, or it outputs probabilities or the wrong
             number of classes.
     """
-    import keras
     import numpy as np
-    import tensorflow as tf
 
-    import he_keras  # noqa: F401  (registers the custom layers)
     from he_keras.evaluation.checks import softmax_output_check
+    from he_keras.models.io import load_model
 
-    if os.path.isdir(path):
-        loaded = tf.saved_model.load(path)
-        endpoint = next(
-            (e for e in ENDPOINTS if hasattr(loaded, e) or e in loaded.signatures), None
-        )
-        if endpoint is None:
-            raise FlagError(f"--{flag}={path!r} has none of the endpoints {ENDPOINTS}")
-        layer = keras.layers.TFSMLayer(path, call_endpoint=endpoint)
-        fn = layer.call_endpoint_fn
-        signature = (fn.concrete_functions[0] if hasattr(fn, "concrete_functions") else fn)
-        specs = tf.nest.flatten(signature.structured_input_signature)
-        if len(specs) != 1 or not specs[0].dtype.is_floating:
-            raise FlagError(
-                f"--{flag}={path!r}: endpoint {endpoint!r} must take one float image batch. "
-                f"Received inputs {specs}"
-            )
-        got = tuple(specs[0].shape[1:])
-        inputs = keras.Input(got if None not in got else input_shape)
-        outputs = layer(inputs)
-        if isinstance(outputs, dict):
-            outputs = outputs["logits"] if "logits" in outputs else next(iter(outputs.values()))
-        model = keras.Model(inputs, outputs, name=os.path.basename(os.path.normpath(path)))
-    else:
-        try:
-            model = keras.saving.load_model(path, safe_mode=True)
-        except Exception as err:  # Keras raises several types for corrupt files.
-            raise FlagError(f"--{flag}={path!r} could not be loaded: {err}") from err
-        got = tuple(model.input_shape[1:])
+    try:
+        model = load_model(path, input_shape=input_shape)
+    except ValueError as err:
+        raise FlagError(f"--{flag}: {err}") from err
+    got = tuple(model.input_shape[1:])
     if got != tuple(input_shape) and None not in got:
         raise FlagError(
             f"--{flag}={path!r} expects inputs of shape {got} but --dataset={_DATASET.value} "

@@ -51,14 +51,15 @@ def _json_beside_model(flag: flags.FlagHolder, name: str) -> str:
 def export() -> str:
     """Validates the flags, then writes the export; returns its directory."""
     from he_keras import export as export_lib
-    from he_keras.training.runner import read_json
+    from he_keras.files import read_json
+    from he_keras.models.io import load_model
 
     version = export_lib.resolve_version(_OUTPUT_DIR.value, _VERSION.value)
     metrics_path = _json_beside_model(_METRICS, "metrics.json")
     report_path = _json_beside_model(_REPORT, "report.json")
     metrics = read_json(metrics_path, "metrics") if metrics_path else None
     report = read_json(report_path, "evaluation report") if report_path else None
-    model = export_lib.load_keras_model(_MODEL.value)
+    model = load_model(_MODEL.value, saved_model=False)
     card = export_lib.model_card(model, metrics, report, metrics_path, report_path)
     return export_lib.export_saved_model(model, _OUTPUT_DIR.value, version, card)
 

@@ -22,6 +22,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
 
+from he_keras.defaults import DEFAULT_SCALE, EVAL_PGD_STEPS, MARGIN_OF_HEAD  # noqa: E402
+
 _DATASET = flags.DEFINE_string("dataset", "digits", "digits, mnist5k, or a tfds dataset: mnist, cifar10, cifar100, svhn_cropped, imagenette[/<config>], imagenet2012.")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "tfds data directory.")
 _N_TRAIN = flags.DEFINE_integer("n_train", 0, "Use only the first N training examples (0 = all).")
@@ -29,17 +31,17 @@ _MODEL = flags.DEFINE_string("model", "small_cnn", "Backbone name (see he_keras.
 _DEPTH = flags.DEFINE_integer("depth", 34, "WideResNet depth (6n+4).")
 _WIDTH = flags.DEFINE_integer("width", 10, "WideResNet widening factor.")
 _HEAD = flags.DEFINE_string("head", "he", "linear | he | mhe.")
-_S = flags.DEFINE_float("s", 15.0, "Scale s of the HE / m-HE logits.")
-_M = flags.DEFINE_float("m", -1.0, "HE margin m; -1 = paper default (0.2 HE, 0.1 m-HE, 0 linear).")
+_S = flags.DEFINE_float("s", DEFAULT_SCALE, "Scale s of the HE / m-HE logits.")
+_M = flags.DEFINE_float("m", MARGIN_OF_HEAD, "HE margin m; -1 = the head's default (0.2 HE, 0.1 m-HE, 0 linear).")
 _FN = flags.DEFINE_boolean("feature_norm", True, "Feature normalization (FN) in the HE head.")
 _WN = flags.DEFINE_boolean("weight_norm", True, "Weight normalization (WN) in the HE head.")
 _FRAMEWORK = flags.DEFINE_string("framework", "pgdat", "Adversarial-training framework (see he_keras.training.FRAMEWORKS).")
 _EPS = flags.DEFINE_float("eps", 0.3, "Attack radius in pixel units ([0,1] images).")
-_STEP_SIZE = flags.DEFINE_float("step_size", 0.075, "Step size of the training attack.")
+_STEP_SIZE = flags.DEFINE_float("step_size", None, "Step size of the training attack; default: the framework's own (PGD 2.5*eps/steps, FastAT 1.25*eps, FreeAT eps).")
 _STEPS = flags.DEFINE_integer("steps", 7, "Steps of the training attack.")
 _NORM = flags.DEFINE_string("norm", "linf", "linf | l2.")
 _RANDOM_START = flags.DEFINE_string("random_start", "", "zero | uniform | normal; empty = framework default.")
-_ATTACK_BN = flags.DEFINE_boolean("attack_bn_training", False, "Craft training attacks with BN in training mode.")
+_ATTACK_BN = flags.DEFINE_boolean("attack_bn_training", None, "Craft training attacks with BN in training mode; default: the framework's own (FastAT yes, others no).")
 _BETA = flags.DEFINE_float("beta", None, "TRADES / HAT KL weight, ALP pairing weight.")
 _GAMMA = flags.DEFINE_float("gamma", None, "HAT helper-loss weight.")
 _HELPER_STEP = flags.DEFINE_float("helper_step", None, "HAT helper-example extrapolation h.")
@@ -66,9 +68,9 @@ _RESUME = flags.DEFINE_boolean(
 _STRATEGY = flags.DEFINE_string("strategy", "default", "default | mirrored | multi_worker (TF_CONFIG).")
 _JIT = flags.DEFINE_boolean("jit_compile", False, "XLA-compile the train step (slower for conv nets on CPU).")
 _PRECISION = flags.DEFINE_string("precision", "float32", "float32 | mixed_bfloat16 | mixed_float16.")
-_EVAL_STEPS = flags.DEFINE_integer("eval_steps", 20, "PGD steps of the final evaluation on the test split.")
+_EVAL_STEPS = flags.DEFINE_integer("eval_steps", EVAL_PGD_STEPS, "PGD steps of the final evaluation on the test split.")
 _EVAL_STEP_SIZE = flags.DEFINE_float(
-    "eval_step_size", 0.0, "PGD step size of validation and the final evaluation (0 = 2.5*eps/steps)."
+    "eval_step_size", 0.0, "PGD step size of validation and the final evaluation (0 = 2.5*eps/steps, he_keras.defaults.pgd_step_size)."
 )
 _N_EVAL = flags.DEFINE_integer("n_eval", 0, "Test examples of the final evaluation (0 = all).")
 _VALIDATION_SPLIT = flags.DEFINE_float(

@@ -87,6 +87,7 @@ def main(argv):
     from he_keras.attacks.apgd import APGD
     from he_keras.attacks.core import ProjectedGradientAttack
     from he_keras.data import load_dataset, to_numpy
+    from he_keras.defaults import EVAL_PGD_STEPS, pgd_step_size
     from he_keras.evaluation import evaluate
     from he_keras.models import build_model
 
@@ -101,8 +102,8 @@ def main(argv):
     )
     model.fit(x_train, y_train, batch_size=64, epochs=_EPOCHS.value, verbose=0)
 
-    eps, steps = _EPS.value, 20
-    step = eps / 10
+    eps, steps = _EPS.value, EVAL_PGD_STEPS
+    step = pgd_step_size(eps, steps)
     x = tf.constant(x_test[: _BATCH.value])
     y = tf.constant(y_test[: _BATCH.value])
     native = ProjectedGradientAttack(eps=eps, step_size=step, steps=steps, seed=0)

@@ -81,11 +81,12 @@ def make_trainer(framework: str, head: str, model: str, image_size: int, **param
     """A compiled trainer (SGD 0.01, momentum 0.9) on a fresh backbone."""
     import keras
 
+    from he_keras.defaults import DEFAULT_SCALE
     from he_keras.models import build_model
     from he_keras.training import FRAMEWORKS
 
     keras.utils.set_random_seed(0)
-    classifier = build_model(model, (image_size, image_size, 3), 10, head=head, s=15.0)
+    classifier = build_model(model, (image_size, image_size, 3), 10, head=head, s=DEFAULT_SCALE)
     params.setdefault("eps", 8 / 255)
     trainer = FRAMEWORKS[framework](classifier, seed=0, **params)
     trainer.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9))

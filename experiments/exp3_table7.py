@@ -25,6 +25,7 @@ import tensorflow as tf  # noqa: E402
 import common as C  # noqa: E402
 from he_keras.attacks.core import ProjectedGradientAttack  # noqa: E402
 from he_keras.evaluation.ensemble import SuiteAttack, predict_logits, run_ensemble  # noqa: E402
+from he_keras.files import write_json  # noqa: E402
 
 NAME = "exp3_table7"
 EPOCHS, N_EVAL = 2, 500
@@ -36,7 +37,7 @@ def standard_spec(sz, args, seed):
     training on the whole training split for `EPOCHS` epochs."""
     return C.base_spec(sz, args, framework="standard", head="linear", seed=seed,
                        epochs=1 if args.quick else EPOCHS, n_train=256 if args.quick else 0,
-                       warm_epochs=0, steps=1, batch_size=64)
+                       steps=1, batch_size=64)
 
 
 def fn_logits_model(model: keras.Model, x_ref: np.ndarray) -> keras.Model:
@@ -56,7 +57,7 @@ def fn_logits_model(model: keras.Model, x_ref: np.ndarray) -> keras.Model:
 
 def main(argv=None) -> str:
     args = C.parse_args(__doc__, "mnist5k", "trades_cnn", argv)
-    sz = C.sizes(args, EPOCHS, 0, N_EVAL, warm_epochs=0)
+    sz = C.sizes(args, EPOCHS, 0, N_EVAL)
     log = C.logger(NAME)
     x, y = C.test_arrays(args.dataset, sz["n_eval"])
     eps_grid = sorted(set(EPS_GRID) | {sz["eps"]}) if args.dataset in ("digits", "mnist5k", "mnist") \
@@ -67,17 +68,12 @@ def main(argv=None) -> str:
         payload = {**C.run_header(NAME, args, sz), "eps_grid": eps_grid, "summary": summary,
                    "runs": runs}
         path = os.path.join(args.out, f"{NAME}.json")
-        C.save_json(path, payload)
+        write_json(path, payload)
         figure(summary.get("standard", {}), eps_grid, os.path.join(args.out, f"{NAME}.png"))
         return path
 
     for seed in C.seed_loop(sz, log):
-        spec = standard_spec(sz, args, seed)
-        try:
-            model, info = C.train(spec, args.out, log)
-        except C.MissingPiece as err:
-            runs.append({"group": "standard", "seed": seed, "error": f"not run: {err} missing"})
-            continue
+        model, info = C.train(standard_spec(sz, args, seed), args.out, sz["n_eval"], log)
         fn_model, norm = fn_logits_model(model, x)
         metrics = {}
         for eps in eps_grid:

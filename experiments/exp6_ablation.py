@@ -28,21 +28,21 @@ VARIANTS = {
 }
 EPOCHS, N_TRAIN, N_EVAL, STEPS = 8, 0, 360, 3
 ATTACKS = (C.PGD20, C.APGD_DLR)
-BUDGET = {"pgd_steps": 20, "apgd_iters": 50}
+QUICK = ("plain", "FN+WN+AM")  # toy run: a linear and an HE head
 
 
 def main(argv=None) -> str:
     args = C.parse_args(__doc__, "digits", "small_cnn", argv)
-    sz = C.sizes(args, EPOCHS, N_TRAIN, N_EVAL, warm_epochs=0)
+    sz = C.sizes(args, EPOCHS, N_TRAIN, N_EVAL)
     log = C.logger(NAME)
-    budget = C.attack_budget(BUDGET, args.quick)
 
     def runs_of_seed(seed: int) -> list:
         return [C.train_and_eval(C.base_spec(sz, args, seed=seed, steps=STEPS, **kw), args, sz,
-                                 ATTACKS, budget, False, log, group=name)
-                for name, kw in VARIANTS.items()]
+                                 ATTACKS, log, group=name)
+                for name, kw in VARIANTS.items() if not args.quick or name in QUICK]
 
-    return C.run_grid(NAME, args, sz, budget, runs_of_seed, figure, log, {"train_steps": STEPS})
+    return C.run_grid(NAME, args, sz, runs_of_seed, lambda p, path: figure(p["summary"], path), log,
+                      {"train_steps": STEPS})
 
 
 def figure(summary: dict, path: str) -> None:

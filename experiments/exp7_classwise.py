@@ -24,8 +24,6 @@ import numpy as np  # noqa: E402
 
 import common as C  # noqa: E402
 import exp1_table2 as E1  # noqa: E402
-from he_keras.evaluation.classwise import classwise_report  # noqa: E402
-from he_keras.evaluation.ensemble import predict_logits  # noqa: E402
 
 NAME = "exp7_classwise"
 TEMPERATURES = (5.0, 10.0, 50.0)
@@ -35,10 +33,8 @@ DEFENSES = {
     "HE-LIS": dict(head="he", m=0.0, callbacks=["he_lis"]),
     "HE-CMP": dict(head="he", m=0.0, callbacks=["he_cmp"]),
 }
-
-
-def attacks(temperatures=TEMPERATURES):
-    return (C.PGD20,) + tuple(f"{C.TEMPERATURE} 1/T={t:g}" for t in temperatures)
+QUICK = ("PGD-AT", "HE-LIS")  # toy run: a cached model of experiment 1 and a scale schedule
+CLASSWISE = E1.CLASSWISE + ("probability_variance",)
 
 
 def main(argv=None) -> str:
@@ -46,45 +42,29 @@ def main(argv=None) -> str:
     # The sizes of experiment 1, so that its PGD-AT models are reused.
     sz = C.sizes(args, E1.EPOCHS, E1.N_TRAIN, E1.N_EVAL, batch_size=E1.BATCH)
     log = C.logger(NAME)
-    budget = C.attack_budget({"pgd_steps": 20}, args.quick)
-    defenses = dict(DEFENSES)
-    if args.quick:
-        defenses.pop("HE-CMP")
-        budget["temperatures"] = TEMPERATURES[-1:]
-    runs = []
-    def save() -> str:
-        summary = C.summarize(runs)
-        classes = classwise_summary(runs)
-        payload = {**C.run_header(NAME, args, sz), "budget": budget, "temperatures": list(TEMPERATURES),
-                   "summary": summary, "classwise": classes, "runs": runs}
-        path = os.path.join(args.out, f"{NAME}.json")
-        C.save_json(path, payload)
-        figure(summary, classes, os.path.join(args.out, f"{NAME}.png"))
-        return path
+    temperatures = TEMPERATURES[-1:] if args.quick else TEMPERATURES
+    extras = [C.temperature_pgd(t) for t in temperatures]
 
-    for seed in C.seed_loop(sz, log):
-        for name, kw in defenses.items():
+    def runs_of_seed(seed: int) -> list:
+        runs = []
+        for name, kw in DEFENSES.items():
+            if args.quick and name not in QUICK:
+                continue
             spec = E1.model_spec(sz, args, "pgdat", kw["head"], seed)
             spec.update(kw)
-            r = C.train_and_eval(spec, args, sz, attacks(budget.get("temperatures", TEMPERATURES)),
-                                 budget, False, log, group=name,
-                                 keep_result=True)
-            result, model = r.pop("_result", None), r.pop("_model", None)
-            if result is not None:
-                x, y = C.test_arrays(args.dataset, sz["n_eval"])
-                cw = classwise_report(result, predict_logits(model, x, 250), 10, model)
-                r["classwise"] = {k: cw[k] for k in ("clean", "worst_case", "attacks",
-                                                     "confusion_matrix", "weight_norms",
-                                                     "weight_norm_vs_robustness",
-                                                     "probability_variance")}
-                r["metrics"]["worst_case"] = result.robust_accuracy
-                rho = (cw["weight_norm_vs_robustness"] or {}).get("worst_case")
-                r["metrics"]["spearman_weight_norm_vs_robustness"] = rho["rho"] if rho else None
+            r = C.train_and_eval(spec, args, sz, (C.PGD20,), log, group=name, classwise=True,
+                                 extras=extras)
+            cw = r["classwise"] = {k: r["classwise"][k] for k in CLASSWISE}
+            rho = (cw["weight_norm_vs_robustness"] or {}).get("worst_case")
+            r["metrics"]["worst_case"] = r["metrics"]["worst_case_all"]
+            r["metrics"]["spearman_weight_norm_vs_robustness"] = rho["rho"] if rho else None
             runs.append(r)
-        save()
-    path = save()
-    log(f"wrote {path}")
-    return path
+        return runs
+
+    return C.run_grid(NAME, args, sz, runs_of_seed,
+                      lambda p, path: figure(p["summary"], p["classwise"], path), log,
+                      lambda runs, summary: {"temperatures": list(TEMPERATURES),
+                                             "classwise": classwise_summary(runs)})
 
 
 def classwise_summary(runs) -> dict:

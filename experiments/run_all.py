@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import os
 import sys
 import time
@@ -24,6 +23,8 @@ import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+
+from he_keras.files import read_json, write_json  # noqa: E402
 
 EXPERIMENTS = (
     "exp1_table2",
@@ -63,10 +64,7 @@ def main(argv=None) -> int:
                        else os.path.join(os.path.dirname(HERE), "docs", "REPRODUCTION.md"))
     os.makedirs(out, exist_ok=True)
     status_path = os.path.join(out, "run_all.json")
-    status = {}
-    if os.path.exists(status_path):
-        with open(status_path) as f:
-            status = json.load(f)
+    status = read_json(status_path, "run status") if os.path.exists(status_path) else {}
     if not args.report_only:
         started = time.perf_counter()
         status.setdefault("experiments", {})
@@ -93,13 +91,11 @@ def main(argv=None) -> int:
                 print(tb, flush=True)
                 status["experiments"][name] = {"status": "failed", "traceback": tb[-3000:],
                                                "seconds": time.perf_counter() - t0}
-            with open(status_path, "w") as f:
-                json.dump(status, f, indent=1)
+            write_json(status_path, status)
         if not args.only:
             status["wall_seconds"] = time.perf_counter() - started
         status["finished"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-        with open(status_path, "w") as f:
-            json.dump(status, f, indent=1)
+        write_json(status_path, status)
     import make_report
 
     make_report.main(["--results", out, "--doc", doc])

@@ -33,59 +33,21 @@ import datetime
 import os
 import shutil
 import uuid
-import zipfile
 from typing import Any, Optional
 
 import keras
 import tensorflow as tf
 
 import he_keras
+from he_keras.defaults import margin_of
+from he_keras.files import write_json
 from he_keras.models.heads import find_head, head_kind
-from he_keras.training.base import DEFAULT_MARGIN
-from he_keras.training.runner import write_json
 
 SIGNATURE_UINT8 = "serving_default"
 SIGNATURE_FLOAT = "serve_float"
 INPUT_KEY = "images"
 MODEL_CARD = "model_card.json"
 CARD_FORMAT = "he_keras.model_card/1"
-
-
-def load_keras_model(path: str) -> keras.Model:
-    """Loads a `.keras` file in safe mode, with a clear error for bad files.
-
-    Args:
-        path: Path of a `.keras` archive.
-
-    Returns:
-        The loaded model.
-
-    Raises:
-        ValueError: if the path does not exist, is not a `.keras` zip archive
-            (corrupted or truncated), cannot be deserialized, or holds a
-            `Lambda` layer with Python code (refused: Keras safe mode).
-    """
-    if not os.path.isfile(path):
-        raise ValueError(f"Model file not found: {path!r}")
-    if not path.endswith(".keras"):
-        raise ValueError(f"The model must be a `.keras` file. Received: {path!r}")
-    if not zipfile.is_zipfile(path):
-        raise ValueError(
-            f"{path!r} is not a valid .keras archive (corrupted or truncated file)"
-        )
-    try:
-        return keras.saving.load_model(path, safe_mode=True)
-    except Exception as err:  # Keras raises many types for broken archives.
-        if "safe_mode" in str(err):
-            raise ValueError(
-                f"Refusing to load {path!r}: it holds a Lambda layer with Python "
-                "code, which could run arbitrary code (Keras safe_mode). Rebuild "
-                "the model from registered layers."
-            ) from err
-        raise ValueError(
-            f"Could not load {path!r} (corrupted or not a he_keras model): "
-            f"{type(err).__name__}: {err}"
-        ) from err
 
 
 def image_shape(model: keras.Model) -> tuple[int, int, int]:
@@ -295,9 +257,8 @@ def model_card(
             "n_examples": test.get("n_examples"),
             "attack": test.get("attack"),
         }
-    margin = config.get("m")
-    if margin == -1.0:
-        margin = DEFAULT_MARGIN[head]
+    # Unknown without the run's config (the model does not store it).
+    margin = None if config.get("m") is None else margin_of(head, config["m"])
     head_layer = find_head(model)
     return {
         "format": CARD_FORMAT,

@@ -1,4 +1,5 @@
-"""Atomic file writes: a kill never leaves a truncated file behind."""
+"""Atomic file writes (a kill never leaves a truncated file behind) and JSON reads
+that name the file in every error."""
 
 from __future__ import annotations
 
@@ -53,3 +54,30 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return value.tolist()
     return str(value)
+
+
+def read_json(path: str, what: str) -> dict:
+    """Reads a JSON object, naming the file in every error.
+
+    Args:
+        path: Path of the JSON file.
+        what: How the file is called in error messages (e.g. `"metrics"`).
+
+    Returns:
+        The parsed dictionary.
+
+    Raises:
+        ValueError: if the file is missing, not valid JSON, or not an object.
+    """
+    if not os.path.isfile(path):
+        raise ValueError(f"The {what} file does not exist: {path!r}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            payload = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(
+            f"The {what} file {path!r} is not valid JSON (truncated or corrupted): {err}"
+        ) from err
+    if not isinstance(payload, dict):
+        raise ValueError(f"The {what} file {path!r} must hold a JSON object")
+    return payload

@@ -19,6 +19,8 @@ from typing import Any
 import keras
 from keras import ops
 
+from he_keras.defaults import DEFAULT_SCALE
+
 # Cosines are clipped this far inside [-1, 1] before arccos so that the
 # gradient of arccos, -1/sqrt(1 - c^2), stays finite.
 _ARCCOS_CLIP = 1e-6
@@ -75,7 +77,7 @@ class HypersphereDense(keras.layers.Layer):
     def __init__(
         self,
         units: int,
-        s: float = 15.0,
+        s: float = DEFAULT_SCALE,
         feature_norm: bool = True,
         weight_norm: bool = True,
         kernel_initializer: Any = "glorot_uniform",

@@ -20,6 +20,8 @@ from typing import Any, Callable, Union
 import keras
 from keras import ops
 
+from he_keras.defaults import DEFAULT_MARGIN, DEFAULT_SCALE
+
 Objective = Callable[[Any, Any, Any], Any]
 
 
@@ -229,8 +231,8 @@ class CosineMarginLoss(keras.losses.Loss):
 
     def __init__(
         self,
-        m: float = 0.2,
-        s: Union[float, keras.Variable] = 15.0,
+        m: float = DEFAULT_MARGIN["he"],
+        s: Union[float, keras.Variable] = DEFAULT_SCALE,
         reduction: str = "sum_over_batch_size",
         name: str = "cosine_margin_loss",
         dtype: Any = None,

@@ -25,6 +25,7 @@ from he_keras import export
 from he_keras.attacks import ProjectedGradientAttack
 from he_keras.evaluation import evaluate
 from he_keras.models import build_model
+from he_keras.models.io import load_model
 from he_keras.training import PGDAT
 from he_keras.training.runner import TrainConfig, run
 from he_keras.validation import validate_images, validate_labels
@@ -55,12 +56,16 @@ APP_ROWS = [
     ("train", "truncated_metrics_json", [*TRAIN, "--output_dir={run_bad_metrics}"], "not valid JSON"),
     ("train", "nonexistent_helper_model",
      [*TRAIN, "--output_dir={fresh}", "--framework=hat", "--helper_model={missing}"],
-     "`helper_model` is not a file"),
+     "`helper_model`: Model file not found"),
+    ("train", "truncated_helper_model",
+     [*TRAIN, "--output_dir={fresh}", "--framework=hat", "--helper_model={truncated}"],
+     "could not be loaded: not a valid .keras archive (corrupted or truncated file)"),
     ("train", "lambda_helper_model",
      [*TRAIN, "--output_dir={fresh}", "--framework=hat", "--helper_model={lambda}"], "Lambda"),
     ("evaluate", "nonexistent_model", [*EVALUATE, "--model={missing}"], "does not exist"),
     ("evaluate", "corrupted_keras", [*EVALUATE, "--model={corrupted}"], "could not be loaded"),
-    ("evaluate", "truncated_keras", [*EVALUATE, "--model={truncated}"], "could not be loaded"),
+    ("evaluate", "truncated_keras", [*EVALUATE, "--model={truncated}"],
+     "could not be loaded: not a valid .keras archive (corrupted or truncated file)"),
     ("evaluate", "lambda_keras", [*EVALUATE, "--model={lambda}"], "Lambda"),
     ("evaluate", "output_dir_is_file", [*EVALUATE, "--model={good}", "--output_dir={file}"], "is a file"),
     ("evaluate", "eps_above_1", [*EVALUATE, "--model={good}", "--eps=1.5"], "--eps must lie in (0, 1]"),
@@ -72,7 +77,7 @@ APP_ROWS = [
     ("export", "corrupted_keras", ["--model={corrupted}", "--output_dir={serving}"],
      "(corrupted or not a he_keras model)"),
     ("export", "truncated_keras", ["--model={truncated}", "--output_dir={serving}"],
-     "not a valid .keras archive (corrupted or truncated file)"),
+     "could not be loaded: not a valid .keras archive (corrupted or truncated file)"),
     ("export", "lambda_keras", ["--model={lambda}", "--output_dir={serving}"], "Refusing to load"),
     ("export", "output_dir_is_file", ["--model={good}", "--output_dir={file}"], "is not a directory"),
     ("export", "existing_version", ["--model={good}", "--output_dir={serving}", "--version=1"],
@@ -118,7 +123,7 @@ def inputs(tmp_path_factory):
     _tiny_run(paths["linear_run"], "linear")
     paths["good"] = os.path.join(paths["run"], "model.keras")
     paths["linear_metrics"] = os.path.join(paths["linear_run"], "metrics.json")
-    export.export_saved_model(export.load_keras_model(paths["good"]), paths["serving"])
+    export.export_saved_model(load_model(paths["good"]), paths["serving"])
     os.makedirs(paths["eval"])
     with open(os.path.join(paths["eval"], "report.json"), "w") as f:
         json.dump({"clean_accuracy": 1.0}, f)
@@ -288,7 +293,7 @@ def test_negative_steps(classifier, make):
 
 
 @pytest.mark.parametrize("name", ["missing", "corrupted", "truncated", "lambda"])
-def test_load_keras_model_names_the_problem(inputs, name):
+def test_load_model_names_the_problem(inputs, name):
     expected = {
         "missing": "Model file not found",
         "corrupted": r"\(corrupted or not a he_keras model\)",
@@ -296,7 +301,7 @@ def test_load_keras_model_names_the_problem(inputs, name):
         "lambda": "Lambda layer",
     }[name]
     with pytest.raises(ValueError, match=expected):
-        export.load_keras_model(inputs[name])
+        load_model(inputs[name])
 
 
 def test_train_config_paths(tmp_path):

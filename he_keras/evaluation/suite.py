@@ -49,6 +49,7 @@ from he_keras.attacks import (
     square,
     transfer,
 )
+from he_keras.defaults import EVAL_PGD_STEPS, pgd_step_size
 from he_keras.evaluation import checks as checks_lib
 from he_keras.evaluation import classwise as classwise_lib
 from he_keras.evaluation import corruptions as corruptions_lib
@@ -80,10 +81,11 @@ def _named(attack: Any, name: str, kind: str = "white-box", standalone: bool = T
 def quick_attacks(eps: float, norm: str, seed: int) -> list:
     """FGSM, PGD-20, CW-Linf, HE-adaptive PGD and Temperature-PGD (standalone).
 
-    The iterative ones take 20 steps of eps/10 (the HE paper's PGD-20: step
-    0.003 at eps 0.031) from a uniform random start; CW-Linf takes 30.
+    The iterative ones take 20 steps of `pgd_step_size(eps, 20)` = eps/8
+    (`he_keras.defaults`: the one evaluation-PGD rule, also the runner's)
+    from a uniform random start; CW-Linf takes 30.
     """
-    step = eps / 10
+    step = pgd_step_size(eps, EVAL_PGD_STEPS)
     pgd = core.ProjectedGradientAttack(
         eps=eps, step_size=step, steps=20, norm=norm, keep_best=True, seed=seed + 1
     )
@@ -168,7 +170,7 @@ def full_extras(
     Returns:
         `(attacks, skipped)`.
     """
-    step = eps / 10
+    step = pgd_step_size(eps, EVAL_PGD_STEPS)
     attacks = [
         _named(deepfool.DeepFool(eps, norm, n_candidates=min(10, num_classes)), "DeepFool"),
         _named(cleverhans_adapter.CleverHansAttack("mim", eps, step, 20, norm=norm, seed=seed + 36),
@@ -307,14 +309,14 @@ def accuracy_vs_eps(
     model: Callable, x: np.ndarray, y: np.ndarray, eps: float, norm: str,
     seed: int, batch_size: int,
 ) -> dict:
-    """Accuracy of PGD-20 (CE, uniform start, step 2.5 eps/20) at growing eps."""
+    """Accuracy of PGD-20 (CE, uniform start, step `pgd_step_size`) at growing eps."""
     points = []
     for value in curve_eps_values(eps, norm, int(np.prod(x.shape[1:]))):
         start = time.perf_counter()
         if value == 0.0:
             acc = float(np.mean(predict_logits(model, x, batch_size).argmax(1) == y))
         else:
-            pgd = _pgd(value, EPS_CURVE_STEPS, 2.5 * value / EPS_CURVE_STEPS, norm, seed)
+            pgd = _pgd(value, EPS_CURVE_STEPS, pgd_step_size(value, EPS_CURVE_STEPS), norm, seed)
             acc = _accuracy_under(model, pgd, x, y, value, norm, batch_size)
         points.append({"eps": value, "accuracy": acc, "seconds": time.perf_counter() - start})
     attack = {"attack": "PGD", "objective": "ce", "steps": EPS_CURVE_STEPS,

@@ -1,4 +1,5 @@
-"""Classifier backbones with a linear, HE or m-HE head, built by name."""
+"""Classifier backbones with a linear, HE or m-HE head, built by name, and the
+one model loader (`load_model`: `.keras` files and SavedModels)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any, Callable, Sequence
 import keras
 
 from he_keras.models.heads import HEADS, find_head, head_kind, make_head
+from he_keras.models.io import load_model
 from he_keras.models.resnets import preact_resnet18, resnet50, wide_resnet
 from he_keras.models.small_cnn import small_cnn, trades_cnn
 
@@ -46,6 +48,7 @@ __all__ = [
     "build_model",
     "find_head",
     "head_kind",
+    "load_model",
     "make_head",
     "preact_resnet18",
     "resnet50",

@@ -6,6 +6,7 @@ from typing import Iterator, Optional
 
 import keras
 
+from he_keras.defaults import DEFAULT_SCALE
 from he_keras.layers import ArcCosLogits, HypersphereDense
 
 HEADS = ("linear", "he", "mhe")
@@ -14,7 +15,7 @@ HEADS = ("linear", "he", "mhe")
 def make_head(
     head: str,
     num_classes: int,
-    s: float = 15.0,
+    s: float = DEFAULT_SCALE,
     feature_norm: bool = True,
     weight_norm: bool = True,
     name: str = "head",

@@ -11,6 +11,7 @@ from typing import Optional, Sequence
 
 import keras
 
+from he_keras.defaults import DEFAULT_SCALE
 from he_keras.models.heads import make_head
 from he_keras.models.normalization import input_normalization
 
@@ -63,7 +64,7 @@ def preact_resnet18(
     input_shape: Sequence[int],
     num_classes: int,
     head: str = "linear",
-    s: float = 15.0,
+    s: float = DEFAULT_SCALE,
     mean: Optional[Sequence[float]] = None,
     std: Optional[Sequence[float]] = None,
     feature_norm: bool = True,
@@ -108,7 +109,7 @@ def wide_resnet(
     width: int = 10,
     dropout: float = 0.0,
     head: str = "linear",
-    s: float = 15.0,
+    s: float = DEFAULT_SCALE,
     mean: Optional[Sequence[float]] = None,
     std: Optional[Sequence[float]] = None,
     feature_norm: bool = True,

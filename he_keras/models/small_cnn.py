@@ -6,6 +6,7 @@ from typing import Optional, Sequence
 
 import keras
 
+from he_keras.defaults import DEFAULT_SCALE
 from he_keras.models.heads import make_head
 from he_keras.models.normalization import input_normalization
 
@@ -14,7 +15,7 @@ def small_cnn(
     input_shape: Sequence[int],
     num_classes: int,
     head: str = "linear",
-    s: float = 15.0,
+    s: float = DEFAULT_SCALE,
     conv_filters: Sequence[int] = (32, 64),
     dense_units: Sequence[int] = (128,),
     mean: Optional[Sequence[float]] = None,

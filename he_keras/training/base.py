@@ -17,24 +17,16 @@ for an HE or m-HE head (`he_keras.losses.margin_cross_entropy`).
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import keras
 import tensorflow as tf
 
 from he_keras import losses
 from he_keras.attacks.core import ProjectedGradientAttack, validate_attack_params
+from he_keras.defaults import EVAL_PGD_STEPS, margin_of, pgd_step_size
 from he_keras.models.heads import find_head, head_kind
 from he_keras.validation import validate_images, validate_labels
-
-# Default margins of the HE paper: HE s=15, m=0.2 (Table 1); m-HE s=15, m=0.1
-# (Appendix C.5).
-DEFAULT_MARGIN = {"linear": 0.0, "he": 0.2, "mhe": 0.1}
-
-
-def default_eval_step_size(eps: float, steps: int) -> float:
-    """Step size of an evaluation PGD when none is given: `2.5 * eps / steps`."""
-    return 2.5 * eps / steps if eps > 0 else 1.0
 
 
 class AdversarialTrainer(keras.Model):
@@ -43,17 +35,19 @@ class AdversarialTrainer(keras.Model):
     Args:
         classifier: A Keras model mapping [0, 1] images to logits (any head).
         eps: L-inf (or L2) radius of the training attack, in pixel units.
-        step_size: Step size of the training attack.
+        step_size: Step size of the training attack (None: the framework's
+            own; PGD's is `he_keras.defaults.pgd_step_size(eps, steps)`).
         steps: Steps of the training attack.
         norm: `"linf"` or `"l2"`.
         random_start: Start of the training attack: `"zero"`, `"uniform"` or
             `"normal"` (x + 0.001 N(0, 1)).
         attack_training: Whether BN runs in training mode while crafting
-            (default False, as TRADES and the HE reference code do).
+            (None: the framework's own, `default_attack_training`; False, as
+            TRADES and the HE reference code do, except FastAT).
         margin: HE margin `m`. None picks the paper's default for the head
             (0 linear, 0.2 HE, 0.1 m-HE). Must be 0 for a linear head.
         eval_steps: Steps of the PGD run by `evaluate()` / validation.
-        eval_step_size: Its step size (None: `2.5 * eps / eval_steps`).
+        eval_step_size: Its step size (None: `pgd_step_size(eps, eval_steps)`).
         seed: Seed of the attacks' random streams (None: non-deterministic).
         **kwargs: `keras.Model` keyword arguments (`name`).
 
@@ -69,6 +63,7 @@ class AdversarialTrainer(keras.Model):
 
     attack_objective_name = "ce"
     default_random_start = "uniform"
+    default_attack_training = False
     # Names of the `TrainConfig.framework_params` the framework accepts.
     hyperparameters: tuple = ()
 
@@ -76,13 +71,13 @@ class AdversarialTrainer(keras.Model):
         self,
         classifier: keras.Model,
         eps: float = 8 / 255,
-        step_size: float = 2 / 255,
+        step_size: Optional[float] = None,
         steps: int = 10,
         norm: str = "linf",
         random_start: Optional[str] = None,
-        attack_training: bool = False,
+        attack_training: Optional[bool] = None,
         margin: Optional[float] = None,
-        eval_steps: int = 20,
+        eval_steps: int = EVAL_PGD_STEPS,
         eval_step_size: Optional[float] = None,
         seed: Optional[int] = None,
         **kwargs: Any,
@@ -93,28 +88,25 @@ class AdversarialTrainer(keras.Model):
                 "`classifier` must be a keras.Model. "
                 f"Received: classifier={type(classifier).__name__}"
             )
-        validate_attack_params(eps=eps, step_size=step_size, steps=steps, norm=norm)
+        validate_attack_params(eps=eps, steps=steps, norm=norm)
         validate_attack_params(steps=eval_steps)
+        if step_size is None:
+            step_size = pgd_step_size(eps, steps) if eps > 0 else 1.0
+        validate_attack_params(step_size=step_size)
         self.classifier = classifier
         self.head_kind = head_kind(classifier)
-        if margin is None:
-            margin = DEFAULT_MARGIN[self.head_kind]
-        if not float(margin) >= 0:
-            raise ValueError(f"`margin` must be >= 0. Received: margin={margin!r}")
-        if self.head_kind == "linear" and margin != 0:
-            raise ValueError(
-                "A margin needs an HE or m-HE head (HypersphereDense / ArcCosLogits); "
-                f"the classifier has a linear head. Received: margin={margin!r}"
-            )
+        margin = margin_of(self.head_kind, margin)
         if eval_step_size is None:
-            eval_step_size = default_eval_step_size(eps, eval_steps)
+            eval_step_size = pgd_step_size(eps, eval_steps) if eps > 0 else 1.0
         validate_attack_params(step_size=eval_step_size)
         self.eps = float(eps)
         self.step_size = float(step_size)
         self.steps = int(steps)
         self.norm = norm
         self.random_start = random_start or self.default_random_start
-        self.attack_training = bool(attack_training)
+        self.attack_training = bool(
+            self.default_attack_training if attack_training is None else attack_training
+        )
         self.margin = float(margin)
         self.eval_steps = int(eval_steps)
         self.eval_step_size = float(eval_step_size)
@@ -173,16 +165,18 @@ class AdversarialTrainer(keras.Model):
         )
 
     @classmethod
-    def prepare_run(cls, config: Any) -> Any:
+    def prepare_run(cls, config: Any, run: Optional[Callable[[Any], dict]] = None) -> Any:
         """Completes a run's `TrainConfig` before the trainer is built.
 
         `he_keras.training.runner.run` calls this right after validating the
         config. A framework that needs something produced by a run of its own
-        (HAT's standard helper model) produces it here and returns the
-        completed config. The default returns `config` unchanged.
+        (HAT's standard helper model) produces it here with `run` and returns
+        the completed config. The default returns `config` unchanged.
 
         Args:
             config: The validated `TrainConfig`.
+            run: The runner's `run(config) -> metrics` (passed down, so no
+                framework imports the runner).
 
         Returns:
             The `TrainConfig` to train with.

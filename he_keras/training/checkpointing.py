@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import glob
 import numbers
-import os
 from typing import Callable, Optional, Sequence
 
 import keras

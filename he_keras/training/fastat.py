@@ -29,9 +29,7 @@ class FastAT(PGDAT):
         step_size: FGSM step (None: `1.25 * eps`).
         steps: Must be 1 (one FGSM step).
         random_start: Start of the step (default `"uniform"` in the eps-ball).
-        attack_training: BN mode while crafting (default True, as FastAT;
-            `apps/train.py` passes `--attack_bn_training`, which the FastAT
-            flagfiles set).
+        attack_training: BN mode while crafting (None: True, as FastAT).
         **kwargs: Other `AdversarialTrainer` arguments.
 
     Example:
@@ -41,6 +39,8 @@ class FastAT(PGDAT):
     ```
     """
 
+    default_attack_training = True
+
     def __init__(
         self,
         classifier: keras.Model,
@@ -48,7 +48,7 @@ class FastAT(PGDAT):
         step_size: Optional[float] = None,
         steps: int = 1,
         random_start: Optional[str] = "uniform",
-        attack_training: bool = True,
+        attack_training: Optional[bool] = None,
         **kwargs: Any,
     ) -> None:
         if steps != 1:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import keras
 import tensorflow as tf
 
+from he_keras.models.io import load_model
 from he_keras.training.trades import TRADES
 
 HELPER_DIR = "helper"
@@ -38,7 +39,7 @@ class HAT(TRADES):
     Example:
 
     ```python
-    standard = keras.models.load_model("runs/standard/model.keras")
+    standard = load_model("runs/standard/model.keras")
     trainer = HAT(classifier, helper_model=standard, beta=2.5, gamma=0.5)
     ```
     """
@@ -72,7 +73,7 @@ class HAT(TRADES):
         self.helper_step = float(helper_step)
 
     @classmethod
-    def prepare_run(cls, config: Any) -> Any:
+    def prepare_run(cls, config: Any, run: Optional[Callable[[Any], dict]] = None) -> Any:
         """Trains the standard helper model first when no path is given.
 
         The helper is a `standard` run with the same data, model, head and
@@ -81,6 +82,8 @@ class HAT(TRADES):
 
         Args:
             config: The validated `TrainConfig` of the HAT run.
+            run: The runner's `run(config) -> metrics`, which trains the
+                helper (needed only when no helper model is given).
 
         Returns:
             The config with `framework_params["helper_model"]` set.
@@ -94,12 +97,15 @@ class HAT(TRADES):
                 "Multi-worker HAT needs a trained standard model: pass --helper_model. "
                 "Received: helper_model=None"
             )
-        from he_keras.training import runner
-
         helper_dir = os.path.join(config.output_dir, HELPER_DIR)
         path = os.path.join(helper_dir, "model.keras")
         if not os.path.exists(path):
-            path = runner.run(
+            if run is None:
+                raise ValueError(
+                    "HAT needs a standard helper model: pass helper_model, or the runner's "
+                    "`run` to train one. Received: helper_model=None"
+                )
+            path = run(
                 dataclasses.replace(
                     config,
                     framework="standard",
@@ -146,14 +152,19 @@ class HAT(TRADES):
 
 
 def load_helper_model(path: str) -> keras.Model:
-    """Loads HAT's standard model from a `.keras` file.
+    """Loads HAT's standard model (`he_keras.models.io.load_model`).
 
     Args:
-        path: Path of the `.keras` file (e.g. a standard run's `model.keras`).
+        path: A `.keras` file (e.g. a standard run's `model.keras`; the
+            trainer serializes the helper, which a SavedModel cannot be).
 
     Returns:
         The loaded classifier.
+
+    Raises:
+        ValueError: naming `helper_model` and the problem with the file.
     """
-    if not os.path.isfile(path):
-        raise ValueError(f"`helper_model` is not a file. Received: helper_model={path!r}")
-    return keras.models.load_model(path)
+    try:
+        return load_model(path, saved_model=False)
+    except ValueError as err:
+        raise ValueError(f"`helper_model`: {err}") from err

@@ -45,10 +45,12 @@ import numpy as np
 import tensorflow as tf
 
 from he_keras.attacks.core import NORMS, RANDOM_STARTS, ProjectedGradientAttack
-from he_keras.data import batches, load_dataset, to_numpy
-from he_keras.files import jsonable, write_atomic, write_json  # noqa: F401  (write_* re-exported)
+from he_keras.data import EMBEDDED, batches, load_dataset, to_numpy
+from he_keras.data.tfds_datasets import TFDS_DATASETS
+from he_keras.defaults import DEFAULT_SCALE, EVAL_PGD_STEPS, MARGIN_OF_HEAD, margin_of, pgd_step_size
+from he_keras.files import jsonable, read_json, write_atomic, write_json  # noqa: F401  (re-exported)
 from he_keras.models import HEADS, MODELS, build_model
-from he_keras.training.base import default_eval_step_size
+from he_keras.training import CALLBACKS, FRAMEWORKS
 from he_keras.training.callbacks import EpochSummaries, TrainingStateLogs
 from he_keras.training.checkpointing import (  # noqa: F401  (training_checkpoint re-exported)
     EpochCheckpoint,
@@ -86,17 +88,17 @@ class TrainConfig:
     depth: int = 34
     width: int = 10
     head: str = "he"
-    s: float = 15.0
-    m: float = -1.0
+    s: float = DEFAULT_SCALE
+    m: float = MARGIN_OF_HEAD
     feature_norm: bool = True
     weight_norm: bool = True
     framework: str = "pgdat"
     eps: float = 0.3
-    step_size: float = 0.075
+    step_size: Optional[float] = None  # None: the framework's own
     steps: int = 7
     norm: str = "linf"
     random_start: str = ""
-    attack_bn_training: bool = False
+    attack_bn_training: Optional[bool] = None  # None: the framework's own
     framework_params: dict = dataclasses.field(default_factory=dict)
     epochs: int = 15
     batch_size: int = 64
@@ -114,7 +116,7 @@ class TrainConfig:
     strategy: str = "default"
     jit_compile: bool = False
     precision: str = "float32"
-    eval_steps: int = 20
+    eval_steps: int = EVAL_PGD_STEPS
     eval_step_size: float = 0.0
     n_eval: int = 0
     validation_split: float = 0.1
@@ -125,7 +127,6 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raises ValueError naming the first invalid value."""
-        from he_keras.training import FRAMEWORKS
 
         def one_of(name, value, allowed):
             if value not in allowed:
@@ -133,9 +134,6 @@ class TrainConfig:
                     f"Unknown {name}. Expected one of {sorted(allowed)}. "
                     f"Received: {name}={value!r}"
                 )
-
-        from he_keras.data import EMBEDDED
-        from he_keras.data.tfds_datasets import TFDS_DATASETS
 
         one_of("dataset", self.dataset, list(EMBEDDED) + list(TFDS_DATASETS))
         one_of("model", self.model, list(MODELS))
@@ -151,10 +149,9 @@ class TrainConfig:
         bound = 1.0 if self.norm == "linf" else float("inf")
         checks = [
             ("eps", 0.0 <= self.eps <= bound, f"in [0, {bound}]"),
-            ("step_size", self.step_size > 0, "> 0"),
+            ("step_size", self.step_size is None or self.step_size > 0, "> 0"),
             ("steps", self.steps >= 1, ">= 1"),
             ("s", self.s > 0, "> 0"),
-            ("m", self.m >= 0 or self.m == -1.0, ">= 0 (or -1 for the paper default)"),
             ("epochs", self.epochs >= 1, ">= 1"),
             ("batch_size", self.batch_size >= 1, ">= 1"),
             ("depth", self.depth >= 10 and (self.depth - 4) % 6 == 0, "6n + 4 >= 10"),
@@ -174,18 +171,13 @@ class TrainConfig:
             value = getattr(self, name)
             if not ok or (isinstance(value, float) and not np.isfinite(value)):
                 raise ValueError(f"`{name}` must be {rule}. Received: {name}={value!r}")
-        if self.head == "linear" and self.m > 0:
-            raise ValueError(
-                f"A margin needs --head=he or --head=mhe. Received: head=linear, m={self.m}"
-            )
+        margin_of(self.head, self.m)
         if os.path.exists(self.output_dir) and not os.path.isdir(self.output_dir):
             raise ValueError(
                 f"`output_dir` exists and is not a directory. Received: output_dir={self.output_dir!r}"
             )
         if self.data_dir and not os.path.isdir(self.data_dir):
             raise ValueError(f"`data_dir` does not exist. Received: data_dir={self.data_dir!r}")
-        from he_keras.training import CALLBACKS
-
         for name in self.callbacks:
             one_of("callback", name, list(CALLBACKS))
         cls = FRAMEWORKS[self.framework]
@@ -250,33 +242,6 @@ def check_run_dir(config: TrainConfig) -> None:
         )
 
 
-def read_json(path: str, what: str) -> dict:
-    """Reads a JSON object, naming the file in every error.
-
-    Args:
-        path: Path of the JSON file.
-        what: How the file is called in error messages (e.g. `"metrics"`).
-
-    Returns:
-        The parsed dictionary.
-
-    Raises:
-        ValueError: if the file is missing, not valid JSON, or not an object.
-    """
-    if not os.path.isfile(path):
-        raise ValueError(f"The {what} file does not exist: {path!r}")
-    try:
-        with open(path, encoding="utf-8") as f:
-            payload = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(
-            f"The {what} file {path!r} is not valid JSON (truncated or corrupted): {err}"
-        ) from err
-    if not isinstance(payload, dict):
-        raise ValueError(f"The {what} file {path!r} must hold a JSON object")
-    return payload
-
-
 @functools.lru_cache(maxsize=None)
 def _mirrored_strategy(devices: tuple) -> tf.distribute.MirroredStrategy:
     # One instance per device set and process: a second MirroredStrategy on the
@@ -301,8 +266,6 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
 
 def build_trainer(config: TrainConfig, data) -> keras.Model:
     """Builds classifier, framework trainer and optimizer (call in strategy scope)."""
-    from he_keras.training import FRAMEWORKS
-
     model_params = (
         {"depth": config.depth, "width": config.width}
         if config.model == "wide_resnet"
@@ -327,7 +290,7 @@ def build_trainer(config: TrainConfig, data) -> keras.Model:
         norm=config.norm,
         random_start=config.random_start or None,
         attack_training=config.attack_bn_training,
-        margin=None if config.m == -1.0 else config.m,
+        margin=config.m,
         # The trainer's test_step attack is the per-epoch validation.
         eval_steps=config.val_steps,
         eval_step_size=config.eval_step_size or None,
@@ -439,9 +402,7 @@ def run(
             config, output_dir=worker_output_dir(config.output_dir, strategy)
         )
         check_run_dir(config)
-    from he_keras.training import FRAMEWORKS
-
-    config = FRAMEWORKS[config.framework].prepare_run(config)
+    config = FRAMEWORKS[config.framework].prepare_run(config, run)
     keras.utils.set_random_seed(config.seed)
     if config.precision != "float32":
         keras.mixed_precision.set_global_policy(config.precision)
@@ -574,7 +535,9 @@ def run(
         )
     train_seconds = time.time() - started
 
-    test_step_size = config.eval_step_size or default_eval_step_size(config.eps, config.eval_steps)
+    test_step_size = config.eval_step_size or (
+        pgd_step_size(config.eps, config.eval_steps) if config.eps > 0 else 1.0
+    )
     final = evaluate_robustness(
         trainer.classifier,
         x_test,
@@ -639,6 +602,4 @@ def epoch_stream(
 
 def make_callbacks(config: TrainConfig, trainer: keras.Model, data) -> list:
     """Callbacks named in `config.callbacks` (see `he_keras.training.CALLBACKS`)."""
-    from he_keras.training import CALLBACKS
-
     return [CALLBACKS[name](config, trainer, data) for name in config.callbacks]

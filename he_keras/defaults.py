@@ -1,0 +1,86 @@
+"""One home for the defaults and rules shared across he-keras.
+
+Layers, losses, model builders, trainers, the training config, the apps, the
+evaluation suite and the experiments read these names instead of writing the
+numbers again, so changing a default here changes it everywhere. Defaults
+that belong to one framework (FastAT's `1.25 * eps` step, FreeAT's step =
+eps, FastAT's BN in training mode) stay in that framework's constructor and
+are reached by passing `None`.
+
+This module imports nothing from he-keras (nor TensorFlow), so any module can
+import it without cycles.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+# Scale `s` of the HE / m-HE logits (HE paper, Table 1 and Appendix C.5).
+DEFAULT_SCALE = 15.0
+
+# Angular margin `m` per head: HE 0.2 (Table 1), m-HE 0.1 (Appendix C.5);
+# a linear head has none.
+DEFAULT_MARGIN = {"linear": 0.0, "he": 0.2, "mhe": 0.1}
+
+# `TrainConfig.m` / `--m` value that selects `DEFAULT_MARGIN` of the head.
+MARGIN_OF_HEAD = -1.0
+
+# Steps of the evaluation PGD ("PGD-20" of the papers' tables).
+EVAL_PGD_STEPS = 20
+
+# Step-size rule of every PGD that has no step of its own: training PGD,
+# evaluation PGD (PGD-20 of the suite, of the runner's final evaluation and
+# of the experiments) and the PGD-based attacks of the suite. Madry et al.'s
+# rule: K steps travel 2.5 eps, enough to cross the ball from a random start.
+PGD_STEP_FACTOR = 2.5
+
+
+def pgd_step_size(eps: float, steps: int) -> float:
+    """The step of a `steps`-step PGD of radius `eps`: `2.5 * eps / steps`.
+
+    Args:
+        eps: Radius of the threat model.
+        steps: Number of PGD steps (>= 1).
+
+    Returns:
+        The step size (PGD-20 at eps 0.3: 0.0375).
+
+    Example:
+
+    ```python
+    pgd = ProjectedGradientAttack(eps=0.3, steps=20, step_size=pgd_step_size(0.3, 20))
+    ```
+    """
+    if steps < 1:
+        raise ValueError(f"`steps` must be >= 1. Received: steps={steps!r}")
+    return PGD_STEP_FACTOR * eps / steps
+
+
+def margin_of(head: str, m: Optional[float] = None) -> float:
+    """The margin a model with this head trains with.
+
+    Args:
+        head: `"linear"`, `"he"` or `"mhe"`.
+        m: The requested margin; None or `MARGIN_OF_HEAD` (-1) selects the
+            head's default.
+
+    Returns:
+        The margin.
+
+    Raises:
+        ValueError: if `m` is negative (other than -1), or positive for a
+            linear head (a margin needs an HE or m-HE head).
+    """
+    if head not in DEFAULT_MARGIN:
+        raise ValueError(f"`head` must be one of {sorted(DEFAULT_MARGIN)}. Received: head={head!r}")
+    if m is None or m == MARGIN_OF_HEAD:
+        return DEFAULT_MARGIN[head]
+    if not (float(m) >= 0 and math.isfinite(m)):
+        raise ValueError(f"`m` must be >= 0 (or -1 for the head's default). Received: m={m!r}")
+    if head == "linear" and m != 0:
+        raise ValueError(
+            "A margin needs an HE or m-HE head (--head=he or --head=mhe). "
+            f"Received: head=linear, m={m!r}"
+        )
+    return float(m)

@@ -1,0 +1,221 @@
+"""The orchestration layer: one home per default and rule, one model loader,
+framework defaults reachable with None, imports without cycles."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from he_keras import defaults, export
+from he_keras.data import load_dataset
+from he_keras.evaluation import preset_attacks
+from he_keras.models import build_model
+from he_keras.models.io import load_model
+from he_keras.training import HAT, PGDAT
+from he_keras.training.runner import TrainConfig, build_trainer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)
+
+
+def _python(code: str, *args: str) -> dict:
+    """Runs `code` in a fresh interpreter; returns the JSON of its last line."""
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                          timeout=300, cwd=ROOT, env=ENV)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# he_keras.defaults is loaded with other values *before* anything else of
+# he_keras: every default that reads it changes, a copy of the number would not.
+_PATCHED_DEFAULTS = r"""
+import importlib.util, inspect, json, os, sys
+spec = importlib.util.spec_from_file_location("he_keras.defaults", os.path.join("he_keras", "defaults.py"))
+d = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(d)
+d.DEFAULT_SCALE = 7.0
+d.DEFAULT_MARGIN = {"linear": 0.0, "he": 0.35, "mhe": 0.05}
+sys.modules["he_keras.defaults"] = d
+
+from he_keras import export, layers, losses
+from he_keras.models import MODELS, build_model, find_head, make_head
+from he_keras.training import PGDAT
+from he_keras.training.runner import TrainConfig
+app_spec = importlib.util.spec_from_file_location("train_app", os.path.join("apps", "train.py"))
+app = importlib.util.module_from_spec(app_spec)
+app_spec.loader.exec_module(app)
+from absl import flags
+
+he = build_model("small_cnn", (8, 8, 1), 10, head="he")
+mhe = build_model("trades_cnn", (8, 8, 1), 10, head="mhe")
+print(json.dumps({
+    "HypersphereDense": layers.HypersphereDense(10).get_config()["s"],
+    "ArcCosLogits": layers.ArcCosLogits(10).get_config()["s"],
+    "CosineMarginLoss.s": losses.CosineMarginLoss().s,
+    "CosineMarginLoss.m": losses.CosineMarginLoss().m,
+    "make_head": make_head("he", 10).get_config()["s"],
+    "small_cnn": float(find_head(he).scale.numpy()),
+    "trades_cnn": float(find_head(mhe).scale.numpy()),
+    "resnets": sorted({inspect.signature(MODELS[n]).parameters["s"].default
+                       for n in ("preact_resnet18", "wide_resnet")}),
+    "TrainConfig.s": TrainConfig().s,
+    "flag --s": flags.FLAGS["s"].default,
+    "PGDAT margin he": PGDAT(he, eps=0.1, steps=1).margin,
+    "PGDAT margin mhe": PGDAT(mhe, eps=0.1, steps=1).margin,
+    "model card m": export.model_card(he, {"config": {"head": "he", "m": -1.0}})["m"],
+}))
+"""
+
+
+def test_scale_and_margin_defaults_have_one_home():
+    got = _python(_PATCHED_DEFAULTS)
+    assert got.pop("resnets") == [7.0]
+    assert got.pop("CosineMarginLoss.m") == 0.35
+    assert got.pop("PGDAT margin he") == 0.35
+    assert got.pop("PGDAT margin mhe") == 0.05
+    assert got.pop("model card m") == 0.35
+    assert got == dict.fromkeys(got, 7.0), got
+
+
+def test_one_step_rule_for_evaluation_pgd(monkeypatch):
+    eps = 0.3
+    attacks, _ = preset_attacks("quick", None, eps, "linf", 0, 10)
+    suite_pgd20 = next(a for a in attacks if a.name == "PGD-20").config
+    trainer = PGDAT(build_model("small_cnn", (8, 8, 1), 10), eps=eps, steps=1)
+    assert suite_pgd20["steps"] == trainer.eval_steps == defaults.EVAL_PGD_STEPS == 20
+    assert suite_pgd20["step_size"] == trainer.eval_step_size == pytest.approx(2.5 * eps / 20)
+    # Both read the rule when they build their attack, not a copy of it.
+    monkeypatch.setattr(defaults, "PGD_STEP_FACTOR", 2.0)
+    attacks, _ = preset_attacks("quick", None, eps, "linf", 0, 10)
+    assert [a.config["step_size"] for a in attacks if a.name != "FGSM"] == [pytest.approx(0.03)] * 4
+    assert PGDAT(build_model("small_cnn", (8, 8, 1), 10), eps=eps, steps=1).eval_step_size == pytest.approx(0.03)
+
+
+def test_margin_needs_an_he_head_in_config_and_trainer(tmp_path):
+    linear = build_model("small_cnn", (8, 8, 1), 10)
+    for make in (lambda: TrainConfig(head="linear", m=0.2, output_dir=str(tmp_path)).validate(),
+                 lambda: PGDAT(linear, eps=0.1, steps=1, margin=0.2)):
+        with pytest.raises(ValueError, match="A margin needs an HE or m-HE head"):
+            make()
+    TrainConfig(head="he", m=0.2, output_dir=str(tmp_path)).validate()
+    assert PGDAT(linear, eps=0.1, steps=1, margin=0.0).margin == 0.0
+
+
+_FLAGFILE_TRAINERS = r"""
+import importlib.util, json, os, sys
+spec = importlib.util.spec_from_file_location("train_app", os.path.join("apps", "train.py"))
+app = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(app)
+from absl import flags
+from he_keras.data import load_dataset
+from he_keras.training.runner import build_trainer
+data = load_dataset("digits")
+out = {}
+for name in sys.argv[1:]:
+    flags.FLAGS.unparse_flags()
+    flags.FLAGS(["train.py", "--flagfile=" + os.path.join("configs", name), "--output_dir=/nonexistent/x"])
+    config = app.config_from_flags()
+    trainer = build_trainer(config, data)
+    out[name] = [config.step_size, config.attack_bn_training, trainer.step_size, trainer.attack_training,
+                 trainer.eps]
+print(json.dumps(out))
+"""
+
+
+def test_framework_defaults_reachable_with_none_from_flagfiles():
+    """The FastAT / FreeAT flagfiles no longer repeat their framework's defaults."""
+    got = _python(_FLAGFILE_TRAINERS, "digits_fastat.cfg", "digits_freeat_he.cfg", "quickstart.cfg")
+    for name, (config_step, config_bn, step, bn, eps) in got.items():
+        expected = {"digits_fastat.cfg": (1.25 * eps, True), "digits_freeat_he.cfg": (eps, False),
+                    "quickstart.cfg": (0.075, False)}[name]
+        assert (step, bn) == pytest.approx(expected), name
+        assert config_bn is None, name
+        assert (config_step is None) == (name != "quickstart.cfg"), name
+
+
+def test_train_config_none_reaches_the_framework_default():
+    data = load_dataset("digits")
+    for framework, steps, step, bn in (("pgdat", 3, 2.5 * 0.3 / 3, False), ("fastat", 1, 0.375, True),
+                                       ("freeat", 1, 0.3, False)):
+        trainer = build_trainer(TrainConfig(framework=framework, steps=steps, eps=0.3), data)
+        assert (trainer.step_size, trainer.attack_training) == (pytest.approx(step), bn), framework
+        forced = build_trainer(TrainConfig(framework=framework, steps=steps, eps=0.3, step_size=0.1,
+                                           attack_bn_training=not bn), data)
+        assert (forced.step_size, forced.attack_training) == (pytest.approx(0.1), not bn), framework
+
+
+_IMPORTS = r"""
+import json, sys
+import he_keras.export, he_keras.models.io
+export_imports = sorted(m for m in sys.modules if m.startswith("he_keras."))
+from he_keras.training import hat
+runner_after_hat = "he_keras.training.runner" in sys.modules
+from he_keras.training.runner import FRAMEWORKS, CALLBACKS
+print(json.dumps([export_imports, runner_after_hat, sorted(FRAMEWORKS), sorted(CALLBACKS)]))
+"""
+
+
+def test_export_imports_no_training_and_registries_no_cycles():
+    export_imports, runner_after_hat, frameworks, callbacks = _python(_IMPORTS)
+    assert "he_keras.export" in export_imports and "he_keras.models.io" in export_imports
+    assert not [m for m in export_imports if m.startswith(("he_keras.training", "he_keras.evaluation"))]
+    assert runner_after_hat is False  # HAT no longer imports the runner
+    assert "hat" in frameworks and "he_lis" in callbacks
+
+
+def test_hat_trains_its_helper_through_the_run_it_is_given(tmp_path):
+    helper = tmp_path / "standard.keras"
+    build_model("small_cnn", (8, 8, 1), 10).save(helper)
+    calls = []
+
+    def fake_run(config):
+        calls.append(config)
+        return {"model_path": str(helper)}
+
+    config = TrainConfig(framework="hat", output_dir=str(tmp_path / "run"), callbacks=("he_lis",))
+    prepared = HAT.prepare_run(config, fake_run)
+    assert [(c.framework, c.callbacks, c.output_dir) for c in calls] == [
+        ("standard", (), str(tmp_path / "run" / "helper"))]
+    assert prepared.framework_params["helper_model"] == str(helper)
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    root = tmp_path_factory.mktemp("loader")
+    keras.utils.set_random_seed(0)
+    model = build_model("small_cnn", (8, 8, 1), 10, head="he")
+    path = str(root / "model.keras")
+    model.save(path)
+    good = open(path, "rb").read()
+    (root / "truncated.keras").write_bytes(good[: len(good) // 2])
+    return model, root
+
+
+def test_loader_reads_keras_files_and_serving_exports(saved):
+    model, root = saved
+    x = np.random.default_rng(0).uniform(size=(4, 8, 8, 1)).astype("float32")
+    expected = np.asarray(model(x))
+    np.testing.assert_allclose(np.asarray(load_model(str(root / "model.keras"))(x)), expected, atol=1e-5)
+    export.export_saved_model(model, str(root / "serving"))
+    export.export_saved_model(model, str(root / "serving"))
+    served = load_model(str(root / "serving"))  # the base directory: its newest version
+    assert served.name == "2"
+    np.testing.assert_allclose(np.asarray(served(x)), expected, atol=1e-4)
+    with pytest.raises(ValueError, match="must be a `.keras` file"):
+        load_model(str(root / "serving"), saved_model=False)
+
+
+def test_truncated_model_gives_one_error_in_every_loader(saved):
+    _, root = saved
+    path = str(root / "truncated.keras")
+    message = re.escape("could not be loaded: not a valid .keras archive (corrupted or truncated file)")
+    with pytest.raises(ValueError, match=message) as direct:
+        load_model(path)
+    with pytest.raises(ValueError, match=message) as hat:
+        HAT(build_model("small_cnn", (8, 8, 1), 10), helper_model=path, eps=0.1, steps=1)
+    assert str(hat.value) == f"`helper_model`: {direct.value}"
