@@ -253,12 +253,15 @@ class ProjectedGradientAttack(Attack):
             tf.constant(self.steps, tf.int32),
         )
         if tf.executing_eagerly():
-            # One trace per input shape, whatever the batch size or budget.
+            # One trace per input shape, whatever the batch size or budget. A
+            # reference is per-example (clean logits) or a scalar (a scale).
             scalar = (tf.TensorSpec([], tf.float32),) * 2 + (tf.TensorSpec([], tf.int32),)
+            reference_spec = (
+                batch_spec(reference) if has_reference and reference.shape.rank
+                else tf.TensorSpec.from_tensor(reference)
+            )
             self._compiled.get_concrete_function(
-                model, batch_spec(x), batch_spec(y),
-                batch_spec(reference) if has_reference else tf.TensorSpec([0], tf.float32),
-                has_reference, *scalar,
+                model, batch_spec(x), batch_spec(y), reference_spec, has_reference, *scalar
             )
         return self._compiled(model, x, y, reference, has_reference, *budget)
 
