@@ -254,6 +254,10 @@ def test_eps_check_demands_zero_accuracy_where_every_image_is_reachable():
     # On 50 points a single point is tolerated (1/n > 1 %), two are not.
     assert checks.eps_curve_check(curve(0.02), 50, 10).status == "passed"
     assert checks.eps_curve_check(curve(0.04), 50, 10).status == "flagged"
+    # A rise with eps fires on its own, even when the curve ends at zero.
+    rise = [{"eps": e, "accuracy": a} for e, a in [(0, 0.9), (0.1, 0.5), (0.3, 0.6), (1.0, 0.0)]]
+    check = checks.eps_curve_check(rise, 100, 10)
+    assert check.status == "flagged" and "rises between eps [(0.1, 0.3)]" in check.message
     # A model that predicts a single class cannot be driven to zero.
     assert checks.eps_curve_check(curve(0.1), 100, 1).status == "not run"
 
