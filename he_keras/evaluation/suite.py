@@ -494,7 +494,7 @@ def evaluate(
     ]
     head = _head_name(model)
     report = {
-        "format": "he_keras.evaluation/1",
+        "format": "he_keras.evaluation/2",
         "settings": {
             "suite": suite if preset else f"{suite} (custom attacks)",
             "model": model_name,
