@@ -350,6 +350,9 @@ def test_headline_bookkeeping_with_fake_chains():
     # not only those the logits chain left.
     assert first_b.seen == c and first_a.seen == c
     assert result.robust_accuracy == pytest.approx((c - 3) / n)
+    # The shared point counts once, for the chain that broke it first.
+    assert [r.n_broken for r in result.attacks] == [2, 0, 0, 0, 1, 0, 0, 0]
+    assert result.broken_by[sorted(a_ids | b_ids)].tolist() == [0, 0, 4]
 
 
 # Item 15: the ensemble re-checks attack outputs inside the box [0, 1].
