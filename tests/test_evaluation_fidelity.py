@@ -382,3 +382,16 @@ def test_ensemble_clips_reprojected_outputs_to_the_box():
     assert result.clean_accuracy == 1.0
     assert result.robust_accuracy == 1.0 and result.attacks[0].n_outside_ball == 6
     assert result.x_adv.max() <= 1.0
+
+
+def test_margin_report_states_its_pgd_from_the_attacks_config():
+    from he_keras.evaluation import margin
+
+    def linear(x, training=False):
+        z = tf.reduce_sum(tf.reshape(tf.convert_to_tensor(x, tf.float32), [tf.shape(x)[0], -1]), 1)
+        return tf.stack([z, 1.0 - z], axis=1)
+
+    x = np.random.default_rng(0).uniform(0.2, 0.4, (6, 2, 2, 1)).astype(np.float32)
+    settings = margin.margin_report(linear, linear, x, eps=0.1, cap=3.0, seed=4)["settings"]
+    assert settings["pgd"] == margin.direction_attack(0.1, seed=4).config()
+    assert settings["pgd"]["steps"] == 20 and settings["pgd"]["step_size"] == pytest.approx(0.025)
