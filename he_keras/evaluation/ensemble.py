@@ -273,7 +273,7 @@ def run_ensemble(
 
     ```python
     pgd = ProjectedGradientAttack(eps=0.3, step_size=0.0375, steps=20, keep_best=True)
-    result = run_ensemble(model, x, y, [SuiteAttack("PGD-20", pgd, {"steps": 20})], 0.3)
+    result = run_ensemble(model, x, y, [SuiteAttack("PGD-20", pgd, pgd.config())], 0.3)
     print(result.clean_accuracy, result.robust_accuracy)
     ```
     """

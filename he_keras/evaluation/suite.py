@@ -372,8 +372,7 @@ def accuracy_vs_eps(
             attack = pgd.with_budget(eps=value, step_size=2.5 * value / EPS_CURVE_STEPS)
             acc = _curve_accuracy(model, attack, x, y, norm, seed, batch_size)
         points.append({"eps": value, "accuracy": acc, "seconds": time.perf_counter() - start})
-    attack = {"attack": "PGD", "objective": "ce", "steps": EPS_CURVE_STEPS,
-              "step_size": "2.5*eps/steps", "random_start": "uniform", "seed": seed}
+    attack = {**pgd.config(), "eps": "see points", "step_size": "2.5*eps/steps"}
     return {"attack": attack, "points": points}
 
 
@@ -397,9 +396,7 @@ def accuracy_vs_steps(
         start = time.perf_counter()
         acc = _curve_accuracy(model, pgd.with_budget(steps=steps), x, y, norm, seed, batch_size)
         points.append({"steps": steps, "accuracy": acc, "seconds": time.perf_counter() - start})
-    attack = {"attack": "PGD", "objective": "ce", "eps": eps, "step_size": step_size,
-              "random_start": "uniform", "seed": seed}
-    return {"attack": attack, "points": points}
+    return {"attack": {**pgd.config(), "steps": "see points"}, "points": points}
 
 
 def evaluate(
