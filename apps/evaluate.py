@@ -157,13 +157,17 @@ def summary_table(report: dict) -> str:
             f"{'' if cum is None else f'{100 * cum:.2f}':>20}{'' if sec is None else f'{sec:.1f}':>10}"
         )
     lines.append(f"{'worst case (all attacks)':<24}{100 * report['robust_accuracy']:>10.2f}")
+    for name, value in report["headline"].items():
+        lines.append(
+            f"{name}: {100 * value:.2f}" if name.startswith("AutoAttack") else f"{name}: {value:.4f}"
+        )
     for item in report["skipped_attacks"]:
         lines.append(f"skipped {item['name']}: {item['reason']}")
     if "skipped" in report.get("corruptions", {}):
         lines.append(f"skipped corruptions: {report['corruptions']['skipped']}")
     for check in report["checks"]:
-        if check["flagged"]:
-            lines.append(f"FLAG {check['name']}: {check['message']}")
+        status = "FLAGGED" if check["status"] == "flagged" else check["status"]
+        lines.append(f"check {check['name']}: {status}: {check['message']}")
     return "\n".join(lines)
 
 
@@ -179,8 +183,6 @@ def run(eps: float, model_path: str, source_path: Optional[str]) -> None:
     from absl import logging
 
     logging.set_verbosity(logging.WARNING)
-    # Each attack object traces once; TF's retracing warnings are noise here.
-    tf.get_logger().setLevel("ERROR")
     tf.config.threading.set_inter_op_parallelism_threads(_INTER_OP.value)
     tf.config.threading.set_intra_op_parallelism_threads(_INTRA_OP.value)
     from he_keras.data import load_dataset, to_numpy

@@ -150,12 +150,12 @@ def test_black_box_check_flags_extra_breaks_after_white_box():
 
 def test_curve_and_single_step_checks():
     flat = [{"eps": e, "accuracy": a} for e, a in [(0, 0.9), (0.1, 0.5), (0.3, 0.55), (1.0, 0.4)]]
-    check = checks.eps_curve_check(flat, 10)
+    check = checks.eps_curve_check(flat, 100, 10)
     assert check.flagged and check.evidence["rises"] == [(0.1, 0.3)]
     good = [{"eps": e, "accuracy": a} for e, a in [(0, 0.9), (0.1, 0.5), (1.0, 0.0)]]
-    assert not checks.eps_curve_check(good, 10).flagged
+    assert not checks.eps_curve_check(good, 100, 10).flagged
     steps = [{"steps": s, "accuracy": a} for s, a in [(1, 0.5), (10, 0.3), (100, 0.45)]]
-    assert checks.steps_curve_check(steps).evidence["rises_at_steps"] == [100]
+    assert checks.steps_curve_check(steps, 100).evidence["rises_at_steps"] == [100]
     x, y = toy_data()
     result = run_ensemble(
         toy_model, x, y, [spec("FGSM", PushIds({1, 2}), True), spec("PGD-20", PushIds({1}), True)],

@@ -89,7 +89,8 @@ def test_corruption_accuracy_with_mocked_tfds():
 def minimal_report():
     attack = {
         "name": "PGD-20", "kind": "white-box", "config": {"steps": 20}, "n_attacked": 3,
-        "n_broken": 1, "accuracy": 0.5, "cumulative_accuracy": 0.5, "seconds": 0.1,
+        "n_broken": 1, "accuracy": 0.5, "cumulative_accuracy": 0.5, "chain": None,
+        "chain_accuracy": None, "seconds": 0.1,
         "n_outside_ball": 0, "n_nonfinite": 0, "summary": {},
     }
     return {
@@ -99,7 +100,9 @@ def minimal_report():
         "curves": {"accuracy_vs_steps": {"attack": {"steps": "1..2"},
                                          "points": [{"steps": 1, "accuracy": 0.6},
                                                     {"steps": 2, "accuracy": 0.5}]}},
-        "checks": [{"name": "zero_gradients", "flagged": True, "message": "m", "evidence": {}}],
+        "headline": {},
+        "checks": [{"name": "zero_gradients", "status": "flagged", "flagged": True, "message": "m",
+                    "evidence": {}}],
         "seconds": 1.0,
     }
 

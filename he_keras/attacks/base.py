@@ -1,8 +1,10 @@
-"""What the evaluation attacks share: the `Attack` interface and helpers.
+"""What the attacks share: the `Attack` interface and helpers.
 
-Argument checks, predictions with `training=False`, batch masks, the output
-of minimal-norm attacks, and the choice of target classes. The projection,
-step and random start live in `he_keras.attacks.core`.
+Argument checks, predictions with `training=False`, batch masks, the
+projection onto the threat model, the output of minimal-norm attacks, and the
+choice of target classes. The projected-gradient loop (step, random start)
+lives in `he_keras.attacks.core`, whose `ProjectedGradientAttack` implements
+`Attack` too.
 """
 
 from __future__ import annotations
@@ -12,8 +14,6 @@ import numbers
 from typing import Any, Callable
 
 import tensorflow as tf
-
-from he_keras.attacks.core import project
 
 
 def require(condition: bool, name: str, value: Any, requirement: str) -> None:
@@ -47,6 +47,28 @@ def check_int(name: str, value: Any, minimum: int = 1) -> int:
     valid = valid and int(value) == value and int(value) >= minimum
     require(valid, name, value, f"an integer >= {minimum}")
     return int(value)
+
+
+def per_example_l2(t: tf.Tensor) -> tf.Tensor:
+    """L2 norm over all but the batch axis, shaped to broadcast against `t`."""
+    axes = tf.range(1, tf.rank(t))
+    return tf.sqrt(tf.reduce_sum(tf.square(t), axis=axes, keepdims=True) + 1e-24)
+
+
+def project(delta: tf.Tensor, eps: Any, norm: str) -> tf.Tensor:
+    """Projects a perturbation onto the `norm` ball of radius `eps`.
+
+    Args:
+        delta: Perturbation, shape `(batch_size, ...)`.
+        eps: Radius (scalar).
+        norm: `"linf"` or `"l2"`.
+
+    Returns:
+        The projected perturbation, same shape as `delta`.
+    """
+    if norm == "linf":
+        return tf.clip_by_value(delta, -eps, eps)
+    return delta * tf.minimum(1.0, eps / per_example_l2(delta))
 
 
 def logits_of(model: Callable, x: tf.Tensor) -> tf.Tensor:

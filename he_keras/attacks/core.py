@@ -6,15 +6,22 @@ gradient for L2), projection onto the eps-ball around the clean input, and a
 clip to the image box [0, 1]. FGSM, PGD, TRADES-KL PGD, CW-margin PGD,
 Temperature-PGD and HE-adaptive PGD are instances that differ only in the
 objective (see `he_keras.losses.get_objective`).
+
+The budget (eps, step size, steps) enters the compiled loop as tensors and
+the batch axis is left unknown, so an attack traces once per input shape:
+batches of any size, the still-robust subsets of an ensemble and the points
+of a curve (`with_budget`) all reuse that trace.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Callable, Optional, Union
 
 import tensorflow as tf
 
 from he_keras import losses
+from he_keras.attacks.base import Attack, batch_spec, per_example_l2, project
 
 NORMS = ("linf", "l2")
 RANDOM_STARTS = ("zero", "uniform", "normal")
@@ -22,33 +29,11 @@ RANDOM_STARTS = ("zero", "uniform", "normal")
 NORMAL_START_STDDEV = 1e-3
 
 
-def _per_example_l2(t: tf.Tensor) -> tf.Tensor:
-    """L2 norm over all but the batch axis, shaped to broadcast against `t`."""
-    axes = tf.range(1, tf.rank(t))
-    return tf.sqrt(tf.reduce_sum(tf.square(t), axis=axes, keepdims=True) + 1e-24)
-
-
-def project(delta: tf.Tensor, eps: Any, norm: str) -> tf.Tensor:
-    """Projects a perturbation onto the `norm` ball of radius `eps`.
-
-    Args:
-        delta: Perturbation, shape `(batch_size, ...)`.
-        eps: Radius (scalar).
-        norm: `"linf"` or `"l2"`.
-
-    Returns:
-        The projected perturbation, same shape as `delta`.
-    """
-    if norm == "linf":
-        return tf.clip_by_value(delta, -eps, eps)
-    return delta * tf.minimum(1.0, eps / _per_example_l2(delta))
-
-
 def ascent_direction(grad: tf.Tensor, norm: str) -> tf.Tensor:
     """Steepest-ascent direction of unit `norm`: sign(g) or g / ||g||_2."""
     if norm == "linf":
         return tf.sign(grad)
-    return grad / _per_example_l2(grad)
+    return grad / per_example_l2(grad)
 
 
 def random_start(
@@ -75,7 +60,7 @@ def random_start(
         delta = rng.uniform(tf.shape(x), -1.0, 1.0) * eps
     else:
         direction = rng.normal(tf.shape(x))
-        direction = direction / _per_example_l2(direction)
+        direction = direction / per_example_l2(direction)
         dims = tf.cast(tf.reduce_prod(tf.shape(x)[1:]), tf.float32)
         radius = rng.uniform(tf.concat([tf.shape(x)[:1], tf.ones_like(tf.shape(x)[1:])], 0))
         delta = direction * eps * tf.pow(radius, 1.0 / dims)
@@ -93,7 +78,7 @@ def make_generator(seed: Optional[int]) -> tf.random.Generator:
     return tf.random.Generator.from_seed(int(seed))
 
 
-class ProjectedGradientAttack:
+class ProjectedGradientAttack(Attack):
     """Projected gradient ascent on a per-example objective, compiled once.
 
     Args:
@@ -118,12 +103,14 @@ class ProjectedGradientAttack:
             iterate, or the highest-loss one if none is (evaluation mode). If
             False return the last iterate (training mode).
         seed: Seed of the random start (None: non-deterministic).
+        name: Name in `config()` (`"pgd"`; `fgsm` names its attack `"fgsm"`).
 
     Example:
 
     ```python
     pgd = ProjectedGradientAttack(eps=0.3, step_size=0.03, steps=20)
     x_adv = pgd(model, x, y)
+    pgd.config()  # {"name": "pgd", "eps": 0.3, "norm": "linf", "steps": 20, ...}
     ```
     """
 
@@ -141,6 +128,7 @@ class ProjectedGradientAttack:
         needs_reference: Optional[bool] = None,
         keep_best: bool = False,
         seed: Optional[int] = None,
+        name: str = "pgd",
     ) -> None:
         validate_attack_params(eps=eps, step_size=step_size, steps=steps, norm=norm)
         if random_start not in RANDOM_STARTS:
@@ -148,30 +136,91 @@ class ProjectedGradientAttack:
                 f"`random_start` must be one of {RANDOM_STARTS}. "
                 f"Received: random_start={random_start!r}"
             )
+        self.name = name
         self.eps = float(eps)
         self.step_size = float(step_size)
         self.steps = int(steps)
         self.norm = norm
         self.random_start = random_start
+        self.objective_params = dict(objective_params or {})
         if callable(objective):
             self.objective = objective
+            self.objective_name = getattr(objective, "__name__", "custom")
         else:
-            self.objective = losses.get_objective(objective, **(objective_params or {}))
+            self.objective = losses.get_objective(objective, **self.objective_params)
+            self.objective_name = objective
         if needs_reference is None:
             needs_reference = objective == "kl"
         self.needs_reference = bool(needs_reference)
         self.training = bool(training)
         self.targeted = bool(targeted)
         self.keep_best = bool(keep_best)
+        self.seed = seed
         self.rng = make_generator(seed)
-        self.trace_count = 0
+        self._traces = [0]  # Shared with the `with_budget` copies.
         self._compiled = tf.function(self._perturb)
+
+    @property
+    def trace_count(self) -> int:
+        """How often the compiled loop was traced (once per input shape)."""
+        return self._traces[0]
+
+    def config(self) -> dict:
+        """The attack's settings as a JSON-ready dict."""
+        return {
+            **super().config(),
+            "steps": self.steps,
+            "step_size": self.step_size,
+            "random_start": self.random_start,
+            "objective": self.objective_name,
+            "objective_params": dict(self.objective_params),
+            "targeted": self.targeted,
+            "keep_best": self.keep_best,
+            "training": self.training,
+            "seed": self.seed,
+        }
+
+    def with_budget(
+        self,
+        eps: Optional[float] = None,
+        step_size: Optional[float] = None,
+        steps: Optional[int] = None,
+    ) -> "ProjectedGradientAttack":
+        """The same attack with another budget, sharing this one's trace.
+
+        The copy shares the compiled loop (so it adds no trace) and the random
+        generator (`rng`) of this attack.
+
+        Args:
+            eps: New radius (default: unchanged).
+            step_size: New step size (default: unchanged).
+            steps: New number of steps (default: unchanged).
+
+        Returns:
+            A `ProjectedGradientAttack` whose `config()` states its budget.
+
+        Example:
+
+        ```python
+        pgd = ProjectedGradientAttack(eps=0.3, step_size=0.075, steps=20, seed=0)
+        curve = [pgd.with_budget(steps=k) for k in (1, 10, 100)]
+        ```
+        """
+        validate_attack_params(eps=eps, step_size=step_size, steps=steps, norm=self.norm)
+        attack = copy.copy(self)
+        if eps is not None:
+            attack.eps = float(eps)
+        if step_size is not None:
+            attack.step_size = float(step_size)
+        if steps is not None:
+            attack.steps = int(steps)
+        return attack
 
     def __call__(
         self,
         model: Callable,
-        x: tf.Tensor,
-        y: tf.Tensor,
+        x: Any,
+        y: Any,
         reference: Optional[tf.Tensor] = None,
     ) -> tf.Tensor:
         """Crafts adversarial examples.
@@ -184,16 +233,37 @@ class ProjectedGradientAttack:
                 computed from `model` when needed and not given.
 
         Returns:
-            Adversarial inputs, same shape and dtype as `x`.
+            Adversarial inputs, same shape as `x`, float32.
         """
         x = tf.convert_to_tensor(x, tf.float32)
-        y = tf.convert_to_tensor(y)
-        if reference is None:
-            reference = tf.zeros([0])
-            has_reference = False
-        else:
-            has_reference = True
-        return self._compiled(model, x, y, reference, has_reference)
+        y = tf.cast(tf.convert_to_tensor(y), tf.int32)
+        return self._run(model, x, y, reference)
+
+    def _attack(self, model: Callable, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
+        return self._run(model, x, y, None)
+
+    def _run(
+        self, model: Callable, x: tf.Tensor, y: tf.Tensor, reference: Optional[tf.Tensor]
+    ) -> tf.Tensor:
+        has_reference = reference is not None
+        reference = tf.zeros([0]) if reference is None else tf.cast(reference, tf.float32)
+        budget = (
+            tf.constant(self.eps, tf.float32),
+            tf.constant(self.step_size, tf.float32),
+            tf.constant(self.steps, tf.int32),
+        )
+        if tf.executing_eagerly():
+            # One trace per input shape, whatever the batch size or budget. A
+            # reference is per-example (clean logits) or a scalar (a scale).
+            scalar = (tf.TensorSpec([], tf.float32),) * 2 + (tf.TensorSpec([], tf.int32),)
+            reference_spec = (
+                batch_spec(reference) if has_reference and reference.shape.rank
+                else tf.TensorSpec.from_tensor(reference)
+            )
+            self._compiled.get_concrete_function(
+                model, batch_spec(x), batch_spec(y), reference_spec, has_reference, *scalar
+            )
+        return self._compiled(model, x, y, reference, has_reference, *budget)
 
     def _logits(self, model: Callable, x: tf.Tensor) -> tf.Tensor:
         return tf.cast(model(x, training=self.training), tf.float32)
@@ -205,12 +275,15 @@ class ProjectedGradientAttack:
         y: tf.Tensor,
         reference: tf.Tensor,
         has_reference: bool,
+        eps: tf.Tensor,
+        step_size: tf.Tensor,
+        steps: tf.Tensor,
     ) -> tf.Tensor:
-        self.trace_count += 1
+        self._traces[0] += 1
         if self.needs_reference and not has_reference:
             reference = tf.stop_gradient(self._logits(model, x))
         sign = -1.0 if self.targeted else 1.0
-        x_adv = random_start(self.rng, x, self.eps, self.norm, self.random_start)
+        x_adv = random_start(self.rng, x, eps, self.norm, self.random_start)
         batch = tf.shape(x)[0]
         best_x = x_adv
         best_hit = tf.zeros([batch], tf.bool)
@@ -219,7 +292,7 @@ class ProjectedGradientAttack:
         def remember(best, candidate, logits, loss):
             best_x, best_hit, best_loss = best
             pred = tf.argmax(logits, axis=-1, output_type=tf.int32)
-            hit = tf.equal(pred, tf.cast(y, tf.int32))
+            hit = tf.equal(pred, y)
             hit = hit if self.targeted else tf.logical_not(hit)
             better = tf.logical_or(
                 tf.logical_and(hit, tf.logical_not(best_hit)),
@@ -233,7 +306,7 @@ class ProjectedGradientAttack:
             )
 
         best = (best_x, best_hit, best_loss)
-        for _ in tf.range(self.steps):
+        for _ in tf.range(steps):
             with tf.GradientTape() as tape:
                 tape.watch(x_adv)
                 logits = self._logits(model, x_adv)
@@ -243,8 +316,8 @@ class ProjectedGradientAttack:
             )
             if self.keep_best:
                 best = remember(best, x_adv, logits, loss)
-            step = self.step_size * ascent_direction(grad, self.norm)
-            delta = project(x_adv + step - x, self.eps, self.norm)
+            step = step_size * ascent_direction(grad, self.norm)
+            delta = project(x_adv + step - x, eps, self.norm)
             x_adv = tf.stop_gradient(tf.clip_by_value(x + delta, 0.0, 1.0))
         if not self.keep_best:
             return x_adv
@@ -265,6 +338,7 @@ def fgsm(eps: float, norm: str = "linf", **kwargs: Any) -> ProjectedGradientAtta
         A `ProjectedGradientAttack` with one step and a zero start.
     """
     kwargs.setdefault("random_start", "zero")
+    kwargs.setdefault("name", "fgsm")
     return ProjectedGradientAttack(eps=eps, step_size=eps, steps=1, norm=norm, **kwargs)
 
 

@@ -15,8 +15,11 @@ The rules (those of AutoAttack's `run_standard_evaluation`):
 
 A `standalone` attack (a cheap white-box one) runs on every clean-correct
 point, so its own accuracy is exact; the ensemble then counts only the points
-that were still robust. Other attacks run only on the still-robust points and
-report no standalone accuracy.
+that were still robust. Attacks of a `chain` (e.g. the four attacks of
+AutoAttack-standard) run on the clean-correct points no earlier member of the
+same chain broke, so the chain's own accuracy is exact wherever it runs in
+the ensemble. Other attacks run only on the still-robust points and report no
+standalone accuracy.
 """
 
 from __future__ import annotations
@@ -49,6 +52,9 @@ class SuiteAttack:
         standalone: Run on every clean-correct point so that the attack's own
             accuracy is exact (cheap attacks), instead of only on the points
             still robust.
+        chain: Name of the chain the attack belongs to (not standalone): it
+            runs on the clean-correct points that no earlier attack of the
+            chain broke, so the chain's accuracy is exact.
     """
 
     name: str
@@ -56,12 +62,18 @@ class SuiteAttack:
     config: dict
     kind: str = "white-box"
     standalone: bool = True
+    chain: Optional[str] = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(
                 f"`kind` must be one of {KINDS}. Received: kind={self.kind!r} "
                 f"for attack {self.name!r}"
+            )
+        if self.standalone and self.chain is not None:
+            raise ValueError(
+                f"A chained attack is not standalone. Received: standalone=True and "
+                f"chain={self.chain!r} for attack {self.name!r}"
             )
 
     def run(self, model: Callable, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -91,6 +103,9 @@ class AttackResult:
         accuracy: Its standalone accuracy over all points (None when the
             attack only ran on still-robust points).
         cumulative_accuracy: Robust accuracy of the ensemble after it.
+        chain: The chain the attack belongs to, or None.
+        chain_accuracy: Accuracy under the attacks of its chain so far (None
+            outside a chain).
         seconds: Wall time of the attack, re-check included.
         correct: Per-point flags "correct under this attack alone" (None when
             not standalone); clean-misclassified points are False.
@@ -108,6 +123,8 @@ class AttackResult:
     n_broken: int
     accuracy: Optional[float]
     cumulative_accuracy: float
+    chain: Optional[str]
+    chain_accuracy: Optional[float]
     seconds: float
     correct: Optional[np.ndarray]
     n_outside_ball: int
@@ -138,6 +155,8 @@ class EnsembleResult:
         attacks: One `AttackResult` per attack, in order.
         eps: Radius of the threat model.
         norm: `"linf"` or `"l2"`.
+        chain_robust: Per chain, the flags of the points that survived every
+            attack of the chain.
     """
 
     labels: np.ndarray
@@ -150,6 +169,7 @@ class EnsembleResult:
     attacks: list
     eps: float
     norm: str
+    chain_robust: dict = dataclasses.field(default_factory=dict)
 
     @property
     def n(self) -> int:
@@ -253,7 +273,7 @@ def run_ensemble(
 
     ```python
     pgd = ProjectedGradientAttack(eps=0.3, step_size=0.0375, steps=20, keep_best=True)
-    result = run_ensemble(model, x, y, [SuiteAttack("PGD-20", pgd, {"steps": 20})], 0.3)
+    result = run_ensemble(model, x, y, [SuiteAttack("PGD-20", pgd, pgd.config())], 0.3)
     print(result.clean_accuracy, result.robust_accuracy)
     ```
     """
@@ -266,10 +286,17 @@ def run_ensemble(
     adv_pred = clean_pred.copy()
     broken_by = np.full(len(y), -1, dtype=np.int32)
     x_adv_all = x.copy()
+    chain_robust: dict = {}
     results = []
     for index, spec in enumerate(attacks):
         start = time.perf_counter()
-        targets = np.flatnonzero(clean_correct if spec.standalone else robust)
+        if spec.chain is not None:
+            chain_robust.setdefault(spec.chain, clean_correct.copy())
+        pool = (
+            clean_correct if spec.standalone
+            else robust if spec.chain is None else chain_robust[spec.chain]
+        )
+        targets = np.flatnonzero(pool)
         correct = clean_correct.copy() if spec.standalone else None
         extras: dict = {}
         n_outside = n_nonfinite = n_new = 0
@@ -291,6 +318,8 @@ def run_ensemble(
             hit = pred != y[idx]
             if correct is not None:
                 correct[idx[hit]] = False
+            if spec.chain is not None:
+                chain_robust[spec.chain][idx[hit]] = False
             new = hit & robust[idx]
             n_new += int(new.sum())
             robust[idx[new]] = False
@@ -309,6 +338,10 @@ def run_ensemble(
                 n_broken=n_new,
                 accuracy=None if correct is None else float(correct.mean()),
                 cumulative_accuracy=float(robust.mean()),
+                chain=spec.chain,
+                chain_accuracy=(
+                    None if spec.chain is None else float(chain_robust[spec.chain].mean())
+                ),
                 seconds=time.perf_counter() - start,
                 correct=correct,
                 n_outside_ball=n_outside,
@@ -327,4 +360,5 @@ def run_ensemble(
         attacks=results,
         eps=float(eps),
         norm=norm,
+        chain_robust=chain_robust,
     )

@@ -52,12 +52,29 @@ def adversarial_directions(
         Directions of shape `x.shape`, unit L2 per example; all-zero rows
         where PGD did not move the point.
     """
-    pgd = ProjectedGradientAttack(
+    attack = direction_attack(eps, steps, step_size, norm, seed)
+    return _directions(reference, x, attack, batch_size)
+
+
+def direction_attack(
+    eps: float,
+    steps: int = 20,
+    step_size: Optional[float] = None,
+    norm: str = "linf",
+    seed: Optional[int] = None,
+) -> ProjectedGradientAttack:
+    """The PGD whose perturbations give the directions (step `eps / 4` by default)."""
+    return ProjectedGradientAttack(
         eps=eps, step_size=step_size or eps / 4, steps=steps, norm=norm, seed=seed
     )
+
+
+def _directions(
+    reference: Callable, x: np.ndarray, attack: ProjectedGradientAttack, batch_size: int
+) -> np.ndarray:
     labels = predict_logits(reference, x, batch_size).argmax(axis=1)
     r = np.concatenate([
-        np.asarray(pgd(reference, x[i : i + batch_size], labels[i : i + batch_size]))
+        np.asarray(attack(reference, x[i : i + batch_size], labels[i : i + batch_size]))
         for i in range(0, len(x), batch_size)
     ]) - x
     return _unit(r)
@@ -173,13 +190,12 @@ def margin_report(
     Returns:
         JSON-ready statistics for `adversarial` and `orthogonal` directions.
     """
-    directions = adversarial_directions(
-        reference, x, eps, steps=steps, norm=norm, seed=seed, batch_size=batch_size
-    )
+    attack = direction_attack(eps, steps, norm=norm, seed=seed)
+    directions = _directions(reference, x, attack, batch_size)
     control = orthogonal_directions(directions, seed)
     settings = {
-        "cap": cap, "precision": precision, "pgd_eps": eps, "pgd_steps": steps,
-        "pgd_step_size": eps / 4, "norm": norm, "seed": seed, "n": int(len(x)),
+        "cap": cap, "precision": precision, "seed": seed, "n": int(len(x)),
+        "pgd": attack.config(),
     }
     return {
         "settings": settings,

@@ -80,13 +80,18 @@ def attack_table(report: dict) -> str:
 def ensemble_table(report: dict) -> str:
     """The per-point worst-case bookkeeping, one row per attack."""
     header = ["#", "Attack", "Kind", "Points attacked", "Newly broken",
-              "Cumulative robust acc. (%)", "Outside ball", "Time (s)", "Settings"]
+              "Cumulative robust acc. (%)", "Chain: robust acc. (%)", "Outside ball", "Time (s)",
+              "Settings"]
     rows = [
         [i, a["name"], a["kind"], a["n_attacked"], a["n_broken"], _pct(a["cumulative_accuracy"]),
+         "—" if a["chain"] is None else f"{a['chain']}: {_pct(a['chain_accuracy'])}",
          a["n_outside_ball"], f"{a['seconds']:.1f}", _settings(a["config"])]
         for i, a in enumerate(report["attacks"], 1)
     ]
     return _table(header, rows)
+
+
+CHECK_MARKS = {"passed": "ok", "flagged": "**FLAG**", "not run": "not run"}
 
 
 def classwise_table(classwise: dict) -> str:
@@ -131,6 +136,15 @@ def _margin_table(margin: dict) -> str:
     return _table(["direction", *keys], rows)
 
 
+def _headline_lines(headline: dict) -> list:
+    """One bullet per headline number (AutoAttack accuracies in %, the ADBD as is)."""
+    lines = [
+        f"- {name}: {_pct(value)} %" if name.startswith("AutoAttack") else f"- {name}: {value:.4f}"
+        for name, value in headline.items()
+    ]
+    return lines + [""] if lines else []
+
+
 def markdown(report: dict) -> str:
     """Renders the whole report as Markdown."""
     s = report["settings"]
@@ -145,6 +159,7 @@ def markdown(report: dict) -> str:
         f"per-point worst case of all {len(report['attacks'])} attacks "
         f"{_pct(report['robust_accuracy'])} %.**",
         "",
+        *_headline_lines(report["headline"]),
         "## Accuracy (%) per attack",
         "",
         attack_table(report),
@@ -158,8 +173,7 @@ def markdown(report: dict) -> str:
         out += [f"Skipped: {item['name']} ({item['reason']}).", ""]
     out += ["## Gradient-masking checks", ""]
     for check in report["checks"]:
-        mark = "**FLAG**" if check["flagged"] else "ok"
-        out.append(f"- {mark} `{check['name']}`: {check['message']}")
+        out.append(f"- {CHECK_MARKS[check['status']]} `{check['name']}`: {check['message']}")
     for key, label in (("accuracy_vs_eps", "eps"), ("accuracy_vs_steps", "steps")):
         curve = report["curves"].get(key)
         if curve:

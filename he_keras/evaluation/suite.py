@@ -12,8 +12,11 @@ Presets (eps, norm and seed are the caller's):
   accuracy-vs-steps curve (cheap, and the "more steps help the model" check
   needs it).
 - `standard`: AutoAttack-standard first (APGD-CE -> APGD-T -> FAB-T ->
-  Square, so the cumulative accuracy after Square is the AutoAttack number),
-  then the quick attacks; accuracy-vs-eps curve; class-wise analysis.
+  Square, one chain, so its accuracy is the AutoAttack number); for an HE /
+  m-HE head a second AutoAttack chain on the raw output `logits / s` (the
+  cosines, what RobustBench's HE entry outputs), the headline being the
+  per-point worst case of both, each labelled; then the quick attacks;
+  accuracy-vs-eps curve; class-wise analysis.
 - `full`: standard (FAB is its FAB-T) plus MIM-20 and SPSA through
   cleverhans, DeepFool, CW-L2, transfer of PGD-20 from a source model if
   given, the feature attack, NES, ZOO and RayS (with the ADBD); the margin
@@ -60,6 +63,7 @@ from he_keras.evaluation.ensemble import (
     predict_logits,
     run_ensemble,
 )
+from he_keras.evaluation.raw_output import OnRawOutput
 from he_keras.models import head_kind
 from he_keras.models.heads import walk_layers
 from he_keras.validation import validate_images, validate_labels
@@ -68,14 +72,23 @@ SUITES = ("quick", "standard", "full")
 FGSM_NAME = "FGSM"
 PGD_NAME = "PGD-20"
 AUTOATTACK = ("APGD-CE", "APGD-T", "FAB-T", "Square")
+# The AutoAttack chains: on the logits, and (HE / m-HE heads) on logits / s.
+AA_CHAIN = "AutoAttack-standard"
+AA_RAW_CHAIN = "AutoAttack-standard on logits / s"
+RAW_SUFFIX = " (logits/s)"
+# (logits, raw output `logits / s`) of the HE and m-HE heads.
+RAW_OUTPUT = {"he": ("s·cos θ", "raw cosines cos θ"), "mhe": ("-s·θ", "raw angles -θ")}
 EPS_MULTIPLES = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 CURVE_STEPS = (1, 2, 5, 10, 20, 50, 100)
 # Steps of the PGD behind the accuracy-vs-eps curve.
 EPS_CURVE_STEPS = 20
 
 
-def _named(attack: Any, name: str, kind: str = "white-box", standalone: bool = True) -> SuiteAttack:
-    return SuiteAttack(name, attack, attack.config(), kind, standalone)
+def _named(
+    attack: Any, name: str, kind: str = "white-box", standalone: bool = True,
+    chain: Optional[str] = None,
+) -> SuiteAttack:
+    return SuiteAttack(name, attack, attack.config(), kind, standalone and chain is None, chain)
 
 
 def quick_attacks(eps: float, norm: str, seed: int) -> list:
@@ -90,46 +103,62 @@ def quick_attacks(eps: float, norm: str, seed: int) -> list:
         eps=eps, step_size=step, steps=20, norm=norm, keep_best=True, seed=seed + 1
     )
     return [
-        SuiteAttack(FGSM_NAME, core.fgsm(eps, norm), {
-            "eps": eps, "norm": norm, "steps": 1, "step_size": eps, "random_start": "zero",
-            "objective": "ce"}),
-        SuiteAttack(PGD_NAME, pgd, {
-            "eps": eps, "norm": norm, "steps": 20, "step_size": step, "random_start": "uniform",
-            "objective": "ce", "seed": seed + 1}),
+        _named(core.fgsm(eps, norm), FGSM_NAME),
+        _named(pgd, PGD_NAME),
         _named(cw.CWLinf(eps, step, 30, norm=norm, seed=seed + 2), "CW-Linf"),
         _named(adaptive.HEAdaptivePGD(eps, step, 20, norm=norm, seed=seed + 3), "HE-adaptive"),
         _named(adaptive.TemperaturePGD(eps, step, 20, norm=norm, seed=seed + 10), "Temperature-PGD"),
     ]
 
 
-def autoattack_standard(eps: float, norm: str, seed: int, num_classes: int) -> tuple[list, list]:
+def autoattack_standard(
+    eps: float, norm: str, seed: int, num_classes: int, head: str = "linear"
+) -> tuple[list, list]:
     """APGD-CE -> APGD-T -> FAB-T -> Square with AutoAttack's standard settings.
 
-    They run first in the ensemble, each on the still-robust points only, so
-    the cumulative accuracy after Square is the AutoAttack robust accuracy.
-    FAB-T and Square exist for L-inf only.
+    They form one chain (each attack runs on the points the earlier ones did
+    not break), so the chain's accuracy is the AutoAttack robust accuracy.
+    For an HE / m-HE head (`head` `"he"` / `"mhe"`) a second chain runs the
+    same attacks on the raw output `logits / s`, as RobustBench evaluates HE
+    models. FAB-T and Square exist for L-inf only.
 
     Returns:
         `(attacks, skipped)`, skipped entries naming the reason.
     """
     targets = min(9, num_classes - 1)
-    attacks = [
-        _named(apgd.APGD(eps, norm, loss="ce", steps=100, seed=seed + 20), "APGD-CE", standalone=False),
-    ]
+    names = list(AUTOATTACK)
     skipped = []
-    if num_classes >= 4:
-        attacks.append(_named(
-            apgd.APGDTargeted(eps, norm, steps=100, n_target_classes=targets, seed=seed + 21),
-            "APGD-T", standalone=False))
-    else:
+    if num_classes < 4:
+        names.remove("APGD-T")
         skipped.append({"name": "APGD-T", "reason": "the targeted DLR loss needs >= 4 classes"})
     if norm != "linf":
-        return attacks, skipped + [{"name": n, "reason": "L-inf only"} for n in AUTOATTACK[2:]]
-    attacks += [
-        _named(fab.FABTargeted(eps, steps=100, n_target_classes=targets, seed=seed + 22), "FAB-T",
-               standalone=False),
-        _named(square.Square(eps, n_queries=5000, seed=seed + 23), "Square", "black-box", False),
+        names = names[:-2]
+        skipped += [{"name": n, "reason": "L-inf only"} for n in AUTOATTACK[2:]]
+
+    def build(name: str, seed: int) -> Any:
+        if name == "APGD-CE":
+            return apgd.APGD(eps, norm, loss="ce", steps=100, seed=seed)
+        if name == "APGD-T":
+            return apgd.APGDTargeted(eps, norm, steps=100, n_target_classes=targets, seed=seed)
+        if name == "FAB-T":
+            return fab.FABTargeted(eps, steps=100, n_target_classes=targets, seed=seed)
+        return square.Square(eps, n_queries=5000, seed=seed)
+
+    def kind(name: str) -> str:
+        return "black-box" if name == "Square" else "white-box"
+
+    offset = {name: 20 + i for i, name in enumerate(AUTOATTACK)}
+    attacks = [
+        _named(build(n, seed + offset[n]), n, kind(n), chain=AA_CHAIN) for n in names
     ]
+    if head in RAW_OUTPUT:
+        attacks += [
+            _named(OnRawOutput(build(n, seed + offset[n] + len(AUTOATTACK))), n + RAW_SUFFIX,
+                   kind(n), chain=AA_RAW_CHAIN)
+            for n in names
+        ]
+    elif head == "unknown":
+        skipped.append({"name": AA_RAW_CHAIN, "reason": "the head (and its scale s) is not visible"})
     return attacks, skipped
 
 
@@ -244,7 +273,7 @@ def preset_attacks(
     attacks = quick_attacks(eps, norm, seed)
     if suite == "quick":
         return attacks, []
-    standard, skipped = autoattack_standard(eps, norm, seed, num_classes)
+    standard, skipped = autoattack_standard(eps, norm, seed, num_classes, _head_name(model))
     attacks = standard + attacks
     if suite == "full":
         if pool is None:
@@ -265,13 +294,32 @@ def _head_name(model: Callable) -> str:
     return head_kind(model)
 
 
-def _headline(result: EnsembleResult) -> dict:
-    """AutoAttack-standard accuracy (when it ran complete and first) and the
-    RayS ADBD (mean boundary distance over the points where it found one)."""
+def _chain_complete(result: EnsembleResult, chain: str, suffix: str = "") -> bool:
+    names = [r.name for r in result.attacks if r.chain == chain]
+    return names == [name + suffix for name in AUTOATTACK]
+
+
+def _headline(result: EnsembleResult, head: str) -> dict:
+    """AutoAttack-standard accuracy (when its chain ran complete) and the RayS
+    ADBD (mean boundary distance over the points where it found one).
+
+    For an HE / m-HE head, AutoAttack ran on the logits and on the raw output
+    `logits / s`: both numbers are given, labelled, and "AutoAttack-standard"
+    is their per-point worst case (a point counts only if it survived both).
+    """
     out = {}
-    names = [r.name for r in result.attacks]
-    if names[: len(AUTOATTACK)] == list(AUTOATTACK):
-        out["AutoAttack-standard"] = result.attacks[len(AUTOATTACK) - 1].cumulative_accuracy
+    if _chain_complete(result, AA_CHAIN):
+        robust = result.chain_robust[AA_CHAIN]
+        if _chain_complete(result, AA_RAW_CHAIN, RAW_SUFFIX):
+            raw = result.chain_robust[AA_RAW_CHAIN]
+            out["AutoAttack-standard"] = float(np.mean(robust & raw))
+            logits, raw_output = RAW_OUTPUT[head]
+            out[f"AutoAttack-standard on logits {logits}"] = float(np.mean(robust))
+            out[f"AutoAttack-standard on {raw_output} (logits / s, as RobustBench)"] = (
+                float(np.mean(raw))
+            )
+        else:
+            out["AutoAttack-standard"] = float(np.mean(robust))
     for r in result.attacks:
         if r.name == "RayS" and "last_distances" in r.summary:
             out["RayS ADBD"] = r.summary["last_distances"]["mean"]
@@ -285,12 +333,14 @@ def _pgd(eps: float, steps: int, step_size: float, norm: str, seed: int) -> core
     )
 
 
-def _accuracy_under(
+def _curve_accuracy(
     model: Callable, attack: core.ProjectedGradientAttack, x: np.ndarray, y: np.ndarray,
-    eps: float, norm: str, batch_size: int,
+    norm: str, seed: int, batch_size: int,
 ) -> float:
+    """Accuracy under `attack`, its random starts drawn afresh from `seed`."""
+    attack.rng.reset_from_seed(seed)
     spec = SuiteAttack("curve", attack, {})
-    return run_ensemble(model, x, y, [spec], eps, norm, batch_size).robust_accuracy
+    return run_ensemble(model, x, y, [spec], attack.eps, norm, batch_size).robust_accuracy
 
 
 def curve_eps_values(eps: float, norm: str, input_size: int) -> list:
@@ -298,7 +348,7 @@ def curve_eps_values(eps: float, norm: str, input_size: int) -> list:
 
     Multiples of `eps` from 0 up to the radius that reaches every image of
     the box (1 for L-inf, `sqrt(d)` for L2), which must bring the accuracy of
-    any model to chance level.
+    any model to zero.
     """
     top = 1.0 if norm == "linf" else float(np.sqrt(input_size))
     values = {0.0, top} | {min(top, m * eps) for m in EPS_MULTIPLES}
@@ -309,40 +359,46 @@ def accuracy_vs_eps(
     model: Callable, x: np.ndarray, y: np.ndarray, eps: float, norm: str,
     seed: int, batch_size: int,
 ) -> dict:
-    """Accuracy of PGD-20 (CE, uniform start, step `pgd_step_size`) at growing eps."""
+    """Accuracy of PGD-20 (CE, uniform start, step `pgd_step_size`) at growing eps.
+
+    One compiled PGD serves every point (`with_budget`), so the curve adds
+    one trace per input shape.
+    """
+    pgd = _pgd(eps, EPS_CURVE_STEPS, pgd_step_size(eps, EPS_CURVE_STEPS), norm, seed)
     points = []
     for value in curve_eps_values(eps, norm, int(np.prod(x.shape[1:]))):
         start = time.perf_counter()
         if value == 0.0:
             acc = float(np.mean(predict_logits(model, x, batch_size).argmax(1) == y))
         else:
-            pgd = _pgd(value, EPS_CURVE_STEPS, pgd_step_size(value, EPS_CURVE_STEPS), norm, seed)
-            acc = _accuracy_under(model, pgd, x, y, value, norm, batch_size)
+            attack = pgd.with_budget(eps=value, step_size=pgd_step_size(value, EPS_CURVE_STEPS))
+            acc = _curve_accuracy(model, attack, x, y, norm, seed, batch_size)
         points.append({"eps": value, "accuracy": acc, "seconds": time.perf_counter() - start})
-    attack = {"attack": "PGD", "objective": "ce", "steps": EPS_CURVE_STEPS,
-              "step_size": "2.5*eps/steps", "random_start": "uniform", "seed": seed}
+    attack = {**pgd.config(), "eps": "see points", "step_size": "2.5*eps/steps"}
     return {"attack": attack, "points": points}
 
 
 def accuracy_vs_steps(
     model: Callable, x: np.ndarray, y: np.ndarray, eps: float, norm: str,
-    seed: int, batch_size: int,
+    seed: int, batch_size: int, step_size: Optional[float] = None,
 ) -> dict:
-    """Accuracy of PGD (CE, step eps/4) with 1 to 100 steps.
+    """Accuracy of PGD (CE, step eps/4 by default) with 1 to 100 steps.
 
     Every run starts from the same seeded random point with the same step,
     so the iterates of a shorter run are a prefix of those of a longer one,
     and a run returns a misclassified iterate whenever one occurred: for a
-    deterministic model accuracy can only fall.
+    deterministic model accuracy can only fall, and what it still loses
+    between the last two step counts is what the attack had not reached.
+    One compiled PGD serves every point (`with_budget`).
     """
+    step_size = eps / 4 if step_size is None else step_size
+    pgd = _pgd(eps, CURVE_STEPS[0], step_size, norm, seed)
     points = []
     for steps in CURVE_STEPS:
         start = time.perf_counter()
-        acc = _accuracy_under(model, _pgd(eps, steps, eps / 4, norm, seed), x, y, eps, norm, batch_size)
+        acc = _curve_accuracy(model, pgd.with_budget(steps=steps), x, y, norm, seed, batch_size)
         points.append({"steps": steps, "accuracy": acc, "seconds": time.perf_counter() - start})
-    attack = {"attack": "PGD", "objective": "ce", "eps": eps, "step_size": eps / 4,
-              "random_start": "uniform", "seed": seed}
-    return {"attack": attack, "points": points}
+    return {"attack": {**pgd.config(), "steps": "see points"}, "points": points}
 
 
 def evaluate(
@@ -424,21 +480,24 @@ def evaluate(
         curves["accuracy_vs_eps"] = accuracy_vs_eps(model, x, y, eps, norm, seed, batch_size)
     found = [
         checks_lib.zero_gradient_check(model, x[correct], y[correct], batch_size)
-        if correct.any() else None,
+        if correct.any() else checks_lib.not_run("zero_gradients", "no clean-correct point"),
         checks_lib.randomness_check(model, x[:batch_size]),
         checks_lib.softmax_output_check(clean_logits),
         checks_lib.black_box_check(result.attacks, result.n),
-        checks_lib.steps_curve_check(curves["accuracy_vs_steps"]["points"]),
+        checks_lib.steps_curve_check(curves["accuracy_vs_steps"]["points"], result.n),
         checks_lib.single_step_check(result.attacks, FGSM_NAME, PGD_NAME),
+        checks_lib.eps_curve_check(
+            curves["accuracy_vs_eps"]["points"], result.n, len(np.unique(result.clean_pred))
+        ) if "accuracy_vs_eps" in curves
+        else checks_lib.not_run("accuracy_vs_eps", "the quick suite computes no accuracy-vs-eps curve"),
     ]
-    if "accuracy_vs_eps" in curves:
-        found.append(checks_lib.eps_curve_check(curves["accuracy_vs_eps"]["points"], num_classes))
+    head = _head_name(model)
     report = {
-        "format": "he_keras.evaluation/1",
+        "format": "he_keras.evaluation/2",
         "settings": {
             "suite": suite if preset else f"{suite} (custom attacks)",
             "model": model_name,
-            "head": _head_name(model),
+            "head": head,
             "dataset": dataset,
             "n": result.n,
             "num_classes": num_classes,
@@ -452,11 +511,11 @@ def evaluate(
         "robust_accuracy": result.robust_accuracy,
         "n_clean_correct": int(correct.sum()),
         "n_robust": int(result.robust.sum()),
-        "headline": _headline(result),
+        "headline": _headline(result, head),
         "attacks": [r.to_json() for r in result.attacks],
         "skipped_attacks": skipped,
         "curves": curves,
-        "checks": [c.to_json() for c in found if c is not None],
+        "checks": [c.to_json() for c in found],
     }
     if suite != "quick":
         report["classwise"] = classwise_lib.classwise_report(result, clean_logits, num_classes, model)
