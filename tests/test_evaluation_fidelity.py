@@ -394,3 +394,23 @@ def test_margin_report_states_its_pgd_from_the_attacks_config():
     settings = margin.margin_report(linear, linear, x, eps=0.1, cap=3.0, seed=4)["settings"]
     assert settings["pgd"] == margin.direction_attack(0.1, seed=4).config()
     assert settings["pgd"]["steps"] == 20 and settings["pgd"]["step_size"] == pytest.approx(0.025)
+
+
+def test_report_holds_the_settings_an_adaptive_attack_used_on_the_model():
+    # Temperature-PGD and HE-adaptive learn the head and its scale only when
+    # they run: the report must carry those effective settings.
+    from he_keras.attacks import HEAdaptivePGD, TemperaturePGD
+
+    model = undefended_digits_model("he", epochs=8)
+    _, _, x, y = digits_arrays()
+    specs = [
+        SuiteAttack("Temperature-PGD", attack, attack.config())
+        for attack in (TemperaturePGD(0.1, 0.025, 2, temperatures=(0.1,), seed=0),
+                       HEAdaptivePGD(0.1, 0.025, 2, seed=0))
+    ]
+    result = run_ensemble(model, x[:16], y[:16], specs, 0.1)
+    temperature, adaptive = (r.config for r in result.attacks)
+    assert temperature["last_model"]["head"] == "he"
+    assert temperature["inverse_temperatures_on_logits"] == pytest.approx(
+        [10.0 / temperature["last_model"]["s"]])
+    assert adaptive["objectives_run"] == ["raw_ce", "dlr", "cw"]

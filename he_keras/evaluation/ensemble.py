@@ -333,7 +333,9 @@ def run_ensemble(
             AttackResult(
                 name=spec.name,
                 kind=spec.kind,
-                config=dict(spec.config),
+                # Attacks that adapt to the model (HE scale, objectives run)
+                # report the settings they actually used once they have run.
+                config={**spec.config, **(spec.attack.config() if hasattr(spec.attack, "config") else {})},
                 n_attacked=int(len(targets)),
                 n_broken=n_new,
                 accuracy=None if correct is None else float(correct.mean()),
