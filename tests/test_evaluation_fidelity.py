@@ -15,6 +15,7 @@ from tensorflow.python.eager.polymorphic_function import polymorphic_function
 from helpers import digits_arrays, undefended_digits_model
 from he_keras.attacks import Attack
 from he_keras.attacks.core import ProjectedGradientAttack, fgsm
+from he_keras.defaults import pgd_step_size
 from he_keras.evaluation import AttackResult, SuiteAttack, checks, evaluate, run_ensemble, suite
 from he_keras.evaluation import report as report_lib
 from he_keras.evaluation.ensemble import threat_model_projection
@@ -46,7 +47,7 @@ def test_pgd_and_fgsm_implement_attack_and_the_suite_reports_their_config():
         assert spec.config == spec.attack.config()
     fgsm_spec, pgd_spec = suite.quick_attacks(EPS, "linf", seed=3)[:2]
     assert (fgsm_spec.config["steps"], pgd_spec.config["steps"]) == (1, 20)
-    assert pgd_spec.config["seed"] == 4 and pgd_spec.config["step_size"] == pytest.approx(0.03)
+    assert pgd_spec.config["seed"] == 4 and pgd_spec.config["step_size"] == pytest.approx(pgd_step_size(EPS, 20))
 
 
 def test_pgd_does_what_its_config_says():
