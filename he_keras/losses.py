@@ -36,10 +36,14 @@ def _one_hot(y: Any, logits: Any) -> Any:
 def cross_entropy(y: Any, logits: Any) -> Any:
     """Sparse softmax cross-entropy (log-sum-exp with max subtraction).
 
-    Computed as `logsumexp(z) - z_y` on exactly the tensor given: Keras'
+    Computed on exactly the tensor given: Keras'
     `sparse_categorical_crossentropy(from_logits=True)` swaps the output of a
-    Keras softmax for the hidden pre-softmax logits, which would attack another
-    function than the model's output.
+    Keras softmax (a tensor carrying `_keras_logits`) for the hidden
+    pre-softmax logits, which would attack another function than the model's
+    output, so the loss is taken on a copy that carries no such attribute.
+    The copy keeps the backend's fused softmax cross-entropy and its
+    numerics (a `logsumexp(z) - z_y` graph gave other gradients on a
+    saturated, x1e4-scaled model).
 
     Args:
         y: Integer labels, shape `(batch_size,)`.
@@ -48,8 +52,9 @@ def cross_entropy(y: Any, logits: Any) -> Any:
     Returns:
         Per-example loss, shape `(batch_size,)`, float32.
     """
-    logits = _f32(logits)
-    return ops.logsumexp(logits, axis=-1) - ops.sum(_one_hot(y, logits) * logits, axis=-1)
+    return ops.sparse_categorical_crossentropy(
+        ops.cast(y, "int32"), ops.copy(_f32(logits)), from_logits=True
+    )
 
 
 def margin_cross_entropy(y: Any, logits: Any, offset: Any) -> Any:

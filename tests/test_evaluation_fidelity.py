@@ -320,6 +320,9 @@ def test_headline_bookkeeping_with_fake_chains():
         def __init__(self, ids, expect_raw):
             self.ids, self.expect_raw, self.seen = ids, expect_raw, 0
 
+        def config(self):
+            return {"name": self.name}
+
         def __call__(self, m, xb, yb):
             # The raw chain must see logits / s (cosines in [-1, 1]), the other the logits.
             out = np.asarray(m(xb, training=False))

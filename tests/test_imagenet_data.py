@@ -181,7 +181,7 @@ with tfds.testing.mock_data(num_examples=4):
     trainer = runner.build_trainer(full, load_dataset(full.dataset, full.data_dir))
     built = {"model": full.model, "framework": type(trainer).__name__, "replays": trainer.replays,
              "input": list(trainer.classifier.input_shape), "output": list(trainer.classifier.output_shape)}
-    metrics = runner.run(config("--model=wide_resnet", "--depth=10", "--width=1", "--n_train=2",
+    metrics = runner.run(config("--model=wide_resnet", "--depth=10", "--width=1", "--n_train=2", "--validation_split=0",
                                 "--batch_size=2", "--epochs=1", "--n_eval=2", "--eval_steps=1"))
 print(json.dumps({"built": built, "metrics": metrics}, default=str))
 """
