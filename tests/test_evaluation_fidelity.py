@@ -171,6 +171,12 @@ def test_checks_that_did_not_run_say_not_run_in_json_markdown_and_app_output(tmp
     summary = load_app().summary_table(report)
     assert "check black_box_beats_white_box: not run" in summary
     assert "check single_step_beats_iterative: passed" in summary
+    without = evaluate(undefended_digits_model(), x, y, 10, suite="standard", eps=EPS, seed=0,
+                       attacks=suite.quick_attacks(EPS, "linf", 0)[:2], curves=False)
+    status = {c["name"]: c for c in without["checks"]}
+    for name in ("accuracy_vs_steps", "accuracy_vs_eps"):
+        assert status[name]["status"] == "not run" and "curves=False" in str(status[name])
+    assert without["curves"] == {}
 
 
 def fake_result(name, kind, n_attacked, n_broken):
