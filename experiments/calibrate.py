@@ -1,0 +1,305 @@
+"""Calibration of the training regime (issue 14, item 1: "Regime first").
+
+Trains plain PGD-AT settings through the library's one training path
+(`he_keras.training.runner.run`) and evaluates each model on the whole test
+split with the evaluation suite's `standard` preset (AutoAttack-standard:
+APGD-CE -> APGD-T -> FAB-T -> Square, then PGD-20 and the quick attacks; the
+same call `apps/evaluate.py --suite=standard` makes). A setting is *in the
+regime* when
+
+- clean test accuracy >= 90 %,
+- AutoAttack-standard robust test accuracy lies in [25 %, 85 %], and
+- the validation robust accuracy (PGD-10 on the seeded validation split,
+  logged by the runner after every epoch) of the last 5 epochs spans
+  (max - min) less than 1 point.
+
+Model selection uses the validation curve only; the test numbers are
+recorded, never used to pick epochs.
+
+Every setting writes `experiments/results/calibration/<name>.json`
+atomically as soon as its evaluation finishes, and the figure
+`calibration.png` (validation robust accuracy per epoch, one line per
+setting, one panel per dataset) is redrawn from all JSONs present. A setting
+whose JSON exists is skipped, and training resumes from its last checkpoint
+under `--runs_dir`, so a re-run after a kill continues where it stopped.
+
+Usage:
+  nice -n 10 python experiments/calibrate.py --settings=digits_e30_s7_ep30
+  python experiments/calibrate.py --list
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from typing import Optional, Sequence
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RESULTS_DIR = os.path.join(HERE, "results", "calibration")
+RUNS_DIR = os.path.join(os.path.dirname(HERE), "runs", "calibration")
+
+# The regime of issue 14.
+CLEAN_MIN = 0.90
+AUTOATTACK_RANGE = (0.25, 0.85)
+PLATEAU_EPOCHS = 5
+PLATEAU_SPAN = 0.01
+
+# Shared by every setting: plain PGD-AT, Adam, batch 64, validation split 0.1.
+BASE = dict(framework="pgdat", head="linear", optimizer="adam", batch_size=64, seed=0,
+            validation_split=0.1)
+DIGITS = dict(BASE, dataset="digits", model="small_cnn", lr=2e-3)
+MNIST5K = dict(BASE, dataset="mnist5k", model="small_cnn", lr=1e-3)
+
+
+def _pgd(eps: float, steps: int) -> dict:
+    """Training attack: `steps` steps of 2.5 eps / steps (the library's rule)."""
+    return dict(eps=eps, steps=steps, step_size=round(2.5 * eps / steps, 6))
+
+
+# Settings in the order they are run; names say dataset, eps, PGD steps,
+# epochs, schedule ("step": x0.1 at the listed epochs) and head.
+SETTINGS: dict = {
+    "digits_e30_s7_ep30": dict(DIGITS, **_pgd(0.3, 7), epochs=30),
+    "digits_e30_s7_ep60_step40-50": dict(
+        DIGITS, **_pgd(0.3, 7), epochs=60, lr_schedule="piecewise", lr_decay_epochs=(40, 50)),
+    "digits_e20_s7_ep60_step40-50": dict(
+        DIGITS, **_pgd(0.2, 7), epochs=60, lr_schedule="piecewise", lr_decay_epochs=(40, 50)),
+    "digits_e30_s7_ep60_step40-50_he": dict(
+        DIGITS, **_pgd(0.3, 7), epochs=60, lr_schedule="piecewise", lr_decay_epochs=(40, 50),
+        head="he"),
+    "mnist5k_e30_s10_ep30_step20-25": dict(
+        MNIST5K, **_pgd(0.3, 10), epochs=30, lr_schedule="piecewise", lr_decay_epochs=(20, 25)),
+}
+
+
+def plateau(values: Sequence[float], window: int = PLATEAU_EPOCHS) -> dict:
+    """Span (max - min) and net change of the last `window` values.
+
+    Args:
+        values: Per-epoch validation robust accuracy.
+        window: Number of final epochs.
+
+    Returns:
+        `{"window", "span", "change"}`; span and change are None when fewer
+        than `window` values exist.
+    """
+    tail = list(values)[-window:]
+    if len(tail) < window:
+        return {"window": window, "span": None, "change": None}
+    return {"window": window, "span": max(tail) - min(tail), "change": tail[-1] - tail[0]}
+
+
+def regime(clean: float, autoattack: float, val_adv: Sequence[float]) -> dict:
+    """Checks the regime of issue 14 on one trained model.
+
+    Args:
+        clean: Clean test accuracy.
+        autoattack: AutoAttack-standard robust test accuracy.
+        val_adv: Per-epoch validation robust accuracy.
+
+    Returns:
+        Each criterion's flag and `"met"` (all of them).
+
+    Example:
+
+    ```python
+    regime(0.95, 0.40, [0.30, 0.40, 0.40, 0.405, 0.40, 0.40])["met"]  # True
+    ```
+    """
+    span = plateau(val_adv)["span"]
+    checks = {
+        "clean_ge_90": clean >= CLEAN_MIN,
+        "autoattack_in_25_85": AUTOATTACK_RANGE[0] <= autoattack <= AUTOATTACK_RANGE[1],
+        "val_plateau_lt_1pt": span is not None and span < PLATEAU_SPAN,
+    }
+    return dict(checks, met=all(checks.values()))
+
+
+def train(name: str, setting: dict, runs_dir: str) -> dict:
+    """Trains one setting (or resumes it, or reads it back when finished).
+
+    Returns:
+        The runner's metrics dictionary, with the wall time of this call and
+        the load average around it.
+    """
+    from he_keras.training.runner import TrainConfig, read_json, run
+
+    output_dir = os.path.join(runs_dir, name)
+    metrics_path = os.path.join(output_dir, "metrics.json")
+    if os.path.exists(metrics_path):
+        metrics = read_json(metrics_path, "metrics")
+        if "test" in metrics and os.path.exists(os.path.join(output_dir, "model.keras")):
+            return metrics
+    config = TrainConfig(output_dir=output_dir, tensorboard=False, **setting)
+    load = os.getloadavg()[0]
+    started = time.time()
+    metrics = run(config)
+    metrics["wall_seconds"] = time.time() - started
+    metrics["load_average"] = {"start": load, "end": os.getloadavg()[0]}
+    return metrics
+
+
+def evaluate_test(model_path: str, dataset: str, eps: float, seed: int = 0) -> dict:
+    """AutoAttack-standard (and the quick attacks) on the whole test split.
+
+    Returns:
+        The suite's report, with the wall time and load average around it.
+    """
+    import keras
+
+    import he_keras  # noqa: F401  (registers the custom layers)
+    from he_keras.data import load_dataset, to_numpy
+    from he_keras.evaluation import evaluate
+
+    data = load_dataset(dataset)
+    x, y = to_numpy(data.test)
+    model = keras.saving.load_model(model_path, safe_mode=True)
+    load = os.getloadavg()[0]
+    started = time.time()
+    report = evaluate(model, x, y, data.num_classes, suite="standard", eps=eps, seed=seed,
+                      dataset=dataset, model_name=os.path.basename(os.path.dirname(model_path)))
+    report["wall_seconds"] = time.time() - started
+    report["load_average"] = {"start": load, "end": os.getloadavg()[0]}
+    return report
+
+
+def summarize(name: str, setting: dict, metrics: dict, report: dict) -> dict:
+    """The calibration record of one setting."""
+    attacks = {a["name"]: a for a in report["attacks"]}
+    history = metrics["history"]
+    val_adv = history.get("val_adv_accuracy", [])
+    clean = report["clean_accuracy"]
+    autoattack = report["headline"]["AutoAttack-standard"]
+    return {
+        "name": name,
+        "setting": setting,
+        "config": metrics["config"],
+        "train": {
+            "epochs": metrics["passes"],
+            "train_seconds": metrics["train_seconds"],
+            "seconds_per_epoch": metrics["train_seconds"] / max(1, metrics["passes"]),
+            "wall_seconds": metrics.get("wall_seconds"),
+            "load_average": metrics.get("load_average"),
+        },
+        "validation": dict(metrics["validation"], curves={
+            "val_clean_accuracy": history.get("val_clean_accuracy", []),
+            "val_adv_accuracy": val_adv,
+            "clean_accuracy": history.get("clean_accuracy", []),
+            "adv_accuracy": history.get("adv_accuracy", []),
+        }, plateau=plateau(val_adv)),
+        "test": {
+            "n": report["settings"]["n"],
+            "eps": report["settings"]["eps"],
+            "clean_accuracy": clean,
+            "pgd20_accuracy": attacks["PGD-20"]["accuracy"],
+            "autoattack_accuracy": autoattack,
+            "autoattack_cumulative": {
+                n: attacks[n]["cumulative_accuracy"] for n in ("APGD-CE", "APGD-T", "FAB-T", "Square")
+            },
+            "worst_case_accuracy": report["robust_accuracy"],
+            "runner_pgd": metrics["test"],
+            "attack_seconds": {n: a["seconds"] for n, a in attacks.items()},
+            "eval_seconds": report["seconds"],
+            "eval_wall_seconds": report["wall_seconds"],
+            "eval_load_average": report["load_average"],
+            "flagged_checks": [c["name"] for c in report["checks"] if c["flagged"]],
+        },
+        "regime": regime(clean, autoattack, val_adv),
+    }
+
+
+def plot(results_dir: str) -> Optional[str]:
+    """Draws `calibration.png` from every record in `results_dir`."""
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from he_keras.files import write_atomic
+
+    records = []
+    for fname in sorted(os.listdir(results_dir)):
+        if fname.endswith(".json"):
+            with open(os.path.join(results_dir, fname)) as f:
+                records.append(json.load(f))
+    if not records:
+        return None
+    datasets = sorted({r["setting"]["dataset"] for r in records})
+    fig, axes = plt.subplots(1, len(datasets), figsize=(6.5 * len(datasets), 4.2), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        for r in (r for r in records if r["setting"]["dataset"] == dataset):
+            curve = 100 * np.asarray(r["validation"]["curves"]["val_adv_accuracy"])
+            t = r["test"]
+            label = (f"{r['name']}: test clean {100 * t['clean_accuracy']:.1f}, "
+                     f"AA {100 * t['autoattack_accuracy']:.1f}"
+                     f"{' (regime)' if r['regime']['met'] else ''}")
+            ax.plot(np.arange(1, len(curve) + 1), curve, label=label)
+        ax.set_title(f"{dataset}: validation robust accuracy (PGD-10) per epoch")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("accuracy (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    path = os.path.join(results_dir, "calibration.png")
+    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"),
+                 suffix=".png")
+    plt.close(fig)
+    return path
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Runs the selected settings that have no record yet."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--settings", default="",
+                        help="comma-separated setting names (default: all, in order)")
+    parser.add_argument("--results_dir", default=RESULTS_DIR)
+    parser.add_argument("--runs_dir", default=RUNS_DIR)
+    parser.add_argument("--list", action="store_true", help="print the settings and exit")
+    args = parser.parse_args(argv)
+    names = [n for n in args.settings.split(",") if n] or list(SETTINGS)
+    unknown = [n for n in names if n not in SETTINGS]
+    if unknown:
+        print(f"error: unknown setting {unknown[0]!r}; see --list", file=sys.stderr)
+        return 2
+    if args.list:
+        for name in names:
+            print(name, SETTINGS[name])
+        return 0
+    from he_keras.evaluation import write_report
+    from he_keras.files import write_json
+    from he_keras.training.runner import read_json
+
+    for name in names:
+        path = os.path.join(args.results_dir, f"{name}.json")
+        if os.path.exists(path):
+            print(f"{name}: done ({path})")
+            continue
+        setting = SETTINGS[name]
+        metrics = train(name, setting, args.runs_dir)
+        report_path = os.path.join(os.path.dirname(metrics["model_path"]), "eval", "report.json")
+        if os.path.exists(report_path):
+            report = read_json(report_path, "report")
+        else:
+            report = evaluate_test(metrics["model_path"], setting["dataset"], setting["eps"])
+            write_report(report, os.path.dirname(report_path))
+        record = summarize(name, setting, metrics, report)
+        write_json(path, record)
+        plot(args.results_dir)
+        t = record["test"]
+        print(f"{name}: clean {t['clean_accuracy']:.4f} PGD-20 {t['pgd20_accuracy']:.4f} "
+              f"AA {t['autoattack_accuracy']:.4f} val span {record['validation']['plateau']['span']} "
+              f"train {record['train']['train_seconds']:.0f}s eval {t['eval_seconds']:.0f}s "
+              f"regime {record['regime']}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.exit(main())
