@@ -49,6 +49,10 @@ CLEAN_MIN = 0.90
 AUTOATTACK_RANGE = (0.25, 0.85)
 PLATEAU_EPOCHS = 5
 PLATEAU_SPAN = 0.01
+# Attack seeds of the validation-noise measurement.
+VAL_NOISE_SEEDS = 10
+# Seed of the fixed-seed validation attack (100 + the attack seeds above).
+FIXED_VAL_SEED = 100
 
 # Shared by every setting: plain PGD-AT, Adam, batch 64, validation split 0.1.
 BASE = dict(framework="pgdat", head="linear", optimizer="adam", batch_size=64, seed=0,
@@ -73,8 +77,11 @@ SETTINGS: dict = {
     "digits_e30_s7_ep60_step40-50_he": dict(
         DIGITS, **_pgd(0.3, 7), epochs=60, lr_schedule="piecewise", lr_decay_epochs=(40, 50),
         head="he"),
-    "mnist5k_e30_s10_ep30_step20-25": dict(
-        MNIST5K, **_pgd(0.3, 10), epochs=30, lr_schedule="piecewise", lr_decay_epochs=(20, 25)),
+    # Adam 1e-3, batch 64 collapsed to a constant prediction in epoch 2
+    # (mnist5k_e30_s10_ep20_step14-18, killed): lower LR, smaller batch.
+    "mnist5k_e30_s10_ep15_lr3e-4_b32_step10-13": dict(
+        MNIST5K, **_pgd(0.3, 10), epochs=15, lr=3e-4, batch_size=32, lr_schedule="piecewise",
+        lr_decay_epochs=(10, 13)),
 }
 
 
@@ -139,7 +146,7 @@ def train(name: str, setting: dict, runs_dir: str) -> dict:
     config = TrainConfig(output_dir=output_dir, tensorboard=False, **setting)
     load = os.getloadavg()[0]
     started = time.time()
-    metrics = run(config)
+    metrics = run(config, extra_callbacks=[fixed_seed_validation(setting)])
     metrics["wall_seconds"] = time.time() - started
     metrics["load_average"] = {"start": load, "end": os.getloadavg()[0]}
     return metrics
@@ -169,11 +176,92 @@ def evaluate_test(model_path: str, dataset: str, eps: float, seed: int = 0) -> d
     return report
 
 
-def summarize(name: str, setting: dict, metrics: dict, report: dict) -> dict:
+def validation_arrays(config: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The runner's seeded validation split of a run's settings, as arrays."""
+    from he_keras.data import load_dataset, to_numpy
+    from he_keras.training.splits import split_validation
+
+    data = load_dataset(config["dataset"])
+    train = data.train.take(config["n_train"]) if config.get("n_train") else data.train
+    _, validation, _, _ = split_validation(train, config["validation_split"], config["seed"])
+    return to_numpy(validation)
+
+
+def validation_pgd(config: dict, seed: int):
+    """The trainer's validation attack (PGD, CE, `val_steps` steps of
+    2.5 eps / steps, uniform random start, last iterate) with `seed`."""
+    from he_keras.attacks.core import ProjectedGradientAttack
+    from he_keras.training.base import default_eval_step_size
+
+    steps = config.get("val_steps", 10)
+    return ProjectedGradientAttack(
+        eps=config["eps"], step_size=default_eval_step_size(config["eps"], steps), steps=steps,
+        norm=config.get("norm", "linf"), random_start="uniform", objective="ce", seed=seed)
+
+
+def attacked_accuracy(model, pgd, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> float:
+    """Accuracy of `model` on `pgd`'s adversarial examples of `(x, y)`."""
+    correct = 0
+    for i in range(0, len(x), batch_size):
+        x_adv = pgd(model, x[i:i + batch_size], y[i:i + batch_size])
+        pred = np.asarray(model(x_adv, training=False)).argmax(1)
+        correct += int(np.sum(pred == y[i:i + batch_size]))
+    return correct / len(x)
+
+
+def fixed_seed_validation(config: dict, seed: int = FIXED_VAL_SEED):
+    """A Keras callback logging `val_adv_fixed_accuracy` after every epoch.
+
+    The validation attack restarts from the same seed every epoch (common
+    random numbers), so a model that stopped changing gives the same number
+    and the plateau criterion measures the model, not the attack's random
+    start (see `validation_attack_noise`).
+    """
+    import keras
+
+    x, y = validation_arrays(config)
+    pgd = validation_pgd(config, seed)
+
+    class FixedSeedValidation(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            pgd.rng.reset_from_seed(seed)
+            if logs is not None:
+                logs["val_adv_fixed_accuracy"] = attacked_accuracy(self.model.classifier, pgd, x, y)
+
+    return FixedSeedValidation()
+
+
+def validation_attack_noise(metrics: dict, seeds: int = VAL_NOISE_SEEDS) -> dict:
+    """Spread of the per-epoch validation number for one fixed model.
+
+    Re-runs the trainer's validation attack on the final model and the same
+    seeded validation split with `seeds` different attack seeds. Its spread
+    is the part of an epoch-to-epoch change of `val_adv_accuracy` that comes
+    from the attack's random start alone.
+
+    Returns:
+        `{"n", "seeds", "accuracies", "mean", "std", "span"}`.
+    """
+    import keras
+
+    import he_keras  # noqa: F401  (registers the custom layers)
+
+    config = metrics["config"]
+    x, y = validation_arrays(config)
+    model = keras.saving.load_model(metrics["model_path"], safe_mode=True)
+    accuracies = [attacked_accuracy(model, validation_pgd(config, seed), x, y)
+                  for seed in range(seeds)]
+    return {"n": len(x), "seeds": seeds, "accuracies": accuracies, "mean": float(np.mean(accuracies)),
+            "std": float(np.std(accuracies, ddof=1)), "span": max(accuracies) - min(accuracies)}
+
+
+def summarize(name: str, setting: dict, metrics: dict, report: dict, noise: dict) -> dict:
     """The calibration record of one setting."""
     attacks = {a["name"]: a for a in report["attacks"]}
     history = metrics["history"]
     val_adv = history.get("val_adv_accuracy", [])
+    # The plateau is judged on the fixed-seed curve where it was logged.
+    val_fixed = history.get("val_adv_fixed_accuracy", [])
     clean = report["clean_accuracy"]
     autoattack = report["headline"]["AutoAttack-standard"]
     return {
@@ -190,9 +278,12 @@ def summarize(name: str, setting: dict, metrics: dict, report: dict) -> dict:
         "validation": dict(metrics["validation"], curves={
             "val_clean_accuracy": history.get("val_clean_accuracy", []),
             "val_adv_accuracy": val_adv,
+            "val_adv_fixed_accuracy": val_fixed,
             "clean_accuracy": history.get("clean_accuracy", []),
             "adv_accuracy": history.get("adv_accuracy", []),
-        }, plateau=plateau(val_adv)),
+        }, plateau=plateau(val_adv), plateau_fixed_seed=plateau(val_fixed) if val_fixed else None,
+            plateau_judged_on="val_adv_fixed_accuracy" if val_fixed else "val_adv_accuracy",
+            attack_noise=noise),
         "test": {
             "n": report["settings"]["n"],
             "eps": report["settings"]["eps"],
@@ -210,7 +301,7 @@ def summarize(name: str, setting: dict, metrics: dict, report: dict) -> dict:
             "eval_load_average": report["load_average"],
             "flagged_checks": [c["name"] for c in report["checks"] if c["flagged"]],
         },
-        "regime": regime(clean, autoattack, val_adv),
+        "regime": regime(clean, autoattack, val_fixed or val_adv),
     }
 
 
@@ -241,8 +332,14 @@ def plot(results_dir: str) -> Optional[str]:
             label = (f"{r['name']}: test clean {100 * t['clean_accuracy']:.1f}, "
                      f"AA {100 * t['autoattack_accuracy']:.1f}"
                      f"{' (regime)' if r['regime']['met'] else ''}")
-            ax.plot(np.arange(1, len(curve) + 1), curve, label=label)
+            line, = ax.plot(np.arange(1, len(curve) + 1), curve, label=label)
+            fixed = 100 * np.asarray(r["validation"]["curves"].get("val_adv_fixed_accuracy", []))
+            if len(fixed):
+                ax.plot(np.arange(1, len(fixed) + 1), fixed, "--", color=line.get_color(),
+                        label=f"{r['name']}: same attack seed every epoch")
         ax.set_title(f"{dataset}: validation robust accuracy (PGD-10) per epoch")
+        ax.text(0.99, 0.01, "solid: new attack seed each epoch (runner); dashed: fixed seed",
+                transform=ax.transAxes, ha="right", va="bottom", fontsize=7)
         ax.set_xlabel("epoch")
         ax.set_ylabel("accuracy (%)")
         ax.grid(alpha=0.3)
@@ -279,6 +376,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for name in names:
         path = os.path.join(args.results_dir, f"{name}.json")
         if os.path.exists(path):
+            record = read_json(path, "calibration record")
+            if "attack_noise" not in record["validation"]:
+                metrics = read_json(os.path.join(args.runs_dir, name, "metrics.json"), "metrics")
+                record["validation"]["attack_noise"] = validation_attack_noise(metrics)
+                write_json(path, record)
             print(f"{name}: done ({path})")
             continue
         setting = SETTINGS[name]
@@ -289,7 +391,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         else:
             report = evaluate_test(metrics["model_path"], setting["dataset"], setting["eps"])
             write_report(report, os.path.dirname(report_path))
-        record = summarize(name, setting, metrics, report)
+        record = summarize(name, setting, metrics, report, validation_attack_noise(metrics))
         write_json(path, record)
         plot(args.results_dir)
         t = record["test"]
