@@ -77,11 +77,12 @@ SETTINGS: dict = {
     "digits_e30_s7_ep60_step40-50_he": dict(
         DIGITS, **_pgd(0.3, 7), epochs=60, lr_schedule="piecewise", lr_decay_epochs=(40, 50),
         head="he"),
-    # Adam 1e-3, batch 64 collapsed to a constant prediction in epoch 2
-    # (mnist5k_e30_s10_ep20_step14-18, killed): lower LR, smaller batch.
-    "mnist5k_e30_s10_ep15_lr3e-4_b32_step10-13": dict(
-        MNIST5K, **_pgd(0.3, 10), epochs=15, lr=3e-4, batch_size=32, lr_schedule="piecewise",
-        lr_decay_epochs=(10, 13)),
+    # At eps 0.3 both Adam 1e-3 / batch 64 (mnist5k_e30_s10_ep20_step14-18)
+    # and Adam 3e-4 / batch 32 (mnist5k_e30_s10_ep15_lr3e-4_b32_step10-13)
+    # collapsed to a constant prediction (loss ln 10) within 2-3 epochs and
+    # were stopped; the library's PGD-AT has no clean warm-up or eps ramp.
+    "mnist5k_e20_s10_ep15_step10-13": dict(
+        MNIST5K, **_pgd(0.2, 10), epochs=15, lr_schedule="piecewise", lr_decay_epochs=(10, 13)),
 }
 
 
