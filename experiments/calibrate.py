@@ -81,26 +81,37 @@ SETTINGS: dict = {
     # and Adam 3e-4 / batch 32 (mnist5k_e30_s10_ep15_lr3e-4_b32_step10-13)
     # collapsed to a constant prediction (loss ln 10) within 2-3 epochs and
     # were stopped; the library's PGD-AT has no clean warm-up or eps ramp.
+    "digits_e30_s7_ep100_step60-80": dict(
+        DIGITS, **_pgd(0.3, 7), epochs=100, lr_schedule="piecewise", lr_decay_epochs=(60, 80)),
+    "digits_e30_s7_ep60_step40-50_val20": dict(
+        DIGITS, **_pgd(0.3, 7), epochs=60, lr_schedule="piecewise", lr_decay_epochs=(40, 50),
+        validation_split=0.2),
     "mnist5k_e20_s10_ep15_step10-13": dict(
         MNIST5K, **_pgd(0.2, 10), epochs=15, lr_schedule="piecewise", lr_decay_epochs=(10, 13)),
 }
 
 
 def plateau(values: Sequence[float], window: int = PLATEAU_EPOCHS) -> dict:
-    """Span (max - min) and net change of the last `window` values.
+    """How much the last `window` values still move.
 
     Args:
         values: Per-epoch validation robust accuracy.
         window: Number of final epochs.
 
     Returns:
-        `{"window", "span", "change"}`; span and change are None when fewer
-        than `window` values exist.
+        `{"window", "span", "change", "mean_change"}`: span (max - min) and
+        net change (last - first) of the last `window` values, and the mean
+        of the last `window` minus the mean of the `window` before (None
+        where too few values exist).
     """
-    tail = list(values)[-window:]
-    if len(tail) < window:
-        return {"window": window, "span": None, "change": None}
-    return {"window": window, "span": max(tail) - min(tail), "change": tail[-1] - tail[0]}
+    values = list(values)
+    tail = values[-window:]
+    out = {"window": window, "span": None, "change": None, "mean_change": None}
+    if len(tail) == window:
+        out.update(span=max(tail) - min(tail), change=tail[-1] - tail[0])
+    if len(values) >= 2 * window:
+        out["mean_change"] = float(np.mean(tail) - np.mean(values[-2 * window:-window]))
+    return out
 
 
 def regime(clean: float, autoattack: float, val_adv: Sequence[float]) -> dict:
@@ -265,7 +276,7 @@ def summarize(name: str, setting: dict, metrics: dict, report: dict, noise: dict
     val_fixed = history.get("val_adv_fixed_accuracy", [])
     clean = report["clean_accuracy"]
     autoattack = report["headline"]["AutoAttack-standard"]
-    return {
+    record = {
         "name": name,
         "setting": setting,
         "config": metrics["config"],
@@ -282,9 +293,7 @@ def summarize(name: str, setting: dict, metrics: dict, report: dict, noise: dict
             "val_adv_fixed_accuracy": val_fixed,
             "clean_accuracy": history.get("clean_accuracy", []),
             "adv_accuracy": history.get("adv_accuracy", []),
-        }, plateau=plateau(val_adv), plateau_fixed_seed=plateau(val_fixed) if val_fixed else None,
-            plateau_judged_on="val_adv_fixed_accuracy" if val_fixed else "val_adv_accuracy",
-            attack_noise=noise),
+        }, attack_noise=noise),
         "test": {
             "n": report["settings"]["n"],
             "eps": report["settings"]["eps"],
@@ -302,8 +311,28 @@ def summarize(name: str, setting: dict, metrics: dict, report: dict, noise: dict
             "eval_load_average": report["load_average"],
             "flagged_checks": [c["name"] for c in report["checks"] if c["flagged"]],
         },
-        "regime": regime(clean, autoattack, val_fixed or val_adv),
     }
+    return derive(record)
+
+
+def derive(record: dict) -> dict:
+    """(Re)computes the plateau numbers and the regime verdict of a record
+    from its stored curves and test numbers.
+
+    The plateau is judged on the fixed-seed validation curve where it was
+    logged, else on the runner's `val_adv_accuracy`.
+    """
+    validation, test = record["validation"], record["test"]
+    curves = validation["curves"]
+    fixed = curves.get("val_adv_fixed_accuracy") or []
+    judged = "val_adv_fixed_accuracy" if fixed else "val_adv_accuracy"
+    validation.update(
+        plateau=plateau(curves["val_adv_accuracy"]),
+        plateau_fixed_seed=plateau(fixed) if fixed else None,
+        plateau_judged_on=judged,
+    )
+    record["regime"] = regime(test["clean_accuracy"], test["autoattack_accuracy"], curves[judged])
+    return record
 
 
 def plot(results_dir: str) -> Optional[str]:
@@ -381,7 +410,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             if "attack_noise" not in record["validation"]:
                 metrics = read_json(os.path.join(args.runs_dir, name, "metrics.json"), "metrics")
                 record["validation"]["attack_noise"] = validation_attack_noise(metrics)
-                write_json(path, record)
+            write_json(path, derive(record))
+            plot(args.results_dir)
             print(f"{name}: done ({path})")
             continue
         setting = SETTINGS[name]
@@ -397,7 +427,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         plot(args.results_dir)
         t = record["test"]
         print(f"{name}: clean {t['clean_accuracy']:.4f} PGD-20 {t['pgd20_accuracy']:.4f} "
-              f"AA {t['autoattack_accuracy']:.4f} val span {record['validation']['plateau']['span']} "
+              f"AA {t['autoattack_accuracy']:.4f} "
+              f"last-5 span: runner {record['validation']['plateau']['span']}, fixed seed "
+              f"{(record['validation']['plateau_fixed_seed'] or {}).get('span')} "
               f"train {record['train']['train_seconds']:.0f}s eval {t['eval_seconds']:.0f}s "
               f"regime {record['regime']}", flush=True)
     return 0

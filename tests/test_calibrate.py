@@ -15,6 +15,9 @@ def test_plateau_span_and_change():
     assert abs(got["span"] - 0.03) < 1e-9
     assert abs(got["change"]) < 1e-9
     assert calibrate.plateau([0.1, 0.2])["span"] is None
+    assert got["mean_change"] is None
+    ten = [0.1] * 5 + [0.3] * 5
+    assert abs(calibrate.plateau(ten)["mean_change"] - 0.2) < 1e-9
 
 
 def test_regime_met():
