@@ -86,6 +86,12 @@ SETTINGS: dict = {
     "digits_e30_s7_ep60_step40-50_val20": dict(
         DIGITS, **_pgd(0.3, 7), epochs=60, lr_schedule="piecewise", lr_decay_epochs=(40, 50),
         validation_split=0.2),
+    "digits_e20_s7_ep60_step40-50_he": dict(
+        DIGITS, **_pgd(0.2, 7), epochs=60, lr_schedule="piecewise", lr_decay_epochs=(40, 50),
+        head="he"),
+    "digits_e20_s7_ep60_step40-50_seed1": dict(
+        DIGITS, **_pgd(0.2, 7), epochs=60, lr_schedule="piecewise", lr_decay_epochs=(40, 50),
+        seed=1),
     "mnist5k_e20_s10_ep15_step10-13": dict(
         MNIST5K, **_pgd(0.2, 10), epochs=15, lr_schedule="piecewise", lr_decay_epochs=(10, 13)),
 }
