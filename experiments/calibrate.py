@@ -365,8 +365,8 @@ def plot(results_dir: str) -> Optional[str]:
     if not records:
         return None
     datasets = sorted({r["setting"]["dataset"] for r in records})
-    fig, axes = plt.subplots(1, len(datasets), figsize=(6.5 * len(datasets), 4.2), squeeze=False)
-    for ax, dataset in zip(axes[0], datasets):
+    fig, axes = plt.subplots(len(datasets), 1, figsize=(13, 4.5 * len(datasets)), squeeze=False)
+    for ax, dataset in zip(axes[:, 0], datasets):
         for r in (r for r in records if r["setting"]["dataset"] == dataset):
             curve = 100 * np.asarray(r["validation"]["curves"]["val_adv_accuracy"])
             t = r["test"]
@@ -379,12 +379,11 @@ def plot(results_dir: str) -> Optional[str]:
                 ax.plot(np.arange(1, len(fixed) + 1), fixed, "--", color=line.get_color(),
                         label=f"{r['name']}: same attack seed every epoch")
         ax.set_title(f"{dataset}: validation robust accuracy (PGD-10) per epoch")
-        ax.text(0.99, 0.01, "solid: new attack seed each epoch (runner); dashed: fixed seed",
-                transform=ax.transAxes, ha="right", va="bottom", fontsize=7)
-        ax.set_xlabel("epoch")
+
+        ax.set_xlabel("epoch (solid: new attack seed each epoch, the runner's; dashed: same seed)")
         ax.set_ylabel("accuracy (%)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     path = os.path.join(results_dir, "calibration.png")
     write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"),
                  suffix=".png")
