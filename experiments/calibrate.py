@@ -278,6 +278,40 @@ def validation_attack_noise(metrics: dict, seeds: int = VAL_NOISE_SEEDS) -> dict
             "std": float(np.std(accuracies, ddof=1)), "span": max(accuracies) - min(accuracies)}
 
 
+def autoattack_subset(model_path: str, dataset: str, eps: float, n: int, seed: int = 0) -> dict:
+    """AutoAttack-standard alone on the first `n` test points (a timing
+    probe; the regime needs the whole split).
+
+    Runs the attacks of the suite's `autoattack_standard` through the same
+    ensemble (each on the still-robust points), without the quick attacks,
+    curves and checks of the `standard` preset.
+
+    Returns:
+        `{"n", "eps", "clean_accuracy", "autoattack_accuracy", "attacks"}`.
+    """
+    import keras
+
+    import he_keras  # noqa: F401  (registers the custom layers)
+    from he_keras.data import load_dataset, to_numpy
+    from he_keras.evaluation import run_ensemble
+    from he_keras.evaluation.suite import autoattack_standard
+
+    data = load_dataset(dataset)
+    x, y = to_numpy(data.test, limit=n)
+    model = keras.saving.load_model(model_path, safe_mode=True)
+    attacks, _ = autoattack_standard(eps, "linf", seed, data.num_classes)
+    load = os.getloadavg()[0]
+    result = run_ensemble(model, x, y, attacks, eps, "linf", 128)
+    return {
+        "n": int(len(x)), "eps": eps, "clean_accuracy": result.clean_accuracy,
+        "autoattack_accuracy": result.robust_accuracy,
+        "attacks": [{k: v for k, v in a.to_json().items() if k in
+                     ("name", "n_attacked", "n_broken", "cumulative_accuracy", "seconds")}
+                    for a in result.attacks],
+        "load_average": {"start": load, "end": os.getloadavg()[0]},
+    }
+
+
 def summarize(name: str, setting: dict, metrics: dict, report: dict, noise: dict) -> dict:
     """The calibration record of one setting."""
     attacks = {a["name"]: a for a in report["attacks"]}
@@ -358,28 +392,37 @@ def plot(results_dir: str) -> Optional[str]:
     from he_keras.files import write_atomic
 
     records = []
-    for fname in sorted(os.listdir(results_dir)):
-        if fname.endswith(".json"):
-            with open(os.path.join(results_dir, fname)) as f:
-                records.append(json.load(f))
+    # Evaluated records, then trained-but-unevaluated and stopped runs
+    # (their histories only).
+    for sub in ("", "unevaluated", "stopped"):
+        folder = os.path.join(results_dir, sub)
+        if not os.path.isdir(folder):
+            continue
+        for fname in sorted(os.listdir(folder)):
+            if fname.endswith(".json"):
+                with open(os.path.join(folder, fname)) as f:
+                    records.append(dict(json.load(f), kind=sub or "evaluated"))
     if not records:
         return None
-    datasets = sorted({r["setting"]["dataset"] for r in records})
+    datasets = sorted({r["config"]["dataset"] for r in records})
     fig, axes = plt.subplots(len(datasets), 1, figsize=(13, 4.5 * len(datasets)), squeeze=False)
     for ax, dataset in zip(axes[:, 0], datasets):
-        for r in (r for r in records if r["setting"]["dataset"] == dataset):
-            curve = 100 * np.asarray(r["validation"]["curves"]["val_adv_accuracy"])
-            t = r["test"]
-            label = (f"{r['name']}: test clean {100 * t['clean_accuracy']:.1f}, "
-                     f"AA {100 * t['autoattack_accuracy']:.1f}"
-                     f"{' (regime)' if r['regime']['met'] else ''}")
+        for r in (r for r in records if r["config"]["dataset"] == dataset):
+            curves = r["validation"]["curves"] if r["kind"] == "evaluated" else r["history"]
+            curve = 100 * np.asarray(curves["val_adv_accuracy"])
+            if r["kind"] == "evaluated":
+                t = r["test"]
+                label = (f"{r['name']}: test clean {100 * t['clean_accuracy']:.1f}, "
+                         f"AA {100 * t['autoattack_accuracy']:.1f}"
+                         f"{' (regime)' if r['regime']['met'] else ''}")
+            else:
+                label = f"{r['name']}: {'no AutoAttack run' if r['kind'] == 'unevaluated' else 'collapsed, stopped'}"
             line, = ax.plot(np.arange(1, len(curve) + 1), curve, label=label)
-            fixed = 100 * np.asarray(r["validation"]["curves"].get("val_adv_fixed_accuracy", []))
+            fixed = 100 * np.asarray(curves.get("val_adv_fixed_accuracy", []))
             if len(fixed):
                 ax.plot(np.arange(1, len(fixed) + 1), fixed, "--", color=line.get_color(),
                         label=f"{r['name']}: same attack seed every epoch")
         ax.set_title(f"{dataset}: validation robust accuracy (PGD-10) per epoch")
-
         ax.set_xlabel("epoch (solid: new attack seed each epoch, the runner's; dashed: same seed)")
         ax.set_ylabel("accuracy (%)")
         ax.grid(alpha=0.3)
@@ -399,6 +442,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--results_dir", default=RESULTS_DIR)
     parser.add_argument("--runs_dir", default=RUNS_DIR)
     parser.add_argument("--list", action="store_true", help="print the settings and exit")
+    parser.add_argument("--autoattack_subset", type=int, default=0,
+                        help="N > 0: only time AutoAttack-standard on the first N test points of "
+                             "the trained settings (written to <results_dir>/subset/)")
     args = parser.parse_args(argv)
     names = [n for n in args.settings.split(",") if n] or list(SETTINGS)
     unknown = [n for n in names if n not in SETTINGS]
@@ -413,6 +459,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from he_keras.files import write_json
     from he_keras.training.runner import read_json
 
+    if args.autoattack_subset > 0:
+        for name in names:
+            setting = SETTINGS[name]
+            model_path = os.path.join(args.runs_dir, name, "model.keras")
+            out = autoattack_subset(model_path, setting["dataset"], setting["eps"],
+                                    args.autoattack_subset)
+            write_json(os.path.join(args.results_dir, "subset",
+                                    f"{name}_first{args.autoattack_subset}.json"), dict(out, name=name))
+            print(name, out, flush=True)
+        return 0
     for name in names:
         path = os.path.join(args.results_dir, f"{name}.json")
         if os.path.exists(path):
