@@ -1,0 +1,44 @@
+"""The regime check of experiments/calibrate.py fires on each criterion."""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments"))
+
+import calibrate  # noqa: E402
+
+FLAT = [0.10, 0.30, 0.400, 0.405, 0.400, 0.402, 0.404]
+
+
+def test_plateau_span_and_change():
+    got = calibrate.plateau([0.1, 0.5, 0.52, 0.49, 0.51, 0.50])
+    assert abs(got["span"] - 0.03) < 1e-9
+    assert abs(got["change"]) < 1e-9
+    assert calibrate.plateau([0.1, 0.2])["span"] is None
+    assert got["mean_change"] is None
+    ten = [0.1] * 5 + [0.3] * 5
+    assert abs(calibrate.plateau(ten)["mean_change"] - 0.2) < 1e-9
+
+
+def test_regime_met():
+    assert calibrate.regime(0.95, 0.40, FLAT)["met"]
+
+
+def test_regime_fires_on_each_criterion():
+    low_clean = calibrate.regime(0.89, 0.40, FLAT)
+    assert not low_clean["met"] and not low_clean["clean_ge_90"]
+    for aa in (0.24, 0.86):
+        got = calibrate.regime(0.95, aa, FLAT)
+        assert not got["met"] and not got["autoattack_in_25_85"]
+    rising = calibrate.regime(0.95, 0.40, FLAT[:-1] + [0.42])
+    assert not rising["met"] and not rising["val_plateau_lt_1pt"]
+    short = calibrate.regime(0.95, 0.40, FLAT[:3])
+    assert not short["met"] and not short["val_plateau_lt_1pt"]
+
+
+def test_every_setting_is_plain_pgdat_in_the_issue_bounds():
+    for name, setting in calibrate.SETTINGS.items():
+        assert setting["framework"] == "pgdat", name
+        minimum = 7 if setting["dataset"] == "digits" else 10
+        assert setting["steps"] >= minimum, name
+        assert setting["validation_split"] > 0, name
