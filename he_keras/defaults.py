@@ -44,7 +44,8 @@ def pgd_step_size(eps: float, steps: int) -> float:
         steps: Number of PGD steps (>= 1).
 
     Returns:
-        The step size (PGD-20 at eps 0.3: 0.0375).
+        The step size (PGD-20 at eps 0.3: 0.0375); 1.0 at `eps = 0`, where
+        the ball is a point and any positive step projects back onto it.
 
     Example:
 
@@ -54,7 +55,7 @@ def pgd_step_size(eps: float, steps: int) -> float:
     """
     if steps < 1:
         raise ValueError(f"`steps` must be >= 1. Received: steps={steps!r}")
-    return PGD_STEP_FACTOR * eps / steps
+    return PGD_STEP_FACTOR * eps / steps if eps > 0 else 1.0
 
 
 def margin_of(head: str, m: Optional[float] = None) -> float:

@@ -91,13 +91,13 @@ class AdversarialTrainer(keras.Model):
         validate_attack_params(eps=eps, steps=steps, norm=norm)
         validate_attack_params(steps=eval_steps)
         if step_size is None:
-            step_size = pgd_step_size(eps, steps) if eps > 0 else 1.0
+            step_size = pgd_step_size(eps, steps)
         validate_attack_params(step_size=step_size)
         self.classifier = classifier
         self.head_kind = head_kind(classifier)
         margin = margin_of(self.head_kind, margin)
         if eval_step_size is None:
-            eval_step_size = pgd_step_size(eps, eval_steps) if eps > 0 else 1.0
+            eval_step_size = pgd_step_size(eps, eval_steps)
         validate_attack_params(step_size=eval_step_size)
         self.eps = float(eps)
         self.step_size = float(step_size)

@@ -535,9 +535,7 @@ def run(
         )
     train_seconds = time.time() - started
 
-    test_step_size = config.eval_step_size or (
-        pgd_step_size(config.eps, config.eval_steps) if config.eps > 0 else 1.0
-    )
+    test_step_size = config.eval_step_size or pgd_step_size(config.eps, config.eval_steps)
     final = evaluate_robustness(
         trainer.classifier,
         x_test,
