@@ -80,3 +80,22 @@ def test_quickstart_config_is_robust(tmp_path):
     assert test["clean_accuracy"] >= 0.85
     assert test["robust_accuracy"] >= undefended_robust + 0.3
     assert os.path.exists(metrics["model_path"])
+
+
+def test_validation_attack_restarts_from_the_same_seed_every_evaluation():
+    # fit validates through evaluate() after every epoch; with a seed the
+    # attack's random start is the same each time, so an unchanged model
+    # scores the same and the plateau of val_adv_accuracy measures the model.
+    keras.utils.set_random_seed(0)
+    model = build_model("small_cnn", (8, 8, 1), 10)
+    trainer = PGDAT(model, eps=0.3, steps=1, eval_steps=1, eval_step_size=1e-3, seed=3)
+    trainer.compile(optimizer=keras.optimizers.Adam(1e-3))
+    _, _, x, y = digits_arrays()
+    first = trainer.evaluate(x[:64], y[:64], batch_size=64, verbose=0, return_dict=True)
+    second = trainer.evaluate(x[:64], y[:64], batch_size=64, verbose=0, return_dict=True)
+    assert first["loss"] == second["loss"]
+    unseeded = PGDAT(model, eps=0.3, steps=1, eval_steps=1, eval_step_size=1e-3, seed=None)
+    unseeded.compile(optimizer=keras.optimizers.Adam(1e-3))
+    losses = {unseeded.evaluate(x[:64], y[:64], batch_size=64, verbose=0, return_dict=True)["loss"]
+              for _ in range(2)}
+    assert len(losses) == 2  # without a seed the start is drawn anew

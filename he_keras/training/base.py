@@ -248,6 +248,20 @@ class AdversarialTrainer(keras.Model):
                 validate_labels(y, self.classifier.output_shape[-1], len(x))
         return super().fit(x, y, *args, **kwargs)
 
+    def evaluate(self, *args: Any, **kwargs: Any) -> Any:
+        """`keras.Model.evaluate`, with the same attack random start every call.
+
+        With a `seed`, the validation attack's generator is reset before each
+        evaluation (`fit` validates through this method after every epoch),
+        so the per-epoch `val_adv_accuracy` of an unchanged model is the same
+        number: epoch-to-epoch changes measure the model, not the attack's
+        random start (common random numbers). Without a seed the starts stay
+        non-deterministic.
+        """
+        if self.seed is not None:
+            self.eval_attack.rng.reset_from_seed(self.seed + 1)
+        return super().evaluate(*args, **kwargs)
+
     def reduce_loss(self, per_example: tf.Tensor, sample_weight: Any = None) -> tf.Tensor:
         """Mean over the global batch plus regularization, per replica."""
         loss = tf.nn.compute_average_loss(per_example, sample_weight=sample_weight)
