@@ -183,7 +183,7 @@ def fake_result(name, kind, n_attacked, n_broken):
     return AttackResult(
         name=name, kind=kind, config={}, n_attacked=n_attacked, n_broken=n_broken, accuracy=None,
         cumulative_accuracy=0.0, chain=None, chain_accuracy=None, seconds=0.0, correct=None,
-        n_outside_ball=0, n_nonfinite=0, summary={},
+        survivors=np.zeros(n_attacked, bool), n_outside_ball=0, n_nonfinite=0, summary={},
     )
 
 
@@ -424,3 +424,26 @@ def test_report_holds_the_settings_an_adaptive_attack_used_on_the_model():
     assert temperature["inverse_temperatures_on_logits"] == pytest.approx(
         [10.0 / temperature["last_model"]["s"]])
     assert adaptive["objectives_run"] == ["raw_ce", "dlr", "cw"]
+
+
+def test_points_report_per_point_outcomes_that_add_up_to_the_reported_accuracies():
+    model, x, y = undefended_digits_model(), *eval_points(96)
+    weak = ProjectedGradientAttack(eps=0.03, step_size=0.03, steps=1, seed=1)
+    strong = ProjectedGradientAttack(eps=0.1, step_size=pgd_step_size(0.1, 10), steps=10, seed=2)
+    attacks = [SuiteAttack("weak", weak, weak.config()),
+               SuiteAttack("chain-1", weak, weak.config(), standalone=False, chain="c"),
+               SuiteAttack("chain-2", strong, strong.config(), standalone=False, chain="c"),
+               SuiteAttack("strong", strong, strong.config(), standalone=False)]
+    report = evaluate(model, x, y, 10, attacks=attacks, eps=EPS, curves=False, points=True)
+    points = report["points"]
+    flags = {k: np.array([c == "1" for c in v]) for k, v in points["survivors"].items()}
+    assert points["labels"] == [int(v) for v in y]
+    assert np.mean([c == "1" for c in points["clean"]]) == report["clean_accuracy"]
+    assert np.mean([c == "1" for c in points["robust"]]) == report["robust_accuracy"]
+    by_name = {a["name"]: a for a in report["attacks"]}
+    assert flags["weak"].mean() == by_name["weak"]["accuracy"]
+    assert flags["chain-2"].mean() == by_name["chain-2"]["chain_accuracy"]
+    assert not np.any(flags["chain-2"] & ~flags["chain-1"])  # a chain only loses points
+    assert flags["strong"].mean() == by_name["strong"]["cumulative_accuracy"]
+    assert 0 < flags["strong"].mean() < flags["weak"].mean()  # the attacks really differ here
+    assert "points" not in evaluate(model, x, y, 10, attacks=attacks[:1], eps=EPS, curves=False)

@@ -109,6 +109,10 @@ class AttackResult:
         seconds: Wall time of the attack, re-check included.
         correct: Per-point flags "correct under this attack alone" (None when
             not standalone); clean-misclassified points are False.
+        survivors: Per-point flags of the points still correct once this
+            attack has run on its pool: `correct` for a standalone attack,
+            the chain's survivors so far for a chain member, the ensemble's
+            survivors so far otherwise.
         n_outside_ball: Outputs the attack returned outside the eps-ball or
             [0, 1] (projected back before the re-check).
         n_nonfinite: Outputs with NaN/inf (replaced by the clean input).
@@ -127,6 +131,7 @@ class AttackResult:
     chain_accuracy: Optional[float]
     seconds: float
     correct: Optional[np.ndarray]
+    survivors: np.ndarray
     n_outside_ball: int
     n_nonfinite: int
     summary: dict
@@ -135,6 +140,7 @@ class AttackResult:
         """The JSON-ready record (per-point flags left out)."""
         out = dataclasses.asdict(self)
         out.pop("correct")
+        out.pop("survivors")
         return out
 
 
@@ -346,6 +352,11 @@ def run_ensemble(
                 ),
                 seconds=time.perf_counter() - start,
                 correct=correct,
+                survivors=(
+                    correct if correct is not None
+                    else robust.copy() if spec.chain is None
+                    else chain_robust[spec.chain].copy()
+                ),
                 n_outside_ball=n_outside,
                 n_nonfinite=n_nonfinite,
                 summary=_summarize(extras, eps),

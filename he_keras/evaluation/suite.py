@@ -418,6 +418,7 @@ def evaluate(
     data_dir: Optional[str] = None,
     verbose: int = 0,
     curves: bool = True,
+    points: bool = False,
 ) -> dict:
     """Runs an evaluation suite and returns its report.
 
@@ -442,6 +443,11 @@ def evaluate(
         verbose: 1 prints progress bars.
         curves: Compute the accuracy-vs-steps (and, beyond `quick`,
             accuracy-vs-eps) curves; without them their checks say "not run".
+        points: Add `report["points"]`, per-point outcomes as strings of
+            "0"/"1" (one character per test point, in order): `labels`,
+            `clean`, `robust` (the worst case), and per attack its
+            `survivors` (`AttackResult.survivors`): what paired statistics
+            over test points need.
 
     Returns:
         The JSON-ready report dict.
@@ -526,6 +532,8 @@ def evaluate(
         "curves": curves,
         "checks": [c.to_json() for c in found],
     }
+    if points:
+        report["points"] = _points(result)
     if suite != "quick":
         report["classwise"] = classwise_lib.classwise_report(result, clean_logits, num_classes, model)
     if suite == "full":
@@ -536,6 +544,20 @@ def evaluate(
             report["corruptions"] = _corruptions(model, dataset, len(x), data_dir, batch_size)
     report["seconds"] = time.perf_counter() - started
     return report
+
+
+def _flags(values: np.ndarray) -> str:
+    return "".join("1" if v else "0" for v in values)
+
+
+def _points(result: EnsembleResult) -> dict:
+    """Per-point outcomes of an ensemble run as compact "0"/"1" strings."""
+    return {
+        "labels": [int(v) for v in result.labels],
+        "clean": _flags(result.clean_correct),
+        "robust": _flags(result.robust),
+        "survivors": {r.name: _flags(r.survivors) for r in result.attacks},
+    }
 
 
 def _corruptions(
