@@ -1,0 +1,360 @@
+"""The reproduction study's units of work: arms (training settings) x seeds.
+
+A *unit* is one arm trained with one seed and evaluated once:
+
+1. training through the library's one path, `he_keras.training.runner.run`,
+   in `runs/study/<dataset>/<arm>/seed<k>/` (a killed run resumes from its
+   last checkpoint; a finished one is loaded, not retrained);
+2. evaluation through `he_keras.evaluation.evaluate(..., points=True)` on the
+   whole test split (`PROTOCOL` below);
+3. `experiments/results/study/<dataset>/<arm>/seed<k>.json`, written
+   atomically. A unit whose JSON exists is never trained or evaluated again.
+
+Every arm of a dataset shares that dataset's `REGIMES` entry (the calibrated
+training regime) and differs only in what its claim varies; arms are paired by
+seed (same initialisation seed, same validation split and data order).
+
+Workers claim units through lock files, so several can run side by side
+(`python experiments/study.py --workers=2`) and a re-run after a kill takes
+the unfinished units only.
+
+Usage:
+  python experiments/study.py --list
+  python experiments/study.py --dataset=digits --arms=pgdat,pgdat_he --workers=2
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from typing import Any, Optional, Sequence
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+
+RESULTS = os.path.join(HERE, "results", "study")
+RUNS = os.path.join(ROOT, "runs", "study")
+FORMAT = "he_keras.study/1"
+
+# The calibrated regimes (experiments/results/calibration/, docs/REPRODUCTION.md):
+# plain PGD-AT reaches clean >= 90 % and AutoAttack in [25, 85] % there.
+REGIMES: dict = {
+    "digits": dict(dataset="digits", model="small_cnn", eps=0.2, steps=7, epochs=60,
+                   optimizer="adam", lr=2e-3, batch_size=64, lr_schedule="piecewise",
+                   lr_decay_epochs=(40, 50), validation_split=0.1),
+}
+SEEDS = {"digits": 5}
+# Toy sizes for `--quick` (the test suite): a few seconds per unit.
+QUICK = dict(epochs=2, lr_schedule="constant", lr_decay_epochs=())
+QUICK_SEEDS, QUICK_N_TEST = 3, 40
+
+
+@dataclasses.dataclass(frozen=True)
+class Arm:
+    """One training setting of the study.
+
+    Attributes:
+        framework: `he_keras.training.FRAMEWORKS` name.
+        head: `"linear"`, `"he"` or `"mhe"`.
+        params: `framework_params` of the trainer (e.g. TRADES' beta).
+        overrides: Other `TrainConfig` fields that differ from the regime.
+        temperatures: 1/T values of standalone Temperature-PGD runs added to
+            the evaluation (seed 003 Table 6), on the cosines of HE heads.
+    """
+
+    framework: str
+    head: str = "linear"
+    params: tuple = ()
+    overrides: tuple = ()
+    temperatures: tuple = ()
+
+    def spec(self, dataset: str, seed: int, quick: bool = False) -> dict:
+        """The `TrainConfig` fields of this arm with `seed`."""
+        spec = dict(REGIMES[dataset], framework=self.framework, head=self.head,
+                    framework_params=dict(self.params), seed=seed)
+        spec.update(dict(self.overrides))
+        if quick:
+            spec.update(QUICK)
+        return spec
+
+
+FRAMEWORK_PARAMS = {"pgdat": (), "alp": (("beta", 0.5),), "trades": (("beta", 6.0),)}
+ARMS: dict[str, Arm] = {}
+for _fw, _params in FRAMEWORK_PARAMS.items():
+    for _head, _suffix in (("linear", ""), ("he", "_he"), ("mhe", "_mhe")):
+        ARMS[_fw + _suffix] = Arm(_fw, _head, _params, temperatures=(1.0, 50.0) if _fw == "pgdat" else ())
+
+
+def unit_path(dataset: str, arm: str, seed: int, results: str = RESULTS) -> str:
+    """Where the results JSON of one unit lives."""
+    return os.path.join(results, dataset, arm, f"seed{seed}.json")
+
+
+# === Evaluation protocol ===
+
+PGD20 = "PGD-20"
+PGD20_RAW = "PGD-20 (logits/s)"
+APGD_DLR = "APGD-DLR"
+SI_CHAIN = "scale-invariant"
+SI_PARTS = ("APGD-T", "FAB-T", "Square")
+
+
+def temperature_name(inverse_temperature: float) -> str:
+    return f"Temperature-PGD 1/T={inverse_temperature:g}"
+
+
+def protocol(model: Any, arm: Arm, eps: float, seed: int, num_classes: int = 10) -> list:
+    """The attacks of one unit's evaluation, in order.
+
+    PGD-20 on the logits (the papers' column) and, for HE heads, on
+    `logits / s`; APGD-DLR (untargeted, scale-invariant); the AutoAttack-
+    standard chain on the logits and, for HE heads, on `logits / s` (the
+    suite's `autoattack_standard`); the arm's Temperature-PGD runs.
+    """
+    from he_keras.attacks import adaptive, apgd
+    from he_keras.attacks.core import ProjectedGradientAttack
+    from he_keras.defaults import EVAL_PGD_STEPS, pgd_step_size
+    from he_keras.evaluation import SuiteAttack
+    from he_keras.evaluation.raw_output import OnRawOutput
+    from he_keras.evaluation.suite import autoattack_standard
+
+    def named(name: str, attack: Any) -> Any:
+        return SuiteAttack(name, attack, attack.config())
+
+    def pgd20(offset: int) -> Any:
+        return ProjectedGradientAttack(eps, pgd_step_size(eps, EVAL_PGD_STEPS), EVAL_PGD_STEPS,
+                                       keep_best=True, seed=seed + offset)
+
+    attacks = [named(PGD20, pgd20(1))]
+    if arm.head != "linear":
+        attacks.append(named(PGD20_RAW, OnRawOutput(pgd20(2))))
+    attacks.append(named(APGD_DLR, apgd.APGD(eps, loss="dlr", seed=seed + 3)))
+    for i, inverse in enumerate(arm.temperatures):
+        attacks.append(named(temperature_name(inverse), adaptive.TemperaturePGD(
+            eps, pgd_step_size(eps, EVAL_PGD_STEPS), EVAL_PGD_STEPS,
+            temperatures=(1.0 / inverse,), seed=seed + 10 + i)))
+    chains, _ = autoattack_standard(eps, "linf", seed, num_classes, head=arm.head)
+    return attacks + chains
+
+
+def scale_invariant(model: Any, x: Any, y: Any, eps: float, seed: int, points: dict,
+                    num_classes: int = 10) -> dict:
+    """Worst case of the scale-invariant attacks only (APGD-DLR, APGD-T, FAB-T, Square).
+
+    The AutoAttack chain runs APGD-T -> FAB-T -> Square on the points APGD-CE
+    left; the same chain (fresh seeds) runs here on the points APGD-CE broke,
+    so every clean-correct point meets APGD-T -> FAB-T -> Square once. A point
+    is robust when it survives that chain and APGD-DLR.
+
+    Returns:
+        `{"flags": "0101...", "accuracy", "n_extra", "seconds"}`.
+    """
+    import numpy as np
+
+    from he_keras.evaluation import run_ensemble
+    from he_keras.evaluation.suite import autoattack_standard
+
+    start = time.perf_counter()
+    bits = {k: np.array([c == "1" for c in v]) for k, v in points["survivors"].items()}
+    clean = np.array([c == "1" for c in points["clean"]])
+    after_ce, after_chain = bits["APGD-CE"], bits[SI_PARTS[-1]]
+    broken_by_ce = clean & ~after_ce
+    chain, _ = autoattack_standard(eps, "linf", seed + 100, num_classes)
+    chain = [a for a in chain if a.name in SI_PARTS]
+    robust = after_chain.copy()
+    idx = np.flatnonzero(broken_by_ce)
+    if len(idx):
+        extra = run_ensemble(model, x[idx], y[idx], chain, eps, "linf", 250)
+        robust[idx] = extra.robust
+    robust &= bits[APGD_DLR]
+    return {"flags": "".join("1" if v else "0" for v in robust), "accuracy": float(robust.mean()),
+            "n_extra": int(len(idx)), "seconds": time.perf_counter() - start}
+
+
+# === One unit ===
+
+def run_unit(dataset: str, arm_name: str, seed: int, results: str = RESULTS, runs: str = RUNS,
+             quick: bool = False, log=print) -> str:
+    """Trains (or resumes) and evaluates one unit; returns its JSON path."""
+    import keras
+
+    from he_keras import evaluation
+    from he_keras.data import load_dataset, to_numpy
+    from he_keras.files import write_json
+    from he_keras.models.io import load_model
+    from he_keras.training.runner import TrainConfig, run
+
+    arm = ARMS[arm_name]
+    spec = arm.spec(dataset, seed, quick)
+    path = unit_path(dataset, arm_name, seed, results)
+    directory = os.path.join(runs, dataset, arm_name, f"seed{seed}")
+    n_test = QUICK_N_TEST if quick else 0
+    seconds, began = [], {}
+    timer = keras.callbacks.LambdaCallback(
+        on_epoch_begin=lambda *_: began.update(t=time.perf_counter()),
+        on_epoch_end=lambda *_: seconds.append(time.perf_counter() - began["t"]))
+    t0 = time.perf_counter()
+    config = TrainConfig(**spec, output_dir=directory, n_eval=n_test, tensorboard=False, verbose=0)
+    metrics = run(config, extra_callbacks=[timer])
+    train_wall = time.perf_counter() - t0
+    log(f"  trained {dataset}/{arm_name}/seed{seed} in {train_wall:.0f}s")
+
+    model = load_model(metrics["model_path"])
+    x, y = to_numpy(load_dataset(dataset).test, n_test or None)
+    t1 = time.perf_counter()
+    report = evaluation.evaluate(model, x, y, 10, suite="standard",
+                                 attacks=protocol(model, arm, spec["eps"], seed),
+                                 eps=spec["eps"], seed=seed, batch_size=250, dataset=dataset,
+                                 model_name=f"{arm_name}/seed{seed}", curves=False, points=True)
+    si = scale_invariant(model, x, y, spec["eps"], seed, report["points"])
+    eval_wall = time.perf_counter() - t1
+    history = metrics["history"]
+    record = {
+        "format": FORMAT, "dataset": dataset, "arm": arm_name, "seed": seed, "quick": quick,
+        "arm_definition": dataclasses.asdict(arm), "spec": spec,
+        "train": {"history": history, "test_pgd": metrics["test"], "wall_seconds": train_wall,
+                  "epoch_seconds": seconds, "validation": metrics.get("validation")},
+        "eval": {k: report[k] for k in ("settings", "clean_accuracy", "robust_accuracy", "headline",
+                                        "attacks", "checks", "points")},
+        "scale_invariant": si,
+        "eval_wall_seconds": eval_wall,
+        "load_average": os.getloadavg()[0],
+        "finished": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+    }
+    write_json(path, record)
+    head = report["headline"]
+    log(f"  {dataset}/{arm_name}/seed{seed}: clean {report['clean_accuracy']:.3f} "
+        f"AA {head.get('AutoAttack-standard')} SI {si['accuracy']:.3f} eval {eval_wall:.0f}s")
+    keras.backend.clear_session()
+    return path
+
+
+# === Workers ===
+
+_STARTED = time.time()
+
+
+def log(msg: str) -> None:
+    """Flushed progress line with the worker's pid and the wall time."""
+    print(f"[study {os.getpid()} {time.time() - _STARTED:6.0f}s] {msg}", flush=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def claim(path: str) -> bool:
+    """Takes the lock of a unit (`<json>.lock` holding the worker's pid).
+
+    A lock whose process is gone (a killed run) is taken over.
+    """
+    lock = path + ".lock"
+    os.makedirs(os.path.dirname(lock), exist_ok=True)
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                with open(lock) as f:
+                    pid = int(f.read().strip() or 0)
+            except (OSError, ValueError):
+                pid = 0
+            if pid and _alive(pid):
+                return False
+            try:
+                os.remove(lock)
+            except FileNotFoundError:
+                pass
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        return True
+    return False
+
+
+def release(path: str) -> None:
+    try:
+        os.remove(path + ".lock")
+    except FileNotFoundError:
+        pass
+
+
+def units(dataset: str, arms: Sequence[str], seeds: int) -> list:
+    """Units in run order: seed-major, so every arm gets its first seeds first."""
+    return [(dataset, arm, seed) for seed in range(seeds) for arm in arms]
+
+
+def work(todo: Sequence[tuple], results: str = RESULTS, runs: str = RUNS, quick: bool = False,
+         log=print) -> int:
+    """Runs every unfinished, unclaimed unit of `todo`; returns how many it ran."""
+    import tensorflow as tf
+
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    done = 0
+    for dataset, arm, seed in todo:
+        path = unit_path(dataset, arm, seed, results)
+        if os.path.exists(path) or not claim(path):
+            continue
+        try:
+            if not os.path.exists(path):
+                run_unit(dataset, arm, seed, results, runs, quick, log)
+                done += 1
+        finally:
+            release(path)
+    return done
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", default="digits", choices=sorted(REGIMES))
+    p.add_argument("--arms", default="", help="comma-separated arm names (default: all)")
+    p.add_argument("--seeds", type=int, default=0, help="seeds (default: the dataset's)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes")
+    p.add_argument("--quick", action="store_true", help="toy sizes, for the tests")
+    p.add_argument("--results", default=RESULTS)
+    p.add_argument("--runs", default=RUNS)
+    p.add_argument("--list", action="store_true", help="list arms and finished units")
+    args = p.parse_args(argv)
+    arms = [a for a in args.arms.split(",") if a] or list(ARMS)
+    unknown = [a for a in arms if a not in ARMS]
+    if unknown:
+        print(f"error: unknown arm(s) {unknown}; known: {sorted(ARMS)}", file=sys.stderr)
+        return 2
+    seeds = args.seeds or (QUICK_SEEDS if args.quick else SEEDS[args.dataset])
+    todo = units(args.dataset, arms, seeds)
+    if args.list:
+        for dataset, arm, seed in todo:
+            state = "done" if os.path.exists(unit_path(dataset, arm, seed, args.results)) else "todo"
+            print(f"{dataset}/{arm}/seed{seed}: {state}")
+        return 0
+    if args.workers <= 1:
+        work(todo, args.results, args.runs, args.quick, log)
+        return 0
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=work, args=(todo, args.results, args.runs, args.quick, log))
+             for _ in range(args.workers)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join()
+    return max((proc.exitcode or 0) for proc in procs)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
