@@ -85,11 +85,34 @@ class Arm:
         return spec
 
 
+# The HE paper's framework settings (Sec. 4): ALP pairing weight 0.5, TRADES beta 6.
 FRAMEWORK_PARAMS = {"pgdat": (), "alp": (("beta", 0.5),), "trades": (("beta", 6.0),)}
+TEMPERATURES = (1.0, 50.0)  # seed 003 Table 6: HE's PGD-20 lead at 1/T = 1, its reversal at 50
 ARMS: dict[str, Arm] = {}
 for _fw, _params in FRAMEWORK_PARAMS.items():
     for _head, _suffix in (("linear", ""), ("he", "_he"), ("mhe", "_mhe")):
-        ARMS[_fw + _suffix] = Arm(_fw, _head, _params, temperatures=(1.0, 50.0) if _fw == "pgdat" else ())
+        ARMS[_fw + _suffix] = Arm(_fw, _head, _params, temperatures=TEMPERATURES if _fw == "pgdat" else ())
+ARMS.update({
+    # HAT Table 1: TRADES with a smaller beta.
+    "trades_b1": Arm("trades", params=(("beta", 1.0),)),
+    # HAT (Algorithm 1; its helper is a standard model of the same seed).
+    "hat": Arm("hat", params=(("beta", 2.5), ("gamma", 0.5), ("helper_step", 2.0))),
+    # Seed 003 Table 5: HE head without margin, scale schedules.
+    "pgdat_he_lis": Arm("pgdat", "he", overrides=(("m", 0.0), ("callbacks", ("he_lis",))),
+                        temperatures=TEMPERATURES),
+    "pgdat_he_cmp": Arm("pgdat", "he", overrides=(("m", 0.0), ("callbacks", ("he_cmp",))),
+                        temperatures=TEMPERATURES),
+    # HE paper Sec. 4.1 ablation (no margin): FN only, WN only, FN + WN.
+    "pgdat_fn": Arm("pgdat", "he", overrides=(("m", 0.0), ("weight_norm", False))),
+    "pgdat_wn": Arm("pgdat", "he", overrides=(("m", 0.0), ("feature_norm", False))),
+    "pgdat_fnwn": Arm("pgdat", "he", overrides=(("m", 0.0),)),
+    # HE paper Figure 2 (left): HE trained with 3 PGD steps.
+    "pgdat_he_k3": Arm("pgdat", "he", overrides=(("steps", 3),)),
+    # HE paper Table 9 (TRADES+HE): margin 0 and 0.5, scale 1.
+    "trades_he_m0": Arm("trades", "he", FRAMEWORK_PARAMS["trades"], overrides=(("m", 0.0),)),
+    "trades_he_m05": Arm("trades", "he", FRAMEWORK_PARAMS["trades"], overrides=(("m", 0.5),)),
+    "trades_he_s1": Arm("trades", "he", FRAMEWORK_PARAMS["trades"], overrides=(("s", 1.0),)),
+})
 
 
 def unit_path(dataset: str, arm: str, seed: int, results: str = RESULTS) -> str:
@@ -341,19 +364,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             state = "done" if os.path.exists(unit_path(dataset, arm, seed, args.results)) else "todo"
             print(f"{dataset}/{arm}/seed{seed}: {state}")
         return 0
-    if args.workers <= 1:
-        work(todo, args.results, args.runs, args.quick, log)
+    return run_workers(todo, args.results, args.runs, args.quick, args.workers)
+
+
+def run_workers(todo: Sequence[tuple], results: str = RESULTS, runs: str = RUNS, quick: bool = False,
+                workers: int = 1) -> int:
+    """Runs `todo` in `workers` spawned processes (in this one for 1); returns an exit code."""
+    if workers <= 1:
+        work(todo, results, runs, quick, log)
         return 0
     import multiprocessing
 
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=work, args=(todo, args.results, args.runs, args.quick, log))
-             for _ in range(args.workers)]
+    procs = [ctx.Process(target=work, args=(todo, results, runs, quick, log)) for _ in range(workers)]
     for proc in procs:
         proc.start()
     for proc in procs:
         proc.join()
-    return max((proc.exitcode or 0) for proc in procs)
+    failed = [proc.exitcode for proc in procs if proc.exitcode]
+    if failed:
+        raise RuntimeError(f"study workers failed with exit codes {failed}")
+    return 0
 
 
 if __name__ == "__main__":

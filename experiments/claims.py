@@ -1,0 +1,325 @@
+"""The study's claims, decided from the units' per-point outcomes.
+
+A claim names two sides, each a signed sum of per-point outcomes
+`(coefficient, arm, metric)` of units trained with the same seeds and
+evaluated on the same test points; side `a` is what the paper says is larger.
+Its effect is `mean(a - b)` in percentage points with the two-way (seeds x
+points) bootstrap interval of `stats.paired_effect`, and its verdict is
+`stats.verdict` of that interval and of the claim's baseline arm (clean and
+AutoAttack accuracy averaged over its seeds).
+
+Metrics (per test point, 1 = correct): `clean`; `PGD-20` (CE on the logits);
+`PGD-20 (logits/s)`; `AutoAttack` (AutoAttack-standard, worst case of the
+chain on the logits and, for HE heads, the chain on logits / s);
+`scale-invariant` (worst case of APGD-DLR, APGD-T, FAB-T, Square only);
+`Temperature-PGD 1/T=<t>`; any attack name of the unit's evaluation.
+
+A claim is computed once every seed of the dataset (`study.SEEDS`) is done for
+all of its arms; until then it is listed as pending, never given a verdict.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import os
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+import stats
+import study
+
+Term = tuple  # (coefficient, arm, metric)
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    """One claim of the study (fields of its `summary.json` record).
+
+    Attributes:
+        id: Short stable identifier.
+        claim: The statement, in the paper's direction.
+        source: Paper, table / section.
+        a: Terms of the side the paper says is larger.
+        b: Terms of the other side.
+        baseline: Arm whose clean and AutoAttack accuracy decide whether the
+            claim is in the regime (the paper's reference arm).
+        paper: What the paper reports.
+        dataset: Dataset of the arms.
+        sides: Instead of `a` / `b` terms, `(units, seeds) -> (a, b)`
+            matrices `(seeds, points)` for a statistic that is not a signed
+            sum of outcomes; `a` / `b` then only name the arms it reads.
+    """
+
+    id: str
+    claim: str
+    source: str
+    a: tuple
+    b: tuple
+    baseline: str
+    paper: str
+    dataset: str = "digits"
+    sides: Optional[Callable] = None
+
+    @property
+    def arms(self) -> list:
+        return list(dict.fromkeys(t[1] for t in self.a + self.b))
+
+
+FW = {"pgdat": "PGD-AT", "alp": "ALP", "trades": "TRADES"}
+# HE paper (Pang et al., NeurIPS 2020), CIFAR-10 WRN-34-10, PGD-20 gains of
+# +HE (Table 2) and +m-HE (Table 10) over the plain framework, points.
+HE_GAIN = {"pgdat": (5.39, 5.93), "alp": (5.40, 4.80), "trades": (5.54, 5.35)}
+# AutoAttack on the released checkpoints (AT_HE GitHub issue #1): TRADES
+# 55.12 -> 53.34 (APGD-CE -> +APGD-DLR), TRADES+HE 60.01 -> 52.91.
+SCALE_FREE = "TRADES: +4.89 pts after APGD-CE, -0.43 pts after APGD-DLR (AT_HE issue #1, released CIFAR-10 checkpoints)"
+
+
+def _claims() -> list:
+    out = []
+    for fw, name in FW.items():
+        he, mhe = HE_GAIN[fw]
+        out += [
+            Claim(f"1-{fw}-pgd20", f"+HE raises the PGD-20 robust accuracy of {name}",
+                  "HE paper, Table 2", ((1, f"{fw}_he", "PGD-20"),), ((1, fw, "PGD-20"),), fw,
+                  f"+{he} pts (CIFAR-10)"),
+            Claim(f"1-{fw}-aa", f"+HE raises the AutoAttack robust accuracy of {name}",
+                  "HE paper, Table 2 (claim under AutoAttack-standard)",
+                  ((1, f"{fw}_he", "AutoAttack"),), ((1, fw, "AutoAttack"),), fw,
+                  f"+{he} pts under PGD-20 (CIFAR-10); not reported under AutoAttack"),
+            Claim(f"3-{fw}", f"{name}+HE's gain survives scale-invariant attacks only "
+                  "(APGD-DLR, APGD-T, FAB-T, Square)",
+                  "HE paper, Sec. 4.1 (adaptive attacks); AT_HE issue #1",
+                  ((1, f"{fw}_he", "scale-invariant"),), ((1, fw, "scale-invariant"),), fw,
+                  SCALE_FREE),
+            Claim(f"2-{fw}-pgd20", f"+m-HE raises the PGD-20 robust accuracy of {name}",
+                  "HE paper, Table 10", ((1, f"{fw}_mhe", "PGD-20"),), ((1, fw, "PGD-20"),), fw,
+                  f"+{mhe} pts (CIFAR-10)"),
+            Claim(f"2-{fw}-aa", f"+m-HE raises the AutoAttack robust accuracy of {name}",
+                  "HE paper, Table 10 (claim under AutoAttack-standard)",
+                  ((1, f"{fw}_mhe", "AutoAttack"),), ((1, fw, "AutoAttack"),), fw,
+                  f"+{mhe} pts under PGD-20 (CIFAR-10)"),
+            Claim(f"mhe-vs-he-{fw}", f"m-HE is more robust than HE under {name} (AutoAttack)",
+                  "HE paper, Table 10 vs Table 2",
+                  ((1, f"{fw}_mhe", "AutoAttack"),), ((1, f"{fw}_he", "AutoAttack"),), fw,
+                  f"{mhe - he:+.2f} pts under PGD-20 (CIFAR-10)"),
+            Claim(f"4-{fw}", f"PGD-20 on the raw cosines (logits / s) reports a higher accuracy "
+                  f"for {name}+HE than PGD-20 on the logits",
+                  "AT_HE evaluation script attacks the raw cosines (reference notes)",
+                  ((1, f"{fw}_he", "PGD-20 (logits/s)"),), ((1, f"{fw}_he", "PGD-20"),), fw,
+                  "qualitative"),
+        ]
+    out.append(Claim(
+        "16-temperature", "PGD-AT+HE's PGD-20 advantage over PGD-AT shrinks under Temperature-PGD "
+        "with 1/T = 50 on the cosines (vs 1/T = 1)", "Seed 003, Table 6",
+        ((1, "pgdat_he", "Temperature-PGD 1/T=1"), (-1, "pgdat", "Temperature-PGD 1/T=1")),
+        ((1, "pgdat_he", "Temperature-PGD 1/T=50"), (-1, "pgdat", "Temperature-PGD 1/T=50")),
+        "pgdat", "advantage +9.0 pts at 1/T = 1, -17.7 pts at 1/T = 50 (CIFAR-10): shrinks by 26.7"))
+    def pair(id_, text, source, a_arm, b_arm, metric, baseline, paper):
+        return Claim(id_, text, source, ((1, a_arm, metric),), ((1, b_arm, metric),), baseline, paper)
+
+    for arm, name, gain in (("pgdat_he_lis", "HE-LIS", "+3.2"), ("pgdat_he_cmp", "HE-CMP", "+9.2")):
+        key = name.lower().replace("-", "")
+        out += [
+            pair(f"17-{key}-pgd20", f"{name} raises the PGD-20 robust accuracy over PGD-AT+HE",
+                 "Seed 003, Table 5", arm, "pgdat_he", "PGD-20", "pgdat", f"{gain} pts (CIFAR-10)"),
+            pair(f"17-{key}-aa", f"{name} raises the AutoAttack robust accuracy over PGD-AT+HE",
+                 "Seed 003, Table 5 (claim under AutoAttack-standard)", arm, "pgdat_he", "AutoAttack",
+                 "pgdat", f"{gain} pts under PGD-20 (CIFAR-10)"),
+            Claim(f"16-{key}", f"{name}'s PGD-20 advantage over PGD-AT shrinks under Temperature-PGD "
+                  "with 1/T = 50 on the cosines (vs 1/T = 1)", "Seed 003, Table 6",
+                  ((1, arm, "Temperature-PGD 1/T=1"), (-1, "pgdat", "Temperature-PGD 1/T=1")),
+                  ((1, arm, "Temperature-PGD 1/T=50"), (-1, "pgdat", "Temperature-PGD 1/T=50")),
+                  "pgdat", {"HE-LIS": "+12.2 -> -16.2 pts", "HE-CMP": "+18.2 -> -14.0 pts"}[name]
+                  + " (CIFAR-10)"),
+        ]
+    out += [
+        pair("hat-table1-clean", "A larger TRADES beta (6 vs 1) lowers clean accuracy",
+             "HAT paper, Table 1", "trades_b1", "trades", "clean", "trades",
+             "beta 1 -> 5: clean 88.1 -> 82.9 (CIFAR-10)"),
+        pair("hat-table1-aa", "A larger TRADES beta (6 vs 1) raises AutoAttack accuracy",
+             "HAT paper, Table 1", "trades", "trades_b1", "AutoAttack", "trades",
+             "beta 1 -> 5: AutoAttack 43.8 -> 48.8 (CIFAR-10)"),
+        pair("hat-table2-clean", "HAT has a higher clean accuracy than TRADES", "HAT paper, Table 2",
+             "hat", "trades", "clean", "trades", "+2.17 pts (84.90 vs 82.73, CIFAR-10)"),
+        pair("hat-table2-aa", "HAT has a higher AutoAttack accuracy than TRADES", "HAT paper, Table 2",
+             "hat", "trades", "AutoAttack", "trades", "+0.28 pts (49.08 vs 48.80, CIFAR-10)"),
+        pair("12-fnwn-vs-fn", "FN + WN beats FN alone under PGD-20 (PGD-AT, no margin)",
+             "HE paper, Sec. 4.1 ablation", "pgdat_fnwn", "pgdat_fn", "PGD-20", "pgdat",
+             "+4.49 pts (58.95 vs 54.46, CIFAR-10)"),
+        pair("12-fnwn-vs-wn", "FN + WN beats WN alone under PGD-20 (PGD-AT, no margin)",
+             "HE paper, Sec. 4.1 ablation", "pgdat_fnwn", "pgdat_wn", "PGD-20", "pgdat",
+             "+5.02 pts (58.95 vs 53.93, CIFAR-10)"),
+        pair("13-trades-margin", "The angular margin (m = 0.2 vs 0) raises TRADES+HE's PGD-20 accuracy",
+             "HE paper, Sec. 4.1 / Table 9", "trades_he", "trades_he_m0", "PGD-20", "trades",
+             "+1.67 pts (62.02 vs 60.35, CIFAR-10)"),
+        pair("8-k3-pgd20", "PGD-AT+HE trained with 3 PGD steps is more robust than PGD-AT with 7 (PGD-20)",
+             "HE paper, Figure 2 (left), Sec. 4.4", "pgdat_he_k3", "pgdat", "PGD-20", "pgdat",
+             "qualitative"),
+        pair("9-k3-aa", "PGD-AT+HE trained with 3 PGD steps is more robust than PGD-AT with 7 (AutoAttack)",
+             "HE paper, Figure 2 (left), Sec. 4.4 (claim under AutoAttack-standard)", "pgdat_he_k3",
+             "pgdat", "AutoAttack", "pgdat", "qualitative, under PGD-20"),
+        pair("10-scale", "A small scale (s = 1) loses PGD-20 robustness against s = 15 (TRADES+HE)",
+             "HE paper, Table 9", "trades_he", "trades_he_s1", "PGD-20", "trades",
+             "+11.69 pts (62.02 vs 50.33, CIFAR-10)"),
+        pair("11-margin-clean", "A large margin (m = 0.5) costs clean accuracy against m = 0.2 (TRADES+HE)",
+             "HE paper, Table 9", "trades_he", "trades_he_m05", "clean", "trades",
+             "+10.17 pts (84.88 vs 74.71, CIFAR-10)"),
+    ]
+    out.append(Claim(
+        "003-property3-pgdat", "Stronger attacks hurt the vulnerable classes most: under PGD-AT, "
+        "going from PGD-20 to AutoAttack costs the 5 least robust classes more accuracy than the "
+        "5 most robust", "Seed 003, Sec. 3 property 3 (Table 2)",
+        ((1, "pgdat", "PGD-20"), (-1, "pgdat", "AutoAttack")), (), "pgdat",
+        "FGSM -> PGD (CIFAR-10): most robust class loses 5-10 pts, most vulnerable 10-16 pts",
+        sides=lambda units, seeds: vulnerable_minus_robust_drop(units, "pgdat", seeds)))
+    return out
+
+
+def vulnerable_minus_robust_drop(units: dict, arm: str, seeds: Sequence[int], weak: str = "PGD-20",
+                                 strong: str = "AutoAttack", k: int = 5) -> tuple:
+    """Per-point terms whose mean is drop(vulnerable classes) - drop(robust classes).
+
+    The drop of a point is `weak - strong` correctness. Classes are ranked by
+    their `weak` accuracy (mean over seeds) on one half of the test points and
+    the drop is measured on the other half (cross-fitting: a class that looks
+    weak by chance on some points is not scored on the same points); the
+    halves alternate within each class. Within a half H, a point of one of the
+    `k` weakest classes gets `drop * |H| / |V_H|`, one of the `k` strongest
+    `-drop * |H| / |R_H|`, others 0, so the mean over all points is the
+    |H|-weighted mean over halves of `mean drop(V_H) - mean drop(R_H)`.
+
+    Returns:
+        `(a, zeros)` matrices `(seeds, points)` for `stats.paired_effect`.
+    """
+    records = [units[arm][s] for s in seeds]
+    labels = np.asarray(records[0]["eval"]["points"]["labels"])
+    weak_acc = np.stack([outcome(r, weak) for r in records]).astype(np.float64)
+    drop = weak_acc - np.stack([outcome(r, strong) for r in records])
+    # Halves alternate within each class (the k-th point of a class goes to
+    # half k % 2), so every class is ranked on one half and scored on the other.
+    occurrence = np.zeros(len(labels), dtype=int)
+    for c in np.unique(labels):
+        occurrence[labels == c] = np.arange(np.sum(labels == c))
+    halves = [occurrence % 2 == h for h in (0, 1)]
+    a = np.zeros_like(drop)
+    for rank_half, score_half in ((halves[0], halves[1]), (halves[1], halves[0])):
+        classes = np.unique(labels[rank_half])
+        acc = np.array([weak_acc[:, rank_half & (labels == c)].mean() for c in classes])
+        order = classes[np.argsort(acc, kind="stable")]
+        vulnerable = score_half & np.isin(labels, order[:k])
+        robust = score_half & np.isin(labels, order[-k:])
+        size = score_half.sum()
+        if vulnerable.any() and robust.any():
+            a[:, vulnerable] = drop[:, vulnerable] * size / vulnerable.sum()
+            a[:, robust] = -drop[:, robust] * size / robust.sum()
+    return a, np.zeros_like(a)
+
+
+CLAIMS = _claims()
+
+
+# === Per-point outcomes ===
+
+def load_units(results: str, dataset: str) -> dict:
+    """`{arm: {seed: record}}` of every finished unit of `dataset`."""
+    units: dict = {}
+    for path in sorted(glob.glob(os.path.join(results, dataset, "*", "seed*.json"))):
+        record = study_record(path)
+        units.setdefault(record["arm"], {})[record["seed"]] = record
+    return units
+
+
+def study_record(path: str) -> dict:
+    from he_keras.files import read_json
+
+    return read_json(path, "study unit")
+
+
+def _bits(flags: str) -> np.ndarray:
+    return np.frombuffer(flags.encode(), dtype=np.uint8) == ord("1")
+
+
+def outcome(record: dict, metric: str) -> np.ndarray:
+    """Per-point 0/1 outcome of `metric` in one unit (module docstring)."""
+    points = record["eval"]["points"]
+    survivors = points["survivors"]
+    if metric == "clean":
+        return _bits(points["clean"])
+    if metric == "AutoAttack":
+        flags = _bits(survivors["Square"])
+        if "Square (logits/s)" in survivors:
+            flags &= _bits(survivors["Square (logits/s)"])
+        return flags
+    if metric == "scale-invariant":
+        return _bits(record["scale_invariant"]["flags"])
+    if metric not in survivors:
+        raise KeyError(f"unit {record['arm']}/seed{record['seed']} has no metric {metric!r}")
+    return _bits(survivors[metric])
+
+
+def side(units: dict, terms: Sequence[Term], seeds: Sequence[int]) -> np.ndarray:
+    """`(seeds, points)` matrix of a claim side."""
+    return np.stack([sum(c * outcome(units[arm][s], m).astype(np.float64) for c, arm, m in terms)
+                     for s in seeds])
+
+
+def arm_means(units: dict, arm: str, metrics: Sequence[str] = ("clean", "AutoAttack")) -> dict:
+    """Mean over the arm's seeds of each metric's accuracy."""
+    return {m: float(np.mean([outcome(r, m).mean() for r in units[arm].values()])) for m in metrics}
+
+
+def decide(claim: Claim, units: dict, seeds_required: int, epochs: int, eps: float) -> dict:
+    """The `summary.json` record of `claim`, or `{"id", "pending": why}`."""
+    missing = {arm: seeds_required - len(units.get(arm, {})) for arm in claim.arms}
+    missing = {arm: n for arm, n in missing.items() if n > 0}
+    if missing:
+        return {"id": claim.id, "claim": claim.claim, "pending": missing}
+    seeds = sorted(set.intersection(*(set(units[arm]) for arm in claim.arms)))[:seeds_required]
+    if claim.sides is not None:
+        a, b = claim.sides(units, seeds)
+    else:
+        a, b = side(units, claim.a, seeds), side(units, claim.b, seeds)
+    effect = stats.paired_effect(a, b)
+    base = arm_means({claim.baseline: {s: units[claim.baseline][s] for s in seeds}}, claim.baseline)
+    return {
+        "id": claim.id, "claim": claim.claim, "source": claim.source,
+        "verdict": stats.verdict(effect["ci_low"], effect["ci_high"], base["clean"], base["AutoAttack"]),
+        "effect": round(effect["effect"], 3), "ci_low": round(effect["ci_low"], 3),
+        "ci_high": round(effect["ci_high"], 3), "width": round(effect["width"], 3),
+        "unit": "percentage points", "seeds": effect["seeds"], "n_eval": effect["n_eval"],
+        "baseline": claim.baseline, "baseline_clean": round(base["clean"], 4),
+        "baseline_autoattack": round(base["AutoAttack"], 4), "dataset": claim.dataset,
+        "eps": eps, "epochs": epochs, "paper": claim.paper,
+    }
+
+
+def decide_all(results: str, quick: bool = False) -> tuple[list, list]:
+    """`(records, pending)` of every claim whose dataset has units in `results`."""
+    records, pending = [], []
+    for dataset in sorted({c.dataset for c in CLAIMS}):
+        units = load_units(results, dataset)
+        if not units:
+            pending += [{"id": c.id, "claim": c.claim, "pending": "no unit run"}
+                        for c in CLAIMS if c.dataset == dataset]
+            continue
+        spec = next(iter(next(iter(units.values())).values()))["spec"]
+        required = study.QUICK_SEEDS if quick else study.SEEDS[dataset]
+        for claim in (c for c in CLAIMS if c.dataset == dataset):
+            out = decide(claim, units, required, spec["epochs"], spec["eps"])
+            (pending if "pending" in out else records).append(out)
+    return records, pending
+
+
+def check(records: Sequence[dict], split_sizes: dict) -> list:
+    """Every rule a record breaks (`stats.check_record`)."""
+    return [p for r in records for p in stats.check_record(r, split_sizes)]
+
+
+def plateau(record: dict, window: int = 5) -> Optional[float]:
+    """Change (last - first, points) of the validation robust accuracy over the last `window` epochs."""
+    values = record["train"]["history"].get("val_adv_accuracy", [])
+    if len(values) < window:
+        return None
+    return 100.0 * (values[-1] - values[-window])

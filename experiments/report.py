@@ -1,0 +1,187 @@
+"""Writes `summary.json` and renders `docs/REPRODUCTION.md` and the README's summary line.
+
+Nothing in the document is typed by hand: each verdict, effect and interval
+comes from `summary.json` (`claims.decide_all`), each arm number from the unit
+JSONs of `study.py`, each time from their recorded wall clocks. The README line
+sits between `README_BEGIN` and `README_END` and is replaced in place.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Optional, Sequence
+
+import numpy as np
+
+import claims
+import stats
+import study
+from he_keras.files import read_json, write_atomic, write_json
+
+README_BEGIN = "<!-- study-summary:begin -->"
+README_END = "<!-- study-summary:end -->"
+ARM_METRICS = ("clean", "PGD-20", "AutoAttack", "scale-invariant")
+CALIBRATION_PNG = "../experiments/results/calibration/calibration.png"
+
+
+def log_invocation(results: str, started: float, finished: float) -> None:
+    """Appends the wall time of one `run_study.py` invocation to `invocations.json`."""
+    path = os.path.join(results, "invocations.json")
+    entries = read_json(path, "study invocations")["invocations"] if os.path.exists(path) else []
+    entries.append({"started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(started)),
+                    "wall_seconds": round(finished - started, 1)})
+    write_json(path, {"invocations": entries})
+
+
+def write_summary(results: str, records: Sequence[dict], pending: Sequence[dict]) -> str:
+    """`<results>/summary.json`: the decided records (`stats.SUMMARY_FIELDS` and more) and the pending claims."""
+    path = os.path.join(results, "summary.json")
+    write_json(path, {"format": "he_keras.study-summary/1", "claims": list(records),
+                      "pending": list(pending)})
+    return path
+
+
+def _pct(values: Sequence[float]) -> str:
+    values = [100 * v for v in values]
+    if len(values) == 1:
+        return f"{values[0]:.1f}"
+    return f"{np.mean(values):.1f} ± {np.std(values, ddof=1):.1f}"
+
+
+def _arm_rows(units: dict) -> list:
+    rows = []
+    for arm, by_seed in units.items():
+        records = [by_seed[s] for s in sorted(by_seed)]
+        cells = []
+        for metric in ARM_METRICS:
+            cells.append(_pct([claims.outcome(r, metric).mean() for r in records]))
+        if any("PGD-20 (logits/s)" in r["eval"]["points"]["survivors"] for r in records):
+            raw = _pct([claims.outcome(r, "PGD-20 (logits/s)").mean() for r in records])
+        else:
+            raw = "—"
+        changes = [claims.plateau(r) for r in records]
+        changes = [c for c in changes if c is not None]
+        plateau = f"{max(abs(c) for c in changes):.1f}" if changes else "—"
+        train = np.median([r["train"]["wall_seconds"] for r in records]) / 60
+        evaluation = np.median([r["eval_wall_seconds"] for r in records]) / 60
+        rows.append([arm, str(len(records)), *cells[:2], raw, *cells[2:], plateau,
+                     f"{train:.1f} / {evaluation:.1f}"])
+    return rows
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list:
+    return (["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
+
+
+def _wall(results: str, units_by_dataset: dict) -> tuple[float, float]:
+    """(sum of unit train + eval wall seconds, sum of invocation wall seconds)."""
+    unit_seconds = sum(r["train"]["wall_seconds"] + r["eval_wall_seconds"]
+                       for units in units_by_dataset.values() for by_seed in units.values()
+                       for r in by_seed.values())
+    path = os.path.join(results, "invocations.json")
+    invocations = read_json(path, "study invocations")["invocations"] if os.path.exists(path) else []
+    return unit_seconds, sum(e["wall_seconds"] for e in invocations)
+
+
+def summary_line(records: Sequence[dict], pending: Sequence[dict]) -> str:
+    """The README's one-line summary of the study."""
+    counts = {v: sum(r["verdict"] == v for r in records) for v in stats.VERDICTS}
+    datasets = sorted({r["dataset"] for r in records}) or ["no dataset yet"]
+    return (f"Reproduction study ([docs/REPRODUCTION.md](docs/REPRODUCTION.md), generated from "
+            f"`experiments/results/study/summary.json`): {len(records)} claims decided on "
+            f"{', '.join(datasets)}: " + ", ".join(f"{n} {v}" for v, n in counts.items())
+            + f"; {len(pending)} pending.")
+
+
+def render(results: str, doc: str, readme: Optional[str], quick: bool = False) -> str:
+    """Renders the document from `<results>/summary.json` and the unit JSONs."""
+    summary = read_json(os.path.join(results, "summary.json"), "study summary")
+    records, pending = summary["claims"], summary["pending"]
+    units_by_dataset = {d: claims.load_units(results, d) for d in sorted(study.REGIMES)}
+    unit_seconds, invocation_seconds = _wall(results, units_by_dataset)
+    lines = ["# Reproduction study", ""]
+    if quick:
+        lines += ["**QUICK mode** (toy sizes: 2 epochs, 40 test points): the numbers below test the "
+                  "pipeline and decide nothing.", ""]
+    lines += [
+        "Generated by `make experiments` (`experiments/run_study.py`) from "
+        "`experiments/results/study/`; do not edit by hand.", "",
+        "## Method", "",
+        "- **Units.** An arm (a training setting) trained with one seed through the library's "
+        "runner (`he_keras.training.runner.run`, the path of `apps/train.py`) and evaluated once "
+        "through `he_keras.evaluation.evaluate` on the **whole** test split; one JSON per unit "
+        "with per-point outcomes (`experiments/study.py`). Arms of a dataset share its "
+        "calibrated regime and are paired by seed (same initialization seed, same validation "
+        "split, same data order).",
+        "- **Attacks.** Every unit: PGD-20 on the logits (step 2.5·eps/20, random start); for HE "
+        "heads PGD-20 on `logits / s`; APGD-DLR; AutoAttack-standard (APGD-CE, APGD-T with 9 "
+        "targets, FAB-T with 9 targets, Square with 5,000 queries, each on the points the "
+        "previous ones left) on the logits and, for HE heads, again on `logits / s` "
+        "(`AutoAttack` = per-point worst case of both). `scale-invariant` = per-point worst "
+        "case of APGD-DLR, APGD-T, FAB-T and Square only (the AutoAttack chain's APGD-T → "
+        "FAB-T → Square is re-run on the points APGD-CE broke).",
+        "- **Statistics.** A claim's effect is the mean paired difference of per-point "
+        "outcomes (percentage points), signed in the paper's direction, with a 95 % interval "
+        f"from a bootstrap over seeds **and** test points ({stats.N_BOOTSTRAP:,} replicates, "
+        "`experiments/stats.py`). Verdicts: **reproduced** (interval above 0), **contradicted** "
+        "(below 0), **inconclusive** (contains 0; its width is given), **uninformative** (the "
+        f"claim's baseline arm has clean < {stats.MIN_CLEAN:.0%} or AutoAttack outside "
+        f"[{stats.AUTOATTACK_RANGE[0]:.0%}, {stats.AUTOATTACK_RANGE[1]:.0%}]).",
+        "",
+    ]
+    for dataset, regime in study.REGIMES.items():
+        lines += [f"## Regime: {dataset}", "",
+                  f"Calibrated (`experiments/calibrate.py`, figure below): {regime['model']}, "
+                  f"eps {regime['eps']}, training PGD-{regime['steps']} (step 2.5·eps/"
+                  f"{regime['steps']}), {regime['epochs']} epochs, {regime['optimizer']} lr "
+                  f"{regime['lr']}, batch {regime['batch_size']}, LR ×0.1 at epochs "
+                  f"{', '.join(str(e) for e in regime['lr_decay_epochs'])}, validation split "
+                  f"{regime['validation_split']:.0%} (PGD-10 after every epoch, same random start "
+                  f"each epoch). Seeds: {study.SEEDS[dataset]}.", "",
+                  f"![calibration]({CALIBRATION_PNG})", ""]
+    lines += ["## Verdicts", ""]
+    rows = [[r["id"], f"{r['claim']} ({r['source']})", r["paper"],
+             f"{r['effect']:+.1f} [{r['ci_low']:+.1f}, {r['ci_high']:+.1f}]", f"{r['width']:.1f}",
+             f"{r['seeds']} × {r['n_eval']}",
+             f"{100 * r['baseline_clean']:.1f} / {100 * r['baseline_autoattack']:.1f} ({r['baseline']})",
+             f"**{r['verdict']}**"] for r in records]
+    lines += _table(["id", "claim (source)", "paper", "effect [95 % CI], pts", "CI width",
+                     "seeds × points", "baseline clean / AA %", "verdict"], rows) + [""]
+    if pending:
+        lines += ["### Pending (units not all run yet: no verdict)", ""]
+        for p in pending:
+            what = p["pending"] if isinstance(p["pending"], str) else ", ".join(
+                f"{arm}: {n} seed(s) missing" for arm, n in p["pending"].items())
+            lines.append(f"- `{p['id']}` {p['claim']} — {what}")
+        lines.append("")
+    lines += ["## Arms", "",
+              "Accuracy in % (mean ± sd over seeds) on the whole test split; `val plateau` = "
+              "largest |change| over seeds of the validation PGD-10 accuracy across the last 5 "
+              "epochs (points; the regime asks < 1); minutes = median per unit.", ""]
+    for dataset, units in units_by_dataset.items():
+        if units:
+            lines += [f"### {dataset}", ""]
+            lines += _table(["arm", "seeds", "clean", "PGD-20", "PGD-20 (logits/s)", "AutoAttack",
+                             "scale-invariant", "val plateau", "train / eval min"],
+                            _arm_rows(units)) + [""]
+    lines += ["## Wall time", "",
+              f"Units: {unit_seconds / 3600:.2f} h of training and evaluation (sum over units, "
+              f"2 worker processes on 2 cores); `run_study.py` invocations: "
+              f"{invocation_seconds / 3600:.2f} h of wall time (`invocations.json`).", ""]
+    text = "\n".join(lines)
+    write_atomic(doc, lambda p: open(p, "w").write(text))
+    if readme:
+        _rewrite_readme(readme, summary_line(records, pending))
+    return text
+
+
+def _rewrite_readme(path: str, line: str) -> None:
+    with open(path) as f:
+        text = f.read()
+    begin, end = text.find(README_BEGIN), text.find(README_END)
+    if begin < 0 or end < begin:
+        raise ValueError(f"{path} has no {README_BEGIN} ... {README_END} block for the study line")
+    new = text[:begin + len(README_BEGIN)] + "\n" + line + "\n" + text[end:]
+    write_atomic(path, lambda p: open(p, "w").write(new))

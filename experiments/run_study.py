@@ -1,0 +1,77 @@
+"""`make experiments`: runs the reproduction study, decides its claims, renders the document.
+
+1. Every unfinished unit (arm x seed, `study.py`) of `ORDER` is trained and
+   evaluated by `--workers` processes; finished units are never redone, so a
+   re-run after a kill continues where it stopped.
+2. `claims.decide_all` writes `summary.json` (one record per decided claim;
+   claims whose units are not all done are listed as pending).
+3. `report.render` writes `docs/REPRODUCTION.md` and the README's summary line.
+
+`--quick` (`make experiments QUICK=1`, in the test suite) runs the PGD-AT arms
+at toy size (2 epochs, 3 seeds, 40 test points) into
+`experiments/results/quick/` and renders the document there.
+
+Usage:
+  python experiments/run_study.py [--workers=2] [--report-only]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from typing import Optional, Sequence
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import claims  # noqa: E402
+import report  # noqa: E402
+import study  # noqa: E402
+
+# Run order of the arms (each group: every seed of its arms before the next
+# group), most important claims first.
+ORDER = (
+    ("digits", ("pgdat", "pgdat_he")),
+    ("digits", ("trades", "trades_he")),
+    ("digits", ("alp", "alp_he")),
+    ("digits", ("pgdat_mhe", "trades_mhe", "alp_mhe")),
+    ("digits", ("trades_b1", "hat")),
+    ("digits", ("pgdat_he_lis", "pgdat_he_cmp")),
+    ("digits", ("pgdat_fnwn", "pgdat_fn", "pgdat_wn")),
+    ("digits", ("pgdat_he_k3", "trades_he_m0", "trades_he_m05", "trades_he_s1")),
+)
+QUICK_ORDER = (("digits", ("pgdat", "pgdat_he")),)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="toy sizes (about a minute)")
+    p.add_argument("--workers", type=int, default=2, help="worker processes (2 cores: 2)")
+    p.add_argument("--results", default=None, help="unit JSONs and summary.json")
+    p.add_argument("--doc", default=None, help="where the document is rendered")
+    p.add_argument("--readme", default=None, help="README whose summary line is rewritten")
+    p.add_argument("--report-only", action="store_true", help="only decide and render")
+    args = p.parse_args(argv)
+    results = args.results or (os.path.join(HERE, "results", "quick") if args.quick else study.RESULTS)
+    runs = os.path.join(results, "runs") if args.quick else study.RUNS
+    doc = args.doc or (os.path.join(results, "REPRODUCTION.md") if args.quick
+                       else os.path.join(os.path.dirname(HERE), "docs", "REPRODUCTION.md"))
+    readme = args.readme or (None if args.quick else os.path.join(os.path.dirname(HERE), "README.md"))
+    if not args.report_only:
+        started = time.time()
+        seeds = study.QUICK_SEEDS if args.quick else None
+        for dataset, arms in (QUICK_ORDER if args.quick else ORDER):
+            todo = study.units(dataset, arms, seeds or study.SEEDS[dataset])
+            study.run_workers(todo, results, runs, args.quick, args.workers)
+        report.log_invocation(results, started, time.time())
+    records, pending = claims.decide_all(results, quick=args.quick)
+    report.write_summary(results, records, pending)
+    report.render(results, doc, readme, quick=args.quick)
+    print(f"rendered {doc}: {len(records)} claims decided, {len(pending)} pending", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

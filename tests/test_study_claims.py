@@ -1,0 +1,80 @@
+"""The study's claim arithmetic on synthetic units (experiments/claims.py)."""
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments"))
+
+import claims  # noqa: E402
+import stats  # noqa: E402
+
+
+def flags(values):
+    return "".join("1" if v else "0" for v in values)
+
+
+def unit(arm, seed, labels, clean, pgd, square, raw_square=None, si=None):
+    survivors = {"PGD-20": flags(pgd), "Square": flags(square), "APGD-CE": flags(pgd)}
+    if raw_square is not None:
+        survivors["Square (logits/s)"] = flags(raw_square)
+    return {"arm": arm, "seed": seed,
+            "eval": {"points": {"labels": list(labels), "clean": flags(clean), "survivors": survivors}},
+            "scale_invariant": {"flags": flags(square if si is None else si)}}
+
+
+def test_autoattack_outcome_is_the_worst_case_of_both_chains_of_an_he_head():
+    record = unit("x_he", 0, [0, 1, 2, 3], [1, 1, 1, 1], [1, 1, 1, 0], [1, 1, 0, 0], [1, 0, 1, 0])
+    assert claims.outcome(record, "AutoAttack").tolist() == [True, False, False, False]
+    assert claims.outcome(record, "PGD-20").tolist() == [True, True, True, False]
+    with pytest.raises(KeyError, match="no metric"):
+        claims.outcome(record, "FAB-T")
+
+
+def test_paired_claim_effect_sign_and_verdict():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(10), 36)
+    units = {"base": {}, "better": {}}
+    for seed in range(5):
+        base = rng.random(360) < 0.5
+        better = base | (rng.random(360) < 0.3)  # strictly more robust points
+        units["base"][seed] = unit("base", seed, labels, np.ones(360), base, base)
+        units["better"][seed] = unit("better", seed, labels, np.ones(360), better, better)
+    claim = claims.Claim("t", "better is more robust", "test", ((1, "better", "AutoAttack"),),
+                         ((1, "base", "AutoAttack"),), "base", "n/a")
+    record = claims.decide(claim, units, 5, 60, 0.2)
+    assert record["effect"] > 10 and record["ci_low"] > 0 and record["verdict"] == "reproduced"
+    assert stats.check_record(record, {"digits": 360}) == []
+    flipped = claims.Claim("t2", "base is more robust", "test", claim.b, claim.a, "base", "n/a")
+    assert claims.decide(flipped, units, 5, 60, 0.2)["verdict"] == "contradicted"
+    # A baseline at the floor decides nothing.
+    floor = {k: {s: dict(r, eval={"points": dict(r["eval"]["points"], clean=flags(np.zeros(360)))})
+                 for s, r in v.items()} for k, v in units.items()}
+    assert claims.decide(claim, floor, 5, 60, 0.2)["verdict"] == "uninformative"
+    assert "pending" in claims.decide(claim, units, 6, 60, 0.2)  # a missing seed: no verdict
+
+
+def test_vulnerable_class_drop_statistic_fires_only_when_weak_classes_lose_more():
+    rng = np.random.default_rng(1)
+    labels = np.tile(np.arange(10), 36)
+    weak_acc = np.linspace(0.3, 0.95, 10)  # class c's robustness under the weak attack
+
+    def units_with(drop_of_class):
+        units = {"pgdat": {}}
+        for seed in range(5):
+            pgd = rng.random(360) < weak_acc[labels]
+            broken = rng.random(360) < drop_of_class[labels] / weak_acc[labels]
+            units["pgdat"][seed] = unit("pgdat", seed, labels, np.ones(360), pgd, pgd & ~broken)
+        return units
+
+    seeds = list(range(5))
+    larger_for_weak = units_with(np.linspace(0.25, 0.02, 10))
+    a, b = claims.vulnerable_minus_robust_drop(larger_for_weak, "pgdat", seeds)
+    effect = stats.paired_effect(a, b)
+    assert effect["ci_low"] > 5  # about 23 - 4 = 19 points by construction
+    even = units_with(np.full(10, 0.1))
+    a, b = claims.vulnerable_minus_robust_drop(even, "pgdat", seeds)
+    effect = stats.paired_effect(a, b)
+    assert effect["ci_low"] < 0 < effect["ci_high"]
