@@ -391,3 +391,26 @@ def test_hat_prepare_run_uses_a_given_helper_or_refuses_a_missing_one(tmp_path):
         HAT.prepare_run(missing)
     with pytest.raises(ValueError, match="--helper_model"):
         HAT.prepare_run(TrainConfig(framework="hat", strategy="multi_worker"))
+
+
+def test_hat_with_gamma_zero_trains_exactly_like_trades():
+    # HAT paper: the helper loss is what HAT adds; without it (gamma = 0) HAT
+    # is TRADES. Same initial weights, seed and batches -> same trainable
+    # weights.
+    x, y = _batch(32)
+    weights = {}
+    for name, extra in (("trades", {}), ("hat", {"gamma": 0.0})):
+        trainer = _trainer(name, head="he", beta=6.0, **extra)
+        trainer.compile(optimizer=keras.optimizers.SGD(0.1))
+        for _ in range(3):
+            trainer.train_on_batch(x, y)
+        weights[name] = [v.numpy() for v in trainer.classifier.trainable_variables]
+    for a, b in zip(weights["trades"], weights["hat"]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    # The check can fire: with the helper loss on, the weights part.
+    trainer = _trainer("hat", head="he", beta=6.0, gamma=0.5)
+    trainer.compile(optimizer=keras.optimizers.SGD(0.1))
+    for _ in range(3):
+        trainer.train_on_batch(x, y)
+    assert max(float(np.max(np.abs(a - v.numpy())))
+               for a, v in zip(weights["trades"], trainer.classifier.trainable_variables)) > 1e-3
