@@ -217,7 +217,13 @@ def vulnerable_minus_robust_drop(units: dict, arm: str, seeds: Sequence[int], we
     return a, np.zeros_like(a)
 
 
+# Claims also decided on mnist5k (fewer arms: an AutoAttack evaluation of its
+# 1,000 test points takes 40-80 minutes per model on 2 cores).
+MNIST5K_CLAIMS = ("1-pgdat-pgd20", "1-pgdat-aa", "3-pgdat", "4-pgdat", "16-temperature",
+                  "003-property3-pgdat")
 CLAIMS = _claims()
+CLAIMS += [dataclasses.replace(c, id=f"{c.id}@mnist5k", dataset="mnist5k")
+           for c in CLAIMS if c.id in MNIST5K_CLAIMS]
 
 
 # === Per-point outcomes ===
@@ -310,6 +316,15 @@ def decide_all(results: str, quick: bool = False) -> tuple[list, list]:
             out = decide(claim, units, required, spec["epochs"], spec["eps"])
             (pending if "pending" in out else records).append(out)
     return records, pending
+
+
+def test_split_sizes(quick: bool = False) -> dict:
+    """Test-split size per study dataset (what every record's `n_eval` must be)."""
+    from he_keras.data import load_dataset
+
+    if quick:
+        return {d: study.QUICK_N_TEST for d in study.REGIMES}
+    return {d: int(load_dataset(d).test.cardinality()) for d in study.REGIMES}
 
 
 def check(records: Sequence[dict], split_sizes: dict) -> list:

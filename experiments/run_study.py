@@ -37,6 +37,7 @@ ORDER = (
     ("digits", ("trades", "trades_he")),
     ("digits", ("alp", "alp_he")),
     ("digits", ("pgdat_mhe", "trades_mhe", "alp_mhe")),
+    ("mnist5k", ("pgdat", "pgdat_he")),
     ("digits", ("trades_b1", "hat")),
     ("digits", ("pgdat_he_lis", "pgdat_he_cmp")),
     ("digits", ("pgdat_fnwn", "pgdat_fn", "pgdat_wn")),
@@ -67,6 +68,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             study.run_workers(todo, results, runs, args.quick, args.workers)
         report.log_invocation(results, started, time.time())
     records, pending = claims.decide_all(results, quick=args.quick)
+    problems = claims.check(records, claims.test_split_sizes(args.quick))
+    if problems:
+        raise SystemExit("error: summary records break the study's rules: " + "; ".join(problems))
     report.write_summary(results, records, pending)
     report.render(results, doc, readme, quick=args.quick)
     print(f"rendered {doc}: {len(records)} claims decided, {len(pending)} pending", flush=True)

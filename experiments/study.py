@@ -49,8 +49,15 @@ REGIMES: dict = {
     "digits": dict(dataset="digits", model="small_cnn", eps=0.2, steps=7, epochs=60,
                    optimizer="adam", lr=2e-3, batch_size=64, lr_schedule="piecewise",
                    lr_decay_epochs=(40, 50), validation_split=0.1),
+    # eps 0.3 (seed 003's) collapsed to a constant predictor in 3 of 3
+    # calibration runs; at eps 0.25 one seed reached clean 97.0 %, PGD-20
+    # 81.1 % (1,000 test points) and AutoAttack 79 % on a 100-point probe,
+    # with a flat validation curve over its last 5 epochs.
+    "mnist5k": dict(dataset="mnist5k", model="small_cnn", eps=0.25, steps=10, epochs=15,
+                    optimizer="adam", lr=1e-3, batch_size=64, lr_schedule="piecewise",
+                    lr_decay_epochs=(10, 13), validation_split=0.1),
 }
-SEEDS = {"digits": 5}
+SEEDS = {"digits": 5, "mnist5k": 3}
 # Toy sizes for `--quick` (the test suite): a few seconds per unit.
 QUICK = dict(epochs=2, lr_schedule="constant", lr_decay_epochs=())
 QUICK_SEEDS, QUICK_N_TEST = 3, 40
