@@ -42,6 +42,7 @@ ORDER = (
     ("digits", ("pgdat_he_lis", "pgdat_he_cmp")),
     ("digits", ("pgdat_fnwn", "pgdat_fn", "pgdat_wn")),
     ("digits", ("pgdat_he_k3", "trades_he_m0", "trades_he_m05", "trades_he_s1")),
+    ("digits", ("fastat", "fastat_he", "freeat", "freeat_he")),
 )
 QUICK_ORDER = (("digits", ("pgdat", "pgdat_he")),)
 

@@ -120,6 +120,13 @@ ARMS.update({
     "trades_he_m05": Arm("trades", "he", FRAMEWORK_PARAMS["trades"], overrides=(("m", 0.5),)),
     "trades_he_s1": Arm("trades", "he", FRAMEWORK_PARAMS["trades"], overrides=(("s", 1.0),)),
 })
+# HE paper Table 3: FastAT (FGSM from a uniform start, step 1.25 eps, with
+# the catastrophic-overfitting early stop) and FreeAT (8 replays, `epochs`
+# = the regime's budget) with and without HE.
+for _head, _suffix in (("linear", ""), ("he", "_he")):
+    ARMS["fastat" + _suffix] = Arm("fastat", _head, overrides=(
+        ("steps", 1), ("callbacks", ("fastat_early_stop",))))
+    ARMS["freeat" + _suffix] = Arm("freeat", _head, params=(("replays", 8),), overrides=(("steps", 1),))
 
 
 def unit_path(dataset: str, arm: str, seed: int, results: str = RESULTS) -> str:
