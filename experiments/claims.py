@@ -323,7 +323,10 @@ def decide_all(results: str, quick: bool = False) -> tuple[list, list]:
         for claim in (c for c in CLAIMS if c.dataset == dataset):
             out = decide(claim, units, required, spec["epochs"], spec["eps"])
             (pending if "pending" in out else records).append(out)
-    return records, pending
+    import timing
+
+    timed, not_timed = timing.records(results)
+    return records + timed, pending + not_timed
 
 
 def test_split_sizes(quick: bool = False) -> dict:

@@ -156,9 +156,13 @@ def render(results: str, doc: str, readme: Optional[str], quick: bool = False) -
                       + "; ".join(f"{name}: {'met' if ok else 'MISSED'}" for name, ok in checks) + ".", ""]
     lines += ["## Verdicts", ""]
     rows = [[r["id"], f"{r['claim']} ({r['source']})", r["paper"],
-             f"{r['effect']:+.1f} [{r['ci_low']:+.1f}, {r['ci_high']:+.1f}]", f"{r['width']:.1f}",
-             f"{r['seeds']} × {r['n_eval']}",
-             f"{100 * r['baseline_clean']:.1f} / {100 * r['baseline_autoattack']:.1f} ({r['baseline']})",
+             f"{r['effect']:+.1f} [{r['ci_low']:+.1f}, {r['ci_high']:+.1f}]"
+             + ("" if r.get("regime_applies", True) else
+                f" (1 % − HE overhead; overhead {r['overhead_percent']:+.1f} % of the linear step)"),
+             f"{r['width']:.1f}",
+             f"{r['seeds']} × {r['n_eval']}" + ("" if r.get("regime_applies", True) else " pairs"),
+             (f"{100 * r['baseline_clean']:.1f} / {100 * r['baseline_autoattack']:.1f} ({r['baseline']})"
+              if r.get("regime_applies", True) else "— (timing)"),
              f"**{r['verdict']}**"] for r in records]
     lines += _table(["id", "claim (source)", "paper", "effect [95 % CI], pts", "CI width",
                      "seeds × points", "baseline clean / AA %", "verdict"], rows) + [""]

@@ -1,8 +1,9 @@
 """`make experiments`: runs the reproduction study, decides its claims, renders the document.
 
-1. Every unfinished unit (arm x seed, `study.py`) of `ORDER` is trained and
-   evaluated by `--workers` processes; finished units are never redone, so a
-   re-run after a kill continues where it stopped.
+1. The timing claims' paired step timings (`timing.py`) not measured yet;
+   then every unfinished unit (arm x seed, `study.py`) of `ORDER` is trained
+   and evaluated by `--workers` processes; finished units and timings are
+   never redone, so a re-run after a kill continues where it stopped.
 2. `claims.decide_all` writes `summary.json` (one record per decided claim;
    claims whose units are not all done are listed as pending).
 3. `report.render` writes `docs/REPRODUCTION.md` and the README's summary line.
@@ -29,6 +30,7 @@ sys.path.insert(0, HERE)
 import claims  # noqa: E402
 import report  # noqa: E402
 import study  # noqa: E402
+import timing  # noqa: E402
 
 # Run order of the arms (within a group seed by seed), most important claims first.
 ORDER = (
@@ -45,6 +47,7 @@ ORDER = (
     ("mnist5k", ("pgdat", "pgdat_he")),
 )
 QUICK_ORDER = (("digits", ("pgdat", "pgdat_he")),)
+QUICK_PAIRS = 4  # timed step pairs per seed in --quick
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -63,6 +66,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     readme = args.readme or (None if args.quick else os.path.join(os.path.dirname(HERE), "README.md"))
     if not args.report_only:
         started = time.time()
+        timing.run(results, pairs=QUICK_PAIRS if args.quick else timing.PAIRS, log=study.log)
         seeds = study.QUICK_SEEDS if args.quick else None
         # One list for all workers: a worker that finishes a group's last unit
         # goes on with the next group instead of waiting.

@@ -16,6 +16,10 @@ Verdicts (nothing else is ever written):
   decided (clean accuracy below `MIN_CLEAN`, or AutoAttack accuracy outside
   `AUTOATTACK_RANGE`), whatever the interval says.
 
+A timing claim (`regime_applies=False`) has no accuracy baseline: its
+interval, on a ratio of interleaved paired step times (`ratio_interval`),
+alone decides it.
+
 Example:
 
 ```python
@@ -147,9 +151,14 @@ def verdict(
     ci_high: float,
     baseline_clean: Optional[float],
     baseline_autoattack: Optional[float],
+    regime_applies: bool = True,
 ) -> str:
-    """The one verdict allowed by an interval and its baseline (module docstring)."""
-    if not in_regime(baseline_clean, baseline_autoattack):
+    """The one verdict allowed by an interval and its baseline (module docstring).
+
+    `regime_applies=False` marks a claim about time, not accuracy (a timing
+    ratio): no accuracy baseline can make it uninformative.
+    """
+    if regime_applies and not in_regime(baseline_clean, baseline_autoattack):
         return "uninformative"
     if ci_low > 0:
         return "reproduced"
@@ -173,13 +182,14 @@ def check_record(record: dict, split_sizes: dict) -> list[str]:
         return [f"{record.get('id', '?')}: missing fields {missing}"]
     problems = []
     name = record["id"]
+    timing = not record.get("regime_applies", True)
     expected = verdict(record["ci_low"], record["ci_high"], record["baseline_clean"],
-                       record["baseline_autoattack"])
+                       record["baseline_autoattack"], not timing)
     if record["verdict"] != expected:
         problems.append(f"{name}: verdict {record['verdict']!r}, its numbers say {expected!r}")
     if record["seeds"] < 3:
         problems.append(f"{name}: {record['seeds']} seeds (at least 3)")
-    size = split_sizes.get(record["dataset"])
+    size = None if timing else split_sizes.get(record["dataset"])
     if size is not None and record["n_eval"] != size:
         problems.append(f"{name}: n_eval {record['n_eval']}, the test split holds {size}")
     if not record["ci_low"] <= record["effect"] <= record["ci_high"]:
