@@ -25,20 +25,33 @@ ARM_METRICS = ("clean", "PGD-20", "AutoAttack", "scale-invariant")
 CALIBRATION_PNG = "../experiments/results/calibration/calibration.png"
 
 
-def log_invocation(results: str, started: float, finished: float) -> None:
-    """Appends the wall time of one `run_study.py` invocation to `invocations.json`."""
+def log_invocation(results: str, started: float, finished: Optional[float] = None,
+                   index: Optional[int] = None) -> int:
+    """Records one `run_study.py` invocation in `invocations.json`; returns its index.
+
+    Called at the start (no end yet: a killed invocation stays recorded as
+    unfinished) and again at the end with its index.
+    """
     path = os.path.join(results, "invocations.json")
     entries = read_json(path, "study invocations")["invocations"] if os.path.exists(path) else []
-    entries.append({"started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(started)),
-                    "wall_seconds": round(finished - started, 1)})
+    entry = {"started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(started)),
+             "wall_seconds": None if finished is None else round(finished - started, 1)}
+    if index is None:
+        entries.append(entry)
+        index = len(entries) - 1
+    else:
+        entries[index] = entry
     write_json(path, {"invocations": entries})
+    return index
 
 
-def write_summary(results: str, records: Sequence[dict], pending: Sequence[dict]) -> str:
-    """`<results>/summary.json`: the decided records (`stats.SUMMARY_FIELDS` and more) and the pending claims."""
+def write_summary(results: str, records: Sequence[dict], pending: Sequence[dict],
+                  problems: Sequence[str] = ()) -> str:
+    """`<results>/summary.json`: the decided records (`stats.SUMMARY_FIELDS` and more),
+    the pending claims and any broken rule (`claims.check`)."""
     path = os.path.join(results, "summary.json")
     write_json(path, {"format": "he_keras.study-summary/1", "claims": list(records),
-                      "pending": list(pending)})
+                      "pending": list(pending), "problems": list(problems)})
     return path
 
 
@@ -61,7 +74,7 @@ def _arm_rows(units: dict) -> list:
         else:
             raw = "—"
         changes = [c for c in (claims.plateau(r) for r in records) if c is not None]
-        plateau = (f"{np.mean(changes):+.1f} (max {max(abs(c) for c in changes):.1f})"
+        plateau = (f"{np.mean(changes):+.1f} (|·| {np.mean(np.abs(changes)):.1f}, max {max(abs(c) for c in changes):.1f})"
                    if changes else "—")
         train = np.median([r["train"]["wall_seconds"] for r in records]) / 60
         evaluation = np.median([r["eval_wall_seconds"] for r in records]) / 60
@@ -82,7 +95,7 @@ def _wall(results: str, units_by_dataset: dict) -> tuple[float, float]:
                        for r in by_seed.values())
     path = os.path.join(results, "invocations.json")
     invocations = read_json(path, "study invocations")["invocations"] if os.path.exists(path) else []
-    return unit_seconds, sum(e["wall_seconds"] for e in invocations)
+    return unit_seconds, sum(e["wall_seconds"] or 0.0 for e in invocations)
 
 
 def summary_line(records: Sequence[dict], pending: Sequence[dict]) -> str:
@@ -101,6 +114,7 @@ def render(results: str, doc: str, readme: Optional[str], quick: bool = False) -
     records, pending = summary["claims"], summary["pending"]
     units_by_dataset = {d: claims.load_units(results, d) for d in sorted(study.REGIMES)}
     unit_seconds, invocation_seconds = _wall(results, units_by_dataset)
+    problems = summary.get("problems", [])
     lines = ["# Reproduction study", ""]
     if quick:
         lines += ["**QUICK mode** (toy sizes: 2 epochs, 40 test points): the numbers below test the "
@@ -146,15 +160,21 @@ def render(results: str, doc: str, readme: Optional[str], quick: bool = False) -
             means = claims.arm_means({"pgdat": base}, "pgdat")
             changes = [c for c in (claims.plateau(r) for r in base.values()) if c is not None]
             trend = float(np.mean(changes)) if changes else float("nan")
+            jitter = float(np.mean(np.abs(changes))) if changes else float("nan")
             checks = [("clean >= 90 %", means["clean"] >= stats.MIN_CLEAN),
                       ("AutoAttack in [25, 85] %",
                        stats.AUTOATTACK_RANGE[0] <= means["AutoAttack"] <= stats.AUTOATTACK_RANGE[1]),
                       ("validation change over the last 5 epochs < 1 pt", abs(trend) < 1.0)]
             lines += [f"Plain PGD-AT in this study ({len(base)} seeds): clean "
                       f"{100 * means['clean']:.1f} %, AutoAttack {100 * means['AutoAttack']:.1f} %, "
-                      f"validation change {trend:+.2f} pts (mean over seeds): "
+                      f"validation change over the last 5 epochs {trend:+.2f} pts (mean over seeds; "
+                      f"mean |change| {jitter:.2f} pts, one validation point = "
+                      f"{100 / max(1, base[min(base)]['train']['validation']['n_examples']):.2f} pts): "
                       + "; ".join(f"{name}: {'met' if ok else 'MISSED'}" for name, ok in checks) + ".", ""]
     lines += ["## Verdicts", ""]
+    if problems:
+        lines += ["**Records that break the study's rules** (fix before reading the table): "
+                  + "; ".join(problems), ""]
     rows = [[r["id"], f"{r['claim']} ({r['source']})", r["paper"],
              f"{r['effect']:+.1f} [{r['ci_low']:+.1f}, {r['ci_high']:+.1f}]"
              + ("" if r.get("regime_applies", True) else
@@ -175,9 +195,9 @@ def render(results: str, doc: str, readme: Optional[str], quick: bool = False) -
         lines.append("")
     lines += ["## Arms", "",
               "Accuracy in % (mean ± sd over seeds) on the whole test split; `val change` = "
-              "change of the validation PGD-10 accuracy across the last 5 epochs, mean over seeds "
-              "(largest |change| of one seed), in points (the regime asks < 1; one validation "
-              "point is 0.7 points on digits); minutes = median per unit.", ""]
+              "change of the validation PGD-10 accuracy across the last 5 epochs (the attack restarts "
+              "from the same seed every epoch), mean over seeds (the regime asks |mean| < 1), then "
+              "the mean and the largest |change| of one seed, in points; minutes = median per unit.", ""]
     for dataset, units in units_by_dataset.items():
         if units:
             lines += [f"### {dataset}", ""]

@@ -66,6 +66,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     readme = args.readme or (None if args.quick else os.path.join(os.path.dirname(HERE), "README.md"))
     if not args.report_only:
         started = time.time()
+        invocation = report.log_invocation(results, started)
         timing.run(results, pairs=QUICK_PAIRS if args.quick else timing.PAIRS, log=study.log)
         seeds = study.QUICK_SEEDS if args.quick else None
         # One list for all workers: a worker that finishes a group's last unit
@@ -73,14 +74,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         todo = [unit for dataset, arms in (QUICK_ORDER if args.quick else ORDER)
                 for unit in study.units(dataset, arms, seeds or study.SEEDS[dataset])]
         study.run_workers(todo, results, runs, args.quick, args.workers)
-        report.log_invocation(results, started, time.time())
+        report.log_invocation(results, started, time.time(), invocation)
     records, pending = claims.decide_all(results, quick=args.quick)
-    problems = claims.check(records, claims.test_split_sizes(args.quick))
-    if problems:
-        raise SystemExit("error: summary records break the study's rules: " + "; ".join(problems))
-    report.write_summary(results, records, pending)
+    problems = claims.check(records, claims.test_split_sizes(args.quick), args.quick)
+    report.write_summary(results, records, pending, problems)
     report.render(results, doc, readme, quick=args.quick)
     print(f"rendered {doc}: {len(records)} claims decided, {len(pending)} pending", flush=True)
+    if problems:
+        print("error: summary records break the study's rules: " + "; ".join(problems), file=sys.stderr)
+        return 1
     return 0
 
 

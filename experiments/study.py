@@ -94,7 +94,9 @@ class Arm:
 
 # The HE paper's framework settings (Sec. 4): ALP pairing weight 0.5, TRADES beta 6.
 FRAMEWORK_PARAMS = {"pgdat": (), "alp": (("beta", 0.5),), "trades": (("beta", 6.0),)}
-TEMPERATURES = (1.0, 50.0)  # seed 003 Table 6: HE's PGD-20 lead at 1/T = 1, its reversal at 50
+# Seed 003 Table 6: HE's lead at 1/T = 1, its reversal at 50; PGD-AT is
+# weakest at 1/T = 5 (1 and 50 come first: their attack seeds stay fixed).
+TEMPERATURES = (1.0, 50.0, 5.0, 10.0)
 ARMS: dict[str, Arm] = {}
 for _fw, _params in FRAMEWORK_PARAMS.items():
     for _head, _suffix in (("linear", ""), ("he", "_he"), ("mhe", "_mhe")):
@@ -111,7 +113,8 @@ ARMS.update({
                         temperatures=TEMPERATURES),
     # HE paper Sec. 4.1 ablation (no margin): FN only, WN only, FN + WN.
     "pgdat_fn": Arm("pgdat", "he", overrides=(("m", 0.0), ("weight_norm", False))),
-    "pgdat_wn": Arm("pgdat", "he", overrides=(("m", 0.0), ("feature_norm", False))),
+    # Without FN the features carry the scale themselves: s = 1 (logits W_n^T f).
+    "pgdat_wn": Arm("pgdat", "he", overrides=(("m", 0.0), ("feature_norm", False), ("s", 1.0))),
     "pgdat_fnwn": Arm("pgdat", "he", overrides=(("m", 0.0),)),
     # HE paper Figure 2 (left): HE trained with 3 PGD steps.
     "pgdat_he_k3": Arm("pgdat", "he", overrides=(("steps", 3),)),
@@ -139,6 +142,7 @@ def unit_path(dataset: str, arm: str, seed: int, results: str = RESULTS) -> str:
 PGD20 = "PGD-20"
 PGD20_RAW = "PGD-20 (logits/s)"
 APGD_DLR = "APGD-DLR"
+FGSM = "FGSM"
 SI_CHAIN = "scale-invariant"
 SI_PARTS = ("APGD-T", "FAB-T", "Square")
 
@@ -151,11 +155,13 @@ def protocol(model: Any, arm: Arm, eps: float, seed: int, num_classes: int = 10)
     """The attacks of one unit's evaluation, in order.
 
     PGD-20 on the logits (the papers' column) and, for HE heads, on
-    `logits / s`; APGD-DLR (untargeted, scale-invariant); the AutoAttack-
+    `logits / s`; APGD-DLR (untargeted, scale-invariant); the arm's
+    Temperature-PGD runs; FGSM (seed 003's weak attack); the AutoAttack-
     standard chain on the logits and, for HE heads, on `logits / s` (the
-    suite's `autoattack_standard`); the arm's Temperature-PGD runs.
+    suite's `autoattack_standard`). Standalone attacks added to the protocol
+    after a unit ran are run on its saved model later (`supplement`).
     """
-    from he_keras.attacks import adaptive, apgd
+    from he_keras.attacks import adaptive, apgd, core
     from he_keras.attacks.core import ProjectedGradientAttack
     from he_keras.defaults import EVAL_PGD_STEPS, pgd_step_size
     from he_keras.evaluation import SuiteAttack
@@ -177,6 +183,7 @@ def protocol(model: Any, arm: Arm, eps: float, seed: int, num_classes: int = 10)
         attacks.append(named(temperature_name(inverse), adaptive.TemperaturePGD(
             eps, pgd_step_size(eps, EVAL_PGD_STEPS), EVAL_PGD_STEPS,
             temperatures=(1.0 / inverse,), seed=seed + 10 + i)))
+    attacks.append(named(FGSM, core.fgsm(eps)))
     chains, _ = autoattack_standard(eps, "linf", seed, num_classes, head=arm.head)
     return attacks + chains
 
@@ -283,50 +290,37 @@ def log(msg: str) -> None:
     print(f"[study {os.getpid()} {time.time() - _STARTED:6.0f}s] {msg}", flush=True)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+_LOCKS: dict = {}
 
 
 def claim(path: str) -> bool:
-    """Takes the lock of a unit (`<json>.lock` holding the worker's pid).
+    """Takes the lock of a unit: an exclusive `flock` on `<json>.lock`.
 
-    A lock whose process is gone (a killed run) is taken over.
+    The kernel drops the lock of a killed worker, so a re-run takes its unit
+    over; two live workers never hold the same unit.
     """
+    import fcntl
+
     lock = path + ".lock"
     os.makedirs(os.path.dirname(lock), exist_ok=True)
-    for _ in range(2):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            try:
-                with open(lock) as f:
-                    pid = int(f.read().strip() or 0)
-            except (OSError, ValueError):
-                pid = 0
-            if pid and _alive(pid):
-                return False
-            try:
-                os.remove(lock)
-            except FileNotFoundError:
-                pass
-            continue
-        with os.fdopen(fd, "w") as f:
-            f.write(str(os.getpid()))
-        return True
-    return False
+    fd = os.open(lock, os.O_CREAT | os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return False
+    _LOCKS[path] = fd
+    return True
 
 
 def release(path: str) -> None:
-    try:
-        os.remove(path + ".lock")
-    except FileNotFoundError:
-        pass
+    """Drops the lock taken by `claim` (the lock file stays: removing it would race)."""
+    import fcntl
+
+    fd = _LOCKS.pop(path, None)
+    if fd is not None:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
 
 
 def units(dataset: str, arms: Sequence[str], seeds: int) -> list:
@@ -344,15 +338,67 @@ def work(todo: Sequence[tuple], results: str = RESULTS, runs: str = RUNS, quick:
     done = 0
     for dataset, arm, seed in todo:
         path = unit_path(dataset, arm, seed, results)
-        if os.path.exists(path) or not claim(path):
+        if os.path.exists(path) and not missing_attacks(path):
+            continue
+        if not claim(path):
             continue
         try:
             if not os.path.exists(path):
                 run_unit(dataset, arm, seed, results, runs, quick, log)
                 done += 1
+            elif missing_attacks(path):
+                supplement(path, runs, log)
         finally:
             release(path)
     return done
+
+
+def missing_attacks(path: str) -> list:
+    """Standalone attacks of the current protocol that a finished unit has not run."""
+    from he_keras.files import read_json
+
+    record = read_json(path, "study unit")
+    have = set(record["eval"]["points"]["survivors"])
+    attacks = protocol(None, ARMS[record["arm"]], record["spec"]["eps"], record["seed"])
+    return [a for a in attacks if a.chain is None and a.name not in have]
+
+
+def supplement(path: str, runs: str = RUNS, log=print) -> bool:
+    """Runs the `missing_attacks` of a finished unit on its saved model and merges them.
+
+    Returns False (and changes nothing) when the model is not on this machine
+    (`runs/` is not committed): the unit then lacks those metrics, and claims
+    that need them stay pending.
+    """
+    from he_keras.data import load_dataset, to_numpy
+    from he_keras.evaluation import run_ensemble
+    from he_keras.files import read_json, write_json
+    from he_keras.models.io import load_model
+
+    record = read_json(path, "study unit")
+    dataset, arm, seed = record["dataset"], record["arm"], record["seed"]
+    model_path = os.path.join(runs, dataset, arm, f"seed{seed}", "model.keras")
+    if not os.path.exists(model_path):
+        log(f"  {dataset}/{arm}/seed{seed}: model not here, cannot add {[a.name for a in missing_attacks(path)]}")
+        return False
+    todo = missing_attacks(path)
+    start = time.perf_counter()
+    model = load_model(model_path)
+    points = record["eval"]["points"]
+    x, y = to_numpy(load_dataset(dataset).test, len(points["clean"]))
+    result = run_ensemble(model, x, y, todo, record["spec"]["eps"], "linf", 250)
+    clean = "".join("1" if v else "0" for v in result.clean_correct)
+    if clean != points["clean"] or [int(v) for v in y] != points["labels"]:
+        raise ValueError(f"{path}: the saved model or test points differ from the unit's evaluation")
+    for attack in result.attacks:
+        points["survivors"][attack.name] = "".join("1" if v else "0" for v in attack.survivors)
+        record["eval"]["attacks"].append(attack.to_json())
+    record.setdefault("supplements", []).append({
+        "attacks": [a.name for a in todo], "seconds": time.perf_counter() - start,
+        "finished": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())})
+    write_json(path, record)
+    log(f"  {dataset}/{arm}/seed{seed}: added {[a.name for a in todo]}")
+    return True
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

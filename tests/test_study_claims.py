@@ -78,3 +78,33 @@ def test_vulnerable_class_drop_statistic_fires_only_when_weak_classes_lose_more(
     a, b = claims.vulnerable_minus_robust_drop(even, "pgdat", seeds)
     effect = stats.paired_effect(a, b)
     assert effect["ci_low"] < 0 < effect["ci_high"]
+
+
+def _timing_run(path, seed, he, linear):
+    import json
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump({"framework": "x", "seed": seed, "dataset": "digits", "load_average": 0.0,
+                   "seconds": {"he": list(he), "linear": list(linear)}}, f)
+
+
+@pytest.mark.parametrize("overhead,verdict", [(0.002, "reproduced"), (0.05, "contradicted")])
+def test_timing_claim_is_decided_by_the_interval_of_the_paired_ratio(tmp_path, overhead, verdict):
+    import timing
+
+    rng = np.random.default_rng(0)
+    for framework in timing.FRAMEWORKS:
+        for seed in range(timing.SEEDS):
+            linear = 0.02 * rng.lognormal(0, 0.3, 60)  # load swings hit both of a pair alike
+            he = linear * (1 + overhead) * rng.lognormal(0, 0.001, 60)
+            _timing_run(timing.timing_path(str(tmp_path), framework, seed), seed, he, linear)
+    records, pending = timing.records(str(tmp_path))
+    assert not pending and len(records) == len(timing.FRAMEWORKS)
+    for record in records:
+        assert record["verdict"] == verdict
+        assert record["overhead_percent"] == pytest.approx(100 * overhead, abs=0.1)
+        assert stats.check_record(record, {"digits": 360}) == []
+    os.remove(timing.timing_path(str(tmp_path), "fastat", 2))
+    records, pending = timing.records(str(tmp_path))
+    assert [p["id"] for p in pending] == ["6-fastat"]
