@@ -83,6 +83,31 @@ def _arm_rows(units: dict) -> list:
     return rows
 
 
+def validation_figure(results: str, dataset: str, units: dict, arms: Sequence[str] = ("pgdat", "pgdat_he")) -> str:
+    """`<results>/<dataset>_validation.png`: validation PGD-10 accuracy per epoch, one line per unit."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    for arm, color in zip(arms, ("tab:blue", "tab:orange")):
+        for i, (seed, record) in enumerate(sorted(units.get(arm, {}).items())):
+            values = 100 * np.asarray(record["train"]["history"].get("val_adv_accuracy", []))
+            ax.plot(np.arange(1, len(values) + 1), values, color=color, alpha=0.7, lw=1,
+                    label=arm if i == 0 else None)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation PGD-10 accuracy (%)")
+    ax.set_title(f"{dataset}: one line per seed")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    path = os.path.join(results, f"{dataset}_validation.png")
+    fig.tight_layout()
+    write_atomic(path, lambda p: fig.savefig(p, dpi=110, format="png"), suffix=".png")
+    plt.close(fig)
+    return path
+
+
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list:
     return (["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
             + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
@@ -157,6 +182,10 @@ def render(results: str, doc: str, readme: Optional[str], quick: bool = False) -
                   f"![calibration]({CALIBRATION_PNG})", ""]
         base = units_by_dataset.get(dataset, {}).get("pgdat")
         if base:
+            figure = validation_figure(results, dataset, units_by_dataset[dataset])
+            lines += ["Validation curves of this study's PGD-AT and PGD-AT+HE units:", "",
+                      f"![{dataset} validation]({os.path.relpath(figure, os.path.dirname(os.path.abspath(doc)))})",
+                      ""]
             means = claims.arm_means({"pgdat": base}, "pgdat")
             changes = [c for c in (claims.plateau(r) for r in base.values()) if c is not None]
             trend = float(np.mean(changes)) if changes else float("nan")
