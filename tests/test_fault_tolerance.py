@@ -19,14 +19,13 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+import forkrun
 from he_keras.layers import HypersphereDense
 from he_keras.models import build_model
 from he_keras.training import PGDAT
@@ -82,10 +81,8 @@ runner.run(train.config_from_flags(), [SigkillMidEpoch(int(sys.argv[2]), int(sys
 
 
 def _python(*args):
-    return subprocess.run(
-        [sys.executable, *args], capture_output=True, text=True, timeout=600, cwd=ROOT,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
-    )
+    """A Python process (forked from the `forkrun` server: TensorFlow imported)."""
+    return forkrun.run(args, timeout=600, cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
 
 
 def _weights(run_dir):
