@@ -15,6 +15,13 @@ with its own exit code or signal, stdout and stderr, as a fresh interpreter
 would (an uncaught exception prints its traceback and exits 1, `SystemExit`
 its code, atexit handlers run).
 
+What a fork shares with its siblings (and a fresh interpreter would not):
+the hash seed of `str` (`PYTHONHASHSEED`) and the memory layout, hence the
+order of sets of strings or objects. Tests that compare independent
+processes with each other (a resumed run against an uninterrupted one,
+workers against each other) must not run both sides through `run`. The
+global `random` and NumPy generators are reseeded from the OS in each child.
+
 Environment variables read at import time (`KERAS_BACKEND`,
 `TF_CPP_MIN_LOG_LEVEL`, `PYTHONPATH`, ...) are the server's: a call whose
 environment differs from the server's in anything but `RUNTIME_ENV` runs in a
@@ -155,6 +162,12 @@ def _child(request, channel):
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
+        # Seeded from the OS as in a fresh interpreter, not the server's state.
+        import random
+
+        random.seed()
+        if "numpy" in sys.modules:
+            sys.modules["numpy"].random.seed()
         import builtins
         import types
 

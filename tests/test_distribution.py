@@ -1,17 +1,17 @@
 """Every framework under MirroredStrategy (2 logical CPUs) matches one device;
 multi-worker training through `apps/train.py --strategy=multi_worker`."""
 
-import concurrent.futures
 import json
 import os
 import socket
+import subprocess
+import sys
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-import forkrun
 from he_keras.models import build_model
 from he_keras.training import FRAMEWORKS, DistributedTrainLoop
 from he_keras.training.runner import make_strategy
@@ -125,23 +125,26 @@ def test_two_workers_train_trades_he_to_identical_weights(tmp_path):
     cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]}
     out = tmp_path / "run"
     command = [
-        os.path.join(ROOT, "apps", "train.py"),
+        sys.executable, os.path.join(ROOT, "apps", "train.py"),
         f"--flagfile={os.path.join(ROOT, 'configs', 'digits_trades_he.cfg')}",
         "--strategy=multi_worker", "--epochs=2", "--n_train=192", "--batch_size=64",
         "--n_eval=64", "--eval_steps=5", f"--output_dir={out}", "--verbose=1",
     ]
-
-    def worker(index):
-        # Two processes at once (forked from the `forkrun` server).
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    workers = []
+    for index in range(2):
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
         env["TF_CONFIG"] = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
-        return forkrun.run(command, cwd=ROOT, env=env, timeout=240)
-
-    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
-        workers = list(pool.map(worker, range(2)))
-    for proc in workers:
-        output = proc.stdout + proc.stderr
-        assert proc.returncode == 0, output[-3000:]
+        workers.append(subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        ))
+    outputs = []
+    for worker in workers:
+        try:
+            outputs.append(worker.communicate(timeout=240)[0])
+        finally:
+            worker.kill()
+    for worker, output in zip(workers, outputs):
+        assert worker.returncode == 0, output[-3000:]
         assert output.count("Epoch ") == 2 and "clean accuracy" in output, output[-3000:]
     chief = keras.models.load_model(str(out / "model.keras"))
     other = keras.models.load_model(str(out / "worker_1" / "model.keras"))
