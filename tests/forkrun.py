@@ -26,7 +26,8 @@ Environment variables read at import time (`KERAS_BACKEND`,
 `TF_CPP_MIN_LOG_LEVEL`, `PYTHONPATH`, ...) are the server's: a call whose
 environment differs from the server's in anything but `RUNTIME_ENV` runs in a
 real subprocess instead. Tests of what a fresh interpreter imports must keep
-using `subprocess` directly.
+using `subprocess` directly. `FORKRUN_DISABLE=1` runs every call in a real
+subprocess (slower; to rule the server out when a test misbehaves).
 
 Run as a script, this file is the server: it reads one JSON request a line
 on stdin, forks a child per request (any number at a time) and answers each
@@ -131,7 +132,7 @@ def run(args, *, cwd=ROOT, env=None, timeout=600) -> subprocess.CompletedProcess
         env = dict(SERVER_ENV, **{k: v for k, v in os.environ.items() if k in RUNTIME_ENV})
     env = dict(env)
     differs = {k for k in set(env) | set(SERVER_ENV) if env.get(k) != SERVER_ENV.get(k)} - RUNTIME_ENV
-    if differs:
+    if differs or os.environ.get("FORKRUN_DISABLE"):
         FALLBACKS.append((args[:1], sorted(differs)))
         return subprocess.run(
             [sys.executable, *args], capture_output=True, text=True, timeout=timeout, cwd=cwd, env=env
