@@ -5,22 +5,24 @@ problem, a non-zero exit (apps) or a `ValueError` (API), no traceback, no
 training started, and nothing created, changed or deleted in the
 directories the call could write to.
 
-The app rows run as subprocesses, two at a time, in one module fixture (each
+The app rows run as processes, two at a time, in one module fixture (each
 in a workspace of its own holding copies of a finished run, an export and an
-evaluation), so selecting a single app row still runs them all.
+evaluation), so selecting a single app row still runs them all. Each row is
+its own process running the app from its first line, forked from a server
+that has imported TensorFlow once (`forkrun`), instead of paying that import
+in each of the 32 processes.
 """
 
 import concurrent.futures
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import keras
 import numpy as np
 import pytest
 
+import forkrun
 from he_keras import export
 from he_keras.attacks import ProjectedGradientAttack
 from he_keras.evaluation import evaluate
@@ -179,10 +181,9 @@ def app_results(tmp_path_factory, inputs):
         directory.mkdir()
         paths = _workspace(directory, inputs)
         before = _snapshot(directory)
-        proc = subprocess.run(
-            [sys.executable, os.path.join(ROOT, "apps", f"{app}.py"), *(a.format(**paths) for a in args)],
-            capture_output=True, text=True, timeout=600, cwd=ROOT,
-            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+        proc = forkrun.run(
+            [os.path.join(ROOT, "apps", f"{app}.py"), *(a.format(**paths) for a in args)],
+            timeout=600, cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
         )
         return (app, case), (proc, before, _snapshot(directory))
 

@@ -1,12 +1,11 @@
-"""apps/evaluate.py end to end, in subprocesses, and its input validation."""
+"""apps/evaluate.py end to end, in processes of its own, and its input validation."""
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
+import forkrun
 from helpers import accuracy, digits_arrays, undefended_digits_model
 from he_keras.models import build_model
 
@@ -16,9 +15,7 @@ APP = os.path.join(ROOT, "apps", "evaluate.py")
 
 def run_app(*args, timeout=300):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    return subprocess.run(
-        [sys.executable, APP, *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT
-    )
+    return forkrun.run([APP, *args], timeout=timeout, env=env, cwd=ROOT)
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ import keras
 import numpy as np
 import pytest
 
+import forkrun
 from he_keras import export
 from he_keras.models import build_model, find_head
 from he_keras.training.runner import TrainConfig, run
@@ -196,10 +197,9 @@ def run_dir(tmp_path_factory):
 
 
 def _export_app(*args):
-    return subprocess.run(
-        [sys.executable, os.path.join(ROOT, "apps", "export.py"), *args],
-        capture_output=True, text=True, timeout=300, cwd=ROOT,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+    return forkrun.run(
+        [os.path.join(ROOT, "apps", "export.py"), *args],
+        timeout=300, cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
     )
 
 

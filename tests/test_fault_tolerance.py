@@ -11,8 +11,15 @@ and the CPU kernels of this small CNN are deterministic. (Training with
 augmentation is not bit-reproducible even uninterrupted: the parallel
 `tf.data` map draws its stateful random crops in a scheduling-dependent
 order.)
+
+The runs compared with each other are separate processes: the uninterrupted
+reference run is forked from the `forkrun` server (TensorFlow imported once),
+the killed and resumed runs are fresh interpreters (their own hash seed and
+memory layout, as a user's later `python apps/train.py` would have); the
+killed run trains while the reference run does.
 """
 
+import concurrent.futures
 import dataclasses
 import glob
 import json
@@ -27,6 +34,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import forkrun
 from he_keras.layers import HypersphereDense
 from he_keras.models import build_model
 from he_keras.training import PGDAT
@@ -82,10 +90,16 @@ runner.run(train.config_from_flags(), [SigkillMidEpoch(int(sys.argv[2]), int(sys
 
 
 def _python(*args):
+    """A fresh Python interpreter."""
     return subprocess.run(
         [sys.executable, *args], capture_output=True, text=True, timeout=600, cwd=ROOT,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
     )
+
+
+def _forked(*args):
+    """A Python process forked from the `forkrun` server."""
+    return forkrun.run(args, timeout=600, cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
 
 
 def _weights(run_dir):
@@ -100,7 +114,7 @@ def reference_run(tmp_path_factory):
     def get(name):
         if name not in runs:
             out = str(tmp_path_factory.mktemp("reference") / name)
-            proc = _python(TRAIN_APP, *RUNS[name], f"--output_dir={out}")
+            proc = _forked(TRAIN_APP, *RUNS[name], f"--output_dir={out}")
             assert proc.returncode == 0, proc.stderr[-3000:]
             runs[name] = out
         return runs[name]
@@ -122,7 +136,12 @@ def _assert_same_run(got_dir, expected_dir):
 @pytest.mark.parametrize("name", sorted(RUNS))
 def test_sigkill_mid_epoch_then_resume_equals_uninterrupted_run(name, tmp_path, reference_run):
     flags, resumed = RUNS[name], str(tmp_path / "resumed")
-    killed = _python("-c", KILLED_RUN, ROOT, str(KILL_EPOCH), str(KILL_BATCH), *flags, f"--output_dir={resumed}")
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        killing = pool.submit(
+            _python, "-c", KILLED_RUN, ROOT, str(KILL_EPOCH), str(KILL_BATCH), *flags, f"--output_dir={resumed}"
+        )
+        reference = reference_run(name)  # trained meanwhile, if not yet
+        killed = killing.result()
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     # Killed in epoch 2: the epoch-1 checkpoint, a complete metrics.json, no model.
     assert tf.train.latest_checkpoint(os.path.join(resumed, "checkpoints")).endswith("ckpt-1")
@@ -136,7 +155,7 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted_run(name, tmp_path, 
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "ckpt-1 at epoch 1" in proc.stdout
     assert "Epoch 1/3" not in proc.stdout and "Epoch 2/3" in proc.stdout and "Epoch 3/3" in proc.stdout
-    got = _assert_same_run(resumed, reference_run(name))
+    got = _assert_same_run(resumed, reference)
     # Three passes (FreeAT: 6 epochs / 2 replays), validated every epoch.
     assert len(got["history"]["loss"]) == 3 and len(got["history"]["val_adv_accuracy"]) == 3
 
@@ -164,7 +183,7 @@ def test_truncated_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, re
     # Both kept checkpoints unreadable: one error line, exit 2, nothing trained.
     for path in glob.glob(os.path.join(checkpoints, "ckpt-*.data-*")):
         _truncate(path)
-    proc = _python(TRAIN_APP, *FLAGS, f"--output_dir={run_dir}")
+    proc = _forked(TRAIN_APP, *FLAGS, f"--output_dir={run_dir}")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "No usable checkpoint" in errors[0], proc.stderr[-3000:]
@@ -236,7 +255,7 @@ def test_kill_during_atomic_write_keeps_the_previous_model(tmp_path):
     build_model("small_cnn", (8, 8, 1), 10, head="he").save(old)
     build_model("small_cnn", (8, 8, 1), 10, head="mhe").save(new)
     before = open(old, "rb").read()
-    proc = _python("-c", KILLED_WRITE, old, new)
+    proc = _forked("-c", KILLED_WRITE, old, new)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
     assert open(old, "rb").read() == before
     keras.saving.load_model(old)  # still a complete archive

@@ -350,13 +350,12 @@ print(json.dumps(results))
 def test_every_flagfile_parses_and_validates(tmp_path):
     import json
     import os
-    import subprocess
-    import sys
+
+    import forkrun
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    done = subprocess.run(
-        [sys.executable, "-c", _PARSE_CONFIGS, root, str(tmp_path)],
-        capture_output=True, text=True, timeout=120,
+    done = forkrun.run(
+        ["-c", _PARSE_CONFIGS, root, str(tmp_path)], timeout=120, cwd=root,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
     )
     assert done.returncode == 0, done.stderr[-3000:]

@@ -3,8 +3,6 @@ data, offline) and the shipped ImageNet config, trained for one step."""
 
 import json
 import os
-import subprocess
-import sys
 from unittest import mock
 
 import numpy as np
@@ -12,6 +10,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+import forkrun
 from he_keras.data import EMBEDDED, batches, load_dataset, to_numpy
 from he_keras.data.crops import random_resized_crop, resize_center_crop
 from he_keras.data.tfds_datasets import IMAGENET_MEAN, IMAGENET_STD, TFDS_DATASETS, check_manual_data_dir
@@ -188,10 +187,8 @@ print(json.dumps({"built": built, "metrics": metrics}, default=str))
 
 
 def _python(*args):
-    return subprocess.run(
-        [sys.executable, *args], capture_output=True, text=True, timeout=600,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT),
-    )
+    """A Python process in ROOT (forked from the `forkrun` server: TensorFlow imported)."""
+    return forkrun.run(args, timeout=600, cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
 
 
 def test_imagenet_freeat_he_config_trains_one_step_on_mock_data(tmp_path):

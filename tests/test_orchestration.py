@@ -11,6 +11,7 @@ import keras
 import numpy as np
 import pytest
 
+import forkrun
 from he_keras import defaults, export
 from he_keras.data import load_dataset
 from he_keras.evaluation import preset_attacks
@@ -129,7 +130,12 @@ print(json.dumps(out))
 
 def test_framework_defaults_reachable_with_none_from_flagfiles():
     """The FastAT / FreeAT flagfiles no longer repeat their framework's defaults."""
-    got = _python(_FLAGFILE_TRAINERS, "digits_fastat.cfg", "digits_freeat_he.cfg", "quickstart.cfg")
+    # A process of its own for apps/train.py's flags; it need not be a fresh
+    # interpreter: forked from the `forkrun` server (TensorFlow imported).
+    args = ["-c", _FLAGFILE_TRAINERS, "digits_fastat.cfg", "digits_freeat_he.cfg", "quickstart.cfg"]
+    proc = forkrun.run(args, timeout=300, cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
     for name, (config_step, config_bn, step, bn, eps) in got.items():
         expected = {"digits_fastat.cfg": (1.25 * eps, True), "digits_freeat_he.cfg": (eps, False),
                     "quickstart.cfg": (0.075, False)}[name]
