@@ -15,6 +15,10 @@ chain on the logits and, for HE heads, the chain on logits / s);
 head); `worst:<m1>|<m2>|...` (per-point worst case of several metrics);
 `scale-invariant` (worst case of APGD-DLR, APGD-T, FAB-T, Square only);
 `Temperature-PGD 1/T=<t>`; any attack name of the unit's evaluation.
+Continuous metrics (claims with `scale=1` and their own `unit`):
+`margin:<R>` (the final model's margin along the direction set R of
+`study.add_margins`, L2, capped) and `margin-gain:<R>` (that margin minus the
+standard model's margin along the same directions).
 
 A claim is computed once every seed of the dataset (`study.SEEDS`) is done for
 all of its arms; until then it is listed as pending, never given a verdict.
@@ -53,6 +57,9 @@ class Claim:
         sides: Instead of `a` / `b` terms, `(units, seeds) -> (a, b)`
             matrices `(seeds, points)` for a statistic that is not a signed
             sum of outcomes; `a` / `b` then only name the arms it reads.
+        unit: Unit of the effect.
+        scale: Multiplier of the per-point difference (100: 0/1 outcomes in
+            percentage points; 1: margins in L2 units).
     """
 
     id: str
@@ -64,6 +71,8 @@ class Claim:
     paper: str
     dataset: str = "digits"
     sides: Optional[Callable] = None
+    unit: str = "percentage points"
+    scale: float = 100.0
 
     @property
     def arms(self) -> list:
@@ -177,6 +186,27 @@ def _claims() -> list:
              "HE paper, Table 9", "trades_he", "trades_he_m05", "clean", "trades",
              "+10.17 pts (84.88 vs 74.71, CIFAR-10)"),
     ]
+    # HAT Sec. 3: margins along the initial adversarial directions R0 (the
+    # standard model's PGD directions) and along R1 / R5 (the trained
+    # model's own PGD directions after epochs 1 and 5), `study.add_margins`.
+    margin = dict(unit=f"L2 distance (mean over points, capped at {study.MARGIN_CAP:g})", scale=1.0)
+    out += [
+        Claim("hat-table1-margin", "A larger TRADES beta (6 vs 1) gives a larger margin along the initial "
+              "adversarial directions R0", "HAT paper, Table 1", ((1, "trades", "margin:R0"),),
+              ((1, "trades_b1", "margin:R0"),), "trades", "beta 1 -> 5: median margin 8.3 -> 10.5 (CIFAR-10)",
+              **margin),
+        Claim("hat-table5-margin", "HAT has a smaller margin along R0 than TRADES", "HAT paper, Table 5",
+              ((1, "trades", "margin:R0"),), ((1, "hat", "margin:R0"),), "trades",
+              "median margin 9.7 (TRADES) vs 9.1 (HAT) at equal AutoAttack accuracy (CIFAR-10)", **margin),
+    ]
+    for k in (1, 5):
+        out.append(Claim(
+            f"hat-fig4-r{k}", f"PGD-AT raises the margin along R0 more than along R{k} (margin of the "
+            "PGD-AT model minus that of the standard model, along the same directions)",
+            "HAT paper, Sec. 3 and Figure 4", ((1, "pgdat", "margin-gain:R0"),),
+            ((1, "pgdat", f"margin-gain:R{k}"),), "pgdat",
+            "qualitative: a much larger increase along R0 than along R1 and R5 (CIFAR-10 fine-tuning)",
+            **margin))
     for fw, name, gain in (("fastat", "FastAT", "+6.15"), ("freeat", "FreeAT", "+4.84")):
         out += [
             pair(f"5-{fw}-pgd20", f"+HE raises the PGD-20 robust accuracy of {name}", "HE paper, Table 3",
@@ -310,9 +340,28 @@ def outcome(record: dict, metric: str) -> np.ndarray:
         return flags
     if metric == "scale-invariant":
         return _bits(record["scale_invariant"]["flags"])
+    if metric.startswith(("margin:", "margin-gain:")):
+        return _margins(record, metric)
     if metric not in survivors:
-        raise KeyError(f"unit {record['arm']}/seed{record['seed']} has no metric {metric!r}")
+        raise KeyError(f"unit {record['arm']}/seed{record['seed']} has no metric {metric!r} "
+                       "(study.supplement adds it)")
     return _bits(survivors[metric])
+
+
+def _margins(record: dict, metric: str) -> np.ndarray:
+    kind, directions = metric.split(":")
+    name = f"unit {record['arm']}/seed{record['seed']}"
+    margins = record.get("margins", {})
+    final = margins.get(directions)
+    initial = margins.get("initial", {}).get(directions)
+    if final is None or (kind == "margin-gain" and initial is None):
+        raise KeyError(f"{name} has no {metric!r} (study.add_margins adds it)")
+    values = np.array([np.nan if v is None else v for v in final], np.float64)
+    if kind == "margin-gain":
+        values = values - np.array([np.nan if v is None else v for v in initial], np.float64)
+    if np.isnan(values).any():
+        raise KeyError(f"{name}: {metric!r} undefined where PGD left a point unmoved")
+    return values
 
 
 def side(units: dict, terms: Sequence[Term], seeds: Sequence[int]) -> np.ndarray:
@@ -343,15 +392,15 @@ def decide(claim: Claim, units: dict, seeds_required: int, epochs: int, eps: flo
         else:
             a, b = side(units, claim.a, seeds), side(units, claim.b, seeds)
     except KeyError as err:  # a metric added to the protocol after some units ran
-        return {"id": claim.id, "claim": claim.claim, "pending": f"{err.args[0]} (study.supplement adds it)"}
-    effect = stats.paired_effect(a, b)
+        return {"id": claim.id, "claim": claim.claim, "pending": err.args[0]}
+    effect = stats.paired_effect(a, b, scale=claim.scale)
     base = arm_means({claim.baseline: {s: units[claim.baseline][s] for s in seeds}}, claim.baseline)
     return {
         "id": claim.id, "claim": claim.claim, "source": claim.source,
         "verdict": stats.verdict(effect["ci_low"], effect["ci_high"], base["clean"], base["AutoAttack"]),
         "effect": round(effect["effect"], 3), "ci_low": round(effect["ci_low"], 3),
         "ci_high": round(effect["ci_high"], 3), "width": round(effect["width"], 3),
-        "unit": "percentage points", "seeds": effect["seeds"], "n_eval": effect["n_eval"],
+        "unit": claim.unit, "seeds": effect["seeds"], "n_eval": effect["n_eval"],
         "baseline": claim.baseline, "baseline_clean": round(base["clean"], 4),
         "baseline_autoattack": round(base["AutoAttack"], 4), "dataset": claim.dataset,
         "eps": eps, "epochs": epochs, "paper": claim.paper,

@@ -133,6 +133,11 @@ def summary_line(records: Sequence[dict], pending: Sequence[dict]) -> str:
             + f"; {len(pending)} pending.")
 
 
+def _digits(record: dict) -> int:
+    """Decimals of a record's effect: points to 0.1, margins (L2) to 0.01."""
+    return 2 if record["unit"].startswith("L2") else 1
+
+
 def render(results: str, doc: str, readme: Optional[str], quick: bool = False) -> str:
     """Renders the document from `<results>/summary.json` and the unit JSONs."""
     summary = read_json(os.path.join(results, "summary.json"), "study summary")
@@ -168,6 +173,13 @@ def render(results: str, doc: str, readme: Optional[str], quick: bool = False) -
         "(below 0), **inconclusive** (contains 0; its width is given), **uninformative** (the "
         f"claim's baseline arm has clean < {stats.MIN_CLEAN:.0%} or AutoAttack outside "
         f"[{stats.AUTOATTACK_RANGE[0]:.0%}, {stats.AUTOATTACK_RANGE[1]:.0%}]).",
+        "- **Margins** (HAT claims). Per test point, the L2 distance along a unit direction until "
+        "the model's prediction changes (capped at "
+        f"{study.MARGIN_CAP:g}, step {study.MARGIN_PRECISION:g}), along R0 = the standard model's "
+        "PGD directions (same seed) and R1 / R5 = the unit's own PGD directions after epochs 1 and "
+        "5 (its first epochs replayed, accepted only if the replay repeats the unit's validation "
+        "curve); `margin-gain` subtracts the standard model's margin along the same direction. "
+        "Effects are mean paired differences in L2 units (the HAT paper reports medians).",
         "",
     ]
     for dataset, regime in study.REGIMES.items():
@@ -205,15 +217,16 @@ def render(results: str, doc: str, readme: Optional[str], quick: bool = False) -
         lines += ["**Records that break the study's rules** (fix before reading the table): "
                   + "; ".join(problems), ""]
     rows = [[r["id"], f"{r['claim']} ({r['source']})", r["paper"],
-             f"{r['effect']:+.1f} [{r['ci_low']:+.1f}, {r['ci_high']:+.1f}]"
+             f"{r['effect']:+.{_digits(r)}f} [{r['ci_low']:+.{_digits(r)}f}, {r['ci_high']:+.{_digits(r)}f}]"
+             + (f" {r['unit']}" if r["unit"].startswith("L2") else "")
              + ("" if r.get("regime_applies", True) else
                 f" (1 % − HE overhead; overhead {r['overhead_percent']:+.1f} % of the linear step)"),
-             f"{r['width']:.1f}",
+             f"{r['width']:.{_digits(r)}f}",
              f"{r['seeds']} × {r['n_eval']}" + ("" if r.get("regime_applies", True) else " pairs"),
              (f"{100 * r['baseline_clean']:.1f} / {100 * r['baseline_autoattack']:.1f} ({r['baseline']})"
               if r.get("regime_applies", True) else "— (timing)"),
              f"**{r['verdict']}**"] for r in records]
-    lines += _table(["id", "claim (source)", "paper", "effect [95 % CI], pts", "CI width",
+    lines += _table(["id", "claim (source)", "paper", "effect [95 % CI], pts unless noted", "CI width",
                      "seeds × points", "baseline clean / AA %", "verdict"], rows) + [""]
     if pending:
         lines += ["### Pending (units not all run yet: no verdict)", ""]

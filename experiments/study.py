@@ -123,6 +123,9 @@ ARMS.update({
     "trades_he_m05": Arm("trades", "he", FRAMEWORK_PARAMS["trades"], overrides=(("m", 0.5),)),
     "trades_he_s1": Arm("trades", "he", FRAMEWORK_PARAMS["trades"], overrides=(("s", 1.0),)),
 })
+# The standard (clean) model of each seed: the source of HAT's initial
+# adversarial directions R0 (margin analysis below).
+ARMS["standard"] = Arm("standard")
 # HE paper Table 3: FastAT (FGSM from a uniform start, step 1.25 eps, with
 # the catastrophic-overfitting early stop) and FreeAT (8 replays, `epochs`
 # = the regime's budget) with and without HE.
@@ -233,7 +236,7 @@ def run_unit(dataset: str, arm_name: str, seed: int, results: str = RESULTS, run
     from he_keras.data import load_dataset, to_numpy
     from he_keras.files import write_json
     from he_keras.models.io import load_model
-    from he_keras.training.runner import TrainConfig, run
+    from he_keras.training.runner import run
 
     arm = ARMS[arm_name]
     spec = arm.spec(dataset, seed, quick)
@@ -245,8 +248,7 @@ def run_unit(dataset: str, arm_name: str, seed: int, results: str = RESULTS, run
         on_epoch_begin=lambda *_: began.update(t=time.perf_counter()),
         on_epoch_end=lambda *_: seconds.append(time.perf_counter() - began["t"]))
     t0 = time.perf_counter()
-    config = TrainConfig(**spec, output_dir=directory, n_eval=n_test, tensorboard=False, verbose=0)
-    metrics = run(config, extra_callbacks=[timer])
+    metrics = run(train_config(spec, directory, n_test), extra_callbacks=[timer])
     train_wall = time.perf_counter() - t0
     log(f"  trained {dataset}/{arm_name}/seed{seed} in {train_wall:.0f}s")
 
@@ -338,7 +340,7 @@ def work(todo: Sequence[tuple], results: str = RESULTS, runs: str = RUNS, quick:
     done = 0
     for dataset, arm, seed in todo:
         path = unit_path(dataset, arm, seed, results)
-        if os.path.exists(path) and not missing_attacks(path):
+        if os.path.exists(path) and not missing_attacks(path) and not margins_missing(path, results):
             continue
         if not claim(path):
             continue
@@ -346,11 +348,158 @@ def work(todo: Sequence[tuple], results: str = RESULTS, runs: str = RUNS, quick:
             if not os.path.exists(path):
                 run_unit(dataset, arm, seed, results, runs, quick, log)
                 done += 1
-            elif missing_attacks(path):
+            if missing_attacks(path):
                 supplement(path, runs, log)
+            if margins_missing(path, results):
+                standard = unit_path(dataset, "standard", seed, results)
+                if regenerate(path, runs, log) and regenerate(standard, runs, log):
+                    add_margins(path, runs, log)
         finally:
             release(path)
     return done
+
+
+def train_config(spec: dict, output_dir: str, n_eval: int) -> Any:
+    """The `TrainConfig` of a unit's spec (JSON lists back to tuples)."""
+    from he_keras.training.runner import TrainConfig
+
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()}
+    return TrainConfig(**fields, output_dir=output_dir, n_eval=n_eval, tensorboard=False, verbose=0)
+
+
+def regenerate(path: str, runs: str = RUNS, log=print) -> bool:
+    """Makes a finished unit's model available here, retraining it if `runs/` lacks it.
+
+    `runs/` is not committed, so a fresh clone has the units' JSONs but not
+    their models. Training is deterministic (same spec, seed and data
+    order), so the unit is retrained and accepted only if every epoch of
+    the new history equals the recorded one; otherwise the new model is
+    deleted and False returned (analyses that need it stay missing).
+    """
+    import shutil
+
+    import numpy as np
+
+    from he_keras.files import read_json
+    from he_keras.training.runner import run
+
+    record = read_json(path, "study unit")
+    directory = _run_dir(runs, record["dataset"], record["arm"], record["seed"])
+    if os.path.exists(os.path.join(directory, "model.keras")):
+        return True
+    start = time.perf_counter()
+    n_eval = QUICK_N_TEST if record["quick"] else 0
+    history = run(train_config(record["spec"], directory, n_eval))["history"]
+    recorded = record["train"]["history"]
+    same = set(history) == set(recorded) and all(
+        np.array_equal(np.asarray(history[k], np.float64), np.asarray(recorded[k], np.float64))
+        for k in recorded)
+    name = f"{record['dataset']}/{record['arm']}/seed{record['seed']}"
+    if not same:
+        shutil.rmtree(directory, ignore_errors=True)
+        log(f"  {name}: retrained model does not repeat the unit's history; not used")
+        return False
+    log(f"  {name}: model retrained, history identical ({time.perf_counter() - start:.0f}s)")
+    return True
+
+
+# === Margins along adversarial directions (HAT, Sec. 3 and Table 1) ===
+
+MARGIN_ARMS = ("pgdat", "trades", "trades_b1", "hat")
+MARGIN_EPOCHS = (1, 5)  # R1, R5: the unit's own PGD directions after epochs 1 and 5
+MARGIN_CAP = 10.0  # L2 units; digits images have 64 pixels in [0, 1] (norm <= 8)
+MARGIN_PRECISION = 0.1
+
+
+def _run_dir(runs: str, dataset: str, arm: str, seed: int) -> str:
+    return os.path.join(runs, dataset, arm, f"seed{seed}")
+
+
+def margins_missing(path: str, results: str = RESULTS) -> bool:
+    """Whether a finished unit of `MARGIN_ARMS` lacks margins that its seed's standard unit allows."""
+    from he_keras.files import read_json
+
+    record = read_json(path, "study unit")
+    if record["arm"] not in MARGIN_ARMS or "margins" in record:
+        return False
+    return os.path.exists(unit_path(record["dataset"], "standard", record["seed"], results))
+
+
+def add_margins(path: str, runs: str = RUNS, log=print) -> None:
+    """Per-point margins of a unit's model along R0, R1 and R5 (HAT's Fig. 4 and Table 1).
+
+    R0: the PGD directions (own predictions as labels, `margin.direction_attack`)
+    of the standard model of the same seed; Rk: those of the unit's own model
+    after epoch k, recovered by replaying its first epochs (the runner is
+    deterministic: the replay's per-epoch history must equal the unit's, or R1
+    and R5 are not recorded). Margin = distance along the unit direction until
+    the final model's prediction changes (`margin.margins_along`), capped at
+    `MARGIN_CAP`; points whose direction is zero get NaN. `initial` holds the
+    standard model's margins along the same directions: the "before" of
+    HAT's Fig. 4, which fine-tunes a standard model (units here train from
+    scratch, so the standard model of the same seed stands in for it).
+    """
+    import shutil
+    import tempfile
+
+    import keras
+    import numpy as np
+
+    from he_keras.data import load_dataset, to_numpy
+    from he_keras.evaluation import margin as margin_lib
+    from he_keras.files import read_json, write_json
+    from he_keras.models.io import load_model
+    from he_keras.training.runner import run
+
+    start = time.perf_counter()
+    record = read_json(path, "study unit")
+    dataset, arm, seed, spec = record["dataset"], record["arm"], record["seed"], record["spec"]
+    model = load_model(os.path.join(_run_dir(runs, dataset, arm, seed), "model.keras"))
+    x, _ = to_numpy(load_dataset(dataset).test, len(record["eval"]["points"]["clean"]))
+    attack = margin_lib.direction_attack(spec["eps"], seed=seed + 200)  # recorded; the same in each call below
+    sources = {"R0": load_model(os.path.join(_run_dir(runs, dataset, "standard", seed), "model.keras"))}
+    # Replay the first epochs with snapshots (the same spec, seed and data order).
+    replay_dir = tempfile.mkdtemp(prefix="replay-", dir=_run_dir(runs, dataset, arm, seed))
+    snapshots: dict = {}
+
+    class Snapshot(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch + 1 in epochs:
+                snapshots[epoch + 1] = [w.copy() for w in self.model.classifier.get_weights()]
+
+    epochs = [e for e in MARGIN_EPOCHS if e <= spec["epochs"]]
+    replay_spec = dict(spec, epochs=max(epochs))
+    if replay_spec.get("lr_decay_epochs") and min(replay_spec["lr_decay_epochs"]) >= max(epochs):
+        replay_spec.update(lr_schedule="constant", lr_decay_epochs=())  # the same rate before the first decay
+    try:
+        replay = run(train_config(replay_spec, replay_dir, 32), extra_callbacks=[Snapshot()])
+    finally:
+        shutil.rmtree(replay_dir, ignore_errors=True)
+    unit_curve = record["train"]["history"]["val_adv_accuracy"][:max(epochs)]
+    replay_curve = replay["history"]["val_adv_accuracy"]
+    faithful = np.allclose(unit_curve, replay_curve, atol=1e-6)
+    if faithful:
+        for epoch, weights in snapshots.items():
+            snapshot = keras.models.clone_model(model)
+            snapshot.set_weights(weights)
+            sources[f"R{epoch}"] = snapshot
+    def along(classifier, directions) -> list:
+        values = margin_lib.margins_along(classifier, x, directions, MARGIN_CAP, MARGIN_PRECISION, 250)
+        return [None if not np.isfinite(v) else round(float(v), 4) for v in values]
+
+    margins, initial = {}, {}
+    for name, source in sources.items():
+        directions = margin_lib.adversarial_directions(source, x, spec["eps"], seed=seed + 200,
+                                                        batch_size=250)
+        margins[name] = along(model, directions)
+        initial[name] = along(sources["R0"], directions)
+    record["margins"] = {
+        **margins, "initial": initial, "cap": MARGIN_CAP, "precision": MARGIN_PRECISION, "pgd": attack.config(),
+        "replay_matches_unit": bool(faithful), "replay_curve": replay_curve,
+        "seconds": time.perf_counter() - start,
+    }
+    write_json(path, record)
+    log(f"  {dataset}/{arm}/seed{seed}: margins {sorted(margins)} (replay faithful: {faithful})")
 
 
 def missing_attacks(path: str) -> list:

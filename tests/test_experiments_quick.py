@@ -2,8 +2,11 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "experiments"))
@@ -23,11 +26,19 @@ def run_quick(out, doc):
     return proc.stdout
 
 
-def test_quick_study_trains_evaluates_decides_renders_and_resumes(tmp_path):
-    out, doc = tmp_path / "results", tmp_path / "REPRODUCTION.md"
+@pytest.fixture(scope="module")
+def quick_study(tmp_path_factory):
+    """`(results, doc)` of one quick study run (the tests below copy before they change it)."""
+    root = tmp_path_factory.mktemp("quick")
+    out, doc = root / "results", root / "REPRODUCTION.md"
     run_quick(out, doc)
+    return out, doc
+
+
+def test_quick_study_trains_evaluates_decides_renders_and_resumes(quick_study):
+    out, doc = quick_study
     units = sorted((out / "digits").glob("*/seed*.json"))
-    assert len(units) == 2 * study.QUICK_SEEDS  # PGD-AT and PGD-AT+HE, every seed
+    assert len(units) == 3 * study.QUICK_SEEDS  # PGD-AT, PGD-AT+HE and standard, every seed
     for path in units:
         record = json.loads(path.read_text())
         points = record["eval"]["points"]
@@ -41,6 +52,15 @@ def test_quick_study_trains_evaluates_decides_renders_and_resumes(tmp_path):
         run_dir = out / "runs" / "digits" / record["arm"] / f"seed{record['seed']}"
         assert (run_dir / "metrics.json").is_file() and (run_dir / "checkpoints").is_dir()
         assert len(record["train"]["history"]["val_adv_accuracy"]) == record["spec"]["epochs"]
+        # PGD-AT units get margins along R0 (the standard model's directions)
+        # and R1 (their own after epoch 1, from a replay that repeated the run).
+        if record["arm"] == "pgdat":
+            margins = record["margins"]
+            assert margins["replay_matches_unit"] is True
+            assert {"R0", "R1"} <= set(margins) and set(margins["initial"]) == {"R0", "R1"}
+            assert len(margins["R0"]) == study.QUICK_N_TEST
+        else:
+            assert "margins" not in record
     summary = json.loads((out / "summary.json").read_text())
     assert summary["claims"], summary
     for record in summary["claims"]:
@@ -54,3 +74,43 @@ def test_quick_study_trains_evaluates_decides_renders_and_resumes(tmp_path):
     log = run_quick(out, doc)
     assert "trained" not in log
     assert {p: p.stat().st_mtime_ns for p in units} == stamps
+
+
+def retrain_pgdat_seed0(out):
+    """`study.py` on the one unit PGD-AT seed 0 (quick sizes)."""
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "experiments", "study.py"), "--quick", "--arms=pgdat",
+         "--seeds=1", "--results", str(out), "--runs", str(out / "runs")],
+        cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), capture_output=True, text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return proc.stdout
+
+
+def test_quick_study_retrains_a_missing_model_only_if_it_repeats_the_unit(quick_study, tmp_path):
+    """A fresh clone has the unit JSONs but not `runs/`: margins need the models back."""
+    out = tmp_path / "results"
+    shutil.copytree(quick_study[0], out)
+    path = out / "digits" / "pgdat" / "seed0.json"
+    record = json.loads(path.read_text())
+    before = record.pop("margins")
+    path.write_text(json.dumps(record))
+    for arm in ("pgdat", "standard"):
+        shutil.rmtree(out / "runs" / "digits" / arm / "seed0")
+    log = retrain_pgdat_seed0(out)
+    assert log.count("model retrained, history identical") == 2, log
+    after = json.loads(path.read_text())["margins"]
+    for key in ("R0", "R1", "initial"):
+        assert after[key] == before[key]
+    # A unit whose recorded history the retrained model does not repeat is
+    # not given margins from it.
+    record = json.loads(path.read_text())
+    del record["margins"]
+    record["train"]["history"]["val_adv_accuracy"][0] += 0.01
+    path.write_text(json.dumps(record))
+    shutil.rmtree(out / "runs" / "digits" / "pgdat" / "seed0")
+    log = retrain_pgdat_seed0(out)
+    assert "does not repeat the unit's history" in log, log
+    assert "margins" not in json.loads(path.read_text())
+    assert not (out / "runs" / "digits" / "pgdat" / "seed0").exists()
