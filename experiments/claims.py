@@ -186,6 +186,12 @@ def _claims() -> list:
              "HE paper, Table 9", "trades_he", "trades_he_m05", "clean", "trades",
              "+10.17 pts (84.88 vs 74.71, CIFAR-10)"),
     ]
+    for steps, paper in ((1, "+4.20 pts (67.09 -> 62.89, CIFAR-10)"), (2, "+16.62 pts (50.37 -> 33.75, CIFAR-10)")):
+        ce, fn = study.fn_pair_names(steps)
+        out.append(Claim(
+            f"7-pgd{steps}", f"FN in the attack objective makes PGD-{steps} stronger against a standard "
+            f"model (accuracy under PGD-{steps} with CE on the logits minus with CE on the FN logits)",
+            "HE paper, Table 7", ((1, "standard", ce),), ((1, "standard", fn),), "pgdat", paper))
     # HAT Sec. 3: margins along the initial adversarial directions R0 (the
     # standard model's PGD directions) and along R1 / R5 (the trained
     # model's own PGD directions after epochs 1 and 5), `study.add_margins`.
@@ -198,6 +204,9 @@ def _claims() -> list:
         Claim("hat-table5-margin", "HAT has a smaller margin along R0 than TRADES", "HAT paper, Table 5",
               ((1, "trades", "margin:R0"),), ((1, "hat", "margin:R0"),), "trades",
               "median margin 9.7 (TRADES) vs 9.1 (HAT) at equal AutoAttack accuracy (CIFAR-10)", **margin),
+        Claim("hat-table5-margin-at", "HAT has a smaller margin along R0 than PGD-AT", "HAT paper, Table 5",
+              ((1, "pgdat", "margin:R0"),), ((1, "hat", "margin:R0"),), "pgdat",
+              "median margin 9.3 (AT) vs 9.1 (HAT) at equal AutoAttack accuracy (CIFAR-10)", **margin),
     ]
     for k in (1, 5):
         out.append(Claim(
@@ -224,6 +233,12 @@ def _claims() -> list:
             "Seed 003, Sec. 3 property 3 (Table 2)", ((1, "pgdat", weak), (-1, "pgdat", strong)), (),
             "pgdat", "FGSM -> PGD (CIFAR-10): most robust class loses 5-10 pts, most vulnerable 10-16 pts",
             sides=functools.partial(vulnerable_minus_robust_drop, arm="pgdat", weak=weak, strong=strong)))
+    out.append(Claim(
+        "003-class-gap", "Robustness differs between classes: under PGD-AT, the AutoAttack accuracy of the "
+        "5 most robust classes exceeds that of the 5 least robust (ranked on the other half of the points)",
+        "Seed 003, Sec. 3 (Figure 1)", ((1, "pgdat", "AutoAttack"),), (), "pgdat",
+        "largest class gap: MNIST 6 pts (PGD-AT above 95 %), CIFAR-10 / SVHN / STL-10 40-50 pts",
+        sides=functools.partial(robust_minus_vulnerable, arm="pgdat")))
     return out
 
 
@@ -252,18 +267,52 @@ def temperature_claims(arm: str, name: str, fall: str, lead: str) -> list:
     ]
 
 
+def cross_fitted_contrast(labels: np.ndarray, rank: np.ndarray, score: np.ndarray, k: int = 5) -> np.ndarray:
+    """Per-point terms whose mean is score(k lowest-ranked classes) - score(k highest).
+
+    Classes are ranked by `rank` (mean over seeds) on one half of the test
+    points and scored on the other half (cross-fitting: a class that looks
+    weak by chance on some points is not scored on the same points); the
+    halves alternate within each class. Within a half H, a point of one of
+    the `k` lowest classes gets `score * |H| / |V_H|`, one of the `k` highest
+    `-score * |H| / |R_H|`, others 0, so the mean over all points is the
+    |H|-weighted mean over halves of `mean score(V_H) - mean score(R_H)`.
+
+    Args:
+        labels: `(points,)` test labels.
+        rank: `(seeds, points)` values whose class means rank the classes.
+        score: `(seeds, points)` values that are contrasted.
+        k: Classes on each side (at most half of the classes).
+
+    Returns:
+        A `(seeds, points)` matrix for `stats.paired_effect`.
+    """
+    # The k-th point of a class goes to half k % 2.
+    occurrence = np.zeros(len(labels), dtype=int)
+    for c in np.unique(labels):
+        occurrence[labels == c] = np.arange(np.sum(labels == c))
+    halves = [occurrence % 2 == h for h in (0, 1)]
+    a = np.zeros_like(score, dtype=np.float64)
+    for rank_half, score_half in ((halves[0], halves[1]), (halves[1], halves[0])):
+        classes = np.unique(labels[rank_half])
+        means = np.array([rank[:, rank_half & (labels == c)].mean() for c in classes])
+        order = classes[np.argsort(means, kind="stable")]
+        take = min(k, len(order) // 2)  # the two sides never overlap
+        low = score_half & np.isin(labels, order[:take])
+        high = score_half & np.isin(labels, order[len(order) - take:])
+        size = score_half.sum()
+        if low.any() and high.any():
+            a[:, low] = score[:, low] * size / low.sum()
+            a[:, high] = -score[:, high] * size / high.sum()
+    return a
+
+
 def vulnerable_minus_robust_drop(units: dict, arm: str, seeds: Sequence[int], weak: str = "PGD-20",
                                  strong: str = "AutoAttack", k: int = 5) -> tuple:
-    """Per-point terms whose mean is drop(vulnerable classes) - drop(robust classes).
+    """Seed 003 property 3: drop(vulnerable classes) - drop(robust classes).
 
-    The drop of a point is `weak - strong` correctness. Classes are ranked by
-    their `weak` accuracy (mean over seeds) on one half of the test points and
-    the drop is measured on the other half (cross-fitting: a class that looks
-    weak by chance on some points is not scored on the same points); the
-    halves alternate within each class. Within a half H, a point of one of the
-    `k` weakest classes gets `drop * |H| / |V_H|`, one of the `k` strongest
-    `-drop * |H| / |R_H|`, others 0, so the mean over all points is the
-    |H|-weighted mean over halves of `mean drop(V_H) - mean drop(R_H)`.
+    The drop of a point is `weak - strong` correctness; classes are ranked
+    by their `weak` accuracy (`cross_fitted_contrast`).
 
     Returns:
         `(a, zeros)` matrices `(seeds, points)` for `stats.paired_effect`.
@@ -272,31 +321,32 @@ def vulnerable_minus_robust_drop(units: dict, arm: str, seeds: Sequence[int], we
     labels = np.asarray(records[0]["eval"]["points"]["labels"])
     weak_acc = np.stack([outcome(r, weak) for r in records]).astype(np.float64)
     drop = weak_acc - np.stack([outcome(r, strong) for r in records])
-    # Halves alternate within each class (the k-th point of a class goes to
-    # half k % 2), so every class is ranked on one half and scored on the other.
-    occurrence = np.zeros(len(labels), dtype=int)
-    for c in np.unique(labels):
-        occurrence[labels == c] = np.arange(np.sum(labels == c))
-    halves = [occurrence % 2 == h for h in (0, 1)]
-    a = np.zeros_like(drop)
-    for rank_half, score_half in ((halves[0], halves[1]), (halves[1], halves[0])):
-        classes = np.unique(labels[rank_half])
-        acc = np.array([weak_acc[:, rank_half & (labels == c)].mean() for c in classes])
-        order = classes[np.argsort(acc, kind="stable")]
-        take = min(k, len(order) // 2)  # vulnerable and robust classes never overlap
-        vulnerable = score_half & np.isin(labels, order[:take])
-        robust = score_half & np.isin(labels, order[len(order) - take:])
-        size = score_half.sum()
-        if vulnerable.any() and robust.any():
-            a[:, vulnerable] = drop[:, vulnerable] * size / vulnerable.sum()
-            a[:, robust] = -drop[:, robust] * size / robust.sum()
+    a = cross_fitted_contrast(labels, weak_acc, drop, k)
+    return a, np.zeros_like(a)
+
+
+def robust_minus_vulnerable(units: dict, arm: str, seeds: Sequence[int], metric: str = "AutoAttack",
+                            k: int = 5) -> tuple:
+    """Seed 003 Sec. 3: accuracy of the k most robust classes minus the k least robust.
+
+    Ranked and scored on different halves (`cross_fitted_contrast`), so a
+    gap made by chance alone has expectation 0.
+
+    Returns:
+        `(a, zeros)` matrices `(seeds, points)` for `stats.paired_effect`.
+    """
+    records = [units[arm][s] for s in seeds]
+    labels = np.asarray(records[0]["eval"]["points"]["labels"])
+    acc = np.stack([outcome(r, metric) for r in records]).astype(np.float64)
+    a = -cross_fitted_contrast(labels, acc, acc, k)
     return a, np.zeros_like(a)
 
 
 # Claims also decided on mnist5k (fewer arms: an AutoAttack evaluation of its
 # 1,000 test points takes 40-80 minutes per model on 2 cores).
 MNIST5K_CLAIMS = ("1-pgdat-pgd20", "1-pgdat-aa", "1-pgdat-aa-logits", "3-pgdat", "4-pgdat",
-                  "16-he-fall", "16-he-lead", "003-property3-fgsm-pgd20", "003-property3-pgd20-aa")
+                  "16-he-fall", "16-he-lead", "003-property3-fgsm-pgd20", "003-property3-pgd20-aa",
+                  "003-class-gap")
 CLAIMS = _claims()
 CLAIMS += [dataclasses.replace(c, id=f"{c.id}@mnist5k", dataset="mnist5k")
            for c in CLAIMS if c.id in MNIST5K_CLAIMS]

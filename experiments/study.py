@@ -146,6 +146,13 @@ PGD20 = "PGD-20"
 PGD20_RAW = "PGD-20 (logits/s)"
 APGD_DLR = "APGD-DLR"
 FGSM = "FGSM"
+# HE paper Table 7 (standard model only): PGD-K from a zero start, step eps/K,
+# with cross-entropy on the logits or on the FN logits.
+FN_STEPS = (1, 2)
+
+
+def fn_pair_names(steps: int) -> tuple[str, str]:
+    return f"PGD-{steps} (CE)", f"PGD-{steps} (FN)"
 SI_CHAIN = "scale-invariant"
 SI_PARTS = ("APGD-T", "FAB-T", "Square")
 
@@ -159,7 +166,9 @@ def protocol(model: Any, arm: Arm, eps: float, seed: int, num_classes: int = 10)
 
     PGD-20 on the logits (the papers' column) and, for HE heads, on
     `logits / s`; APGD-DLR (untargeted, scale-invariant); the arm's
-    Temperature-PGD runs; FGSM (seed 003's weak attack); the AutoAttack-
+    Temperature-PGD runs; FGSM (seed 003's weak attack); for the standard
+    model, PGD-1 and PGD-2 with and without FN in the objective (HE paper
+    Table 7); the AutoAttack-
     standard chain on the logits and, for HE heads, on `logits / s` (the
     suite's `autoattack_standard`). Standalone attacks added to the protocol
     after a unit ran are run on its saved model later (`supplement`).
@@ -168,7 +177,7 @@ def protocol(model: Any, arm: Arm, eps: float, seed: int, num_classes: int = 10)
     from he_keras.attacks.core import ProjectedGradientAttack
     from he_keras.defaults import EVAL_PGD_STEPS, pgd_step_size
     from he_keras.evaluation import SuiteAttack
-    from he_keras.evaluation.raw_output import OnRawOutput
+    from he_keras.evaluation.raw_output import OnFeatureNormalized, OnRawOutput
     from he_keras.evaluation.suite import autoattack_standard
 
     def named(name: str, attack: Any) -> Any:
@@ -187,6 +196,12 @@ def protocol(model: Any, arm: Arm, eps: float, seed: int, num_classes: int = 10)
             eps, pgd_step_size(eps, EVAL_PGD_STEPS), EVAL_PGD_STEPS,
             temperatures=(1.0 / inverse,), seed=seed + 10 + i)))
     attacks.append(named(FGSM, core.fgsm(eps)))
+    if arm.framework == "standard":
+        for steps in FN_STEPS:
+            ce, fn = fn_pair_names(steps)
+            attacks.append(named(ce, ProjectedGradientAttack(eps, eps / steps, steps, random_start="zero")))
+            attacks.append(named(fn, OnFeatureNormalized(
+                ProjectedGradientAttack(eps, eps / steps, steps, random_start="zero"))))
     chains, _ = autoattack_standard(eps, "linf", seed, num_classes, head=arm.head)
     return attacks + chains
 
@@ -515,9 +530,10 @@ def missing_attacks(path: str) -> list:
 def supplement(path: str, runs: str = RUNS, log=print) -> bool:
     """Runs the `missing_attacks` of a finished unit on its saved model and merges them.
 
-    Returns False (and changes nothing) when the model is not on this machine
-    (`runs/` is not committed): the unit then lacks those metrics, and claims
-    that need them stay pending.
+    A model not on this machine (`runs/` is not committed) is retrained by
+    `regenerate`; if that fails to repeat the unit, returns False and changes
+    nothing: the unit then lacks those metrics, and claims that need them
+    stay pending.
     """
     from he_keras.data import load_dataset, to_numpy
     from he_keras.evaluation import run_ensemble
@@ -527,7 +543,7 @@ def supplement(path: str, runs: str = RUNS, log=print) -> bool:
     record = read_json(path, "study unit")
     dataset, arm, seed = record["dataset"], record["arm"], record["seed"]
     model_path = os.path.join(runs, dataset, arm, f"seed{seed}", "model.keras")
-    if not os.path.exists(model_path):
+    if not regenerate(path, runs, log):
         log(f"  {dataset}/{arm}/seed{seed}: model not here, cannot add {[a.name for a in missing_attacks(path)]}")
         return False
     todo = missing_attacks(path)

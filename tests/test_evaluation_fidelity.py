@@ -19,7 +19,12 @@ from he_keras.defaults import pgd_step_size
 from he_keras.evaluation import AttackResult, SuiteAttack, checks, evaluate, run_ensemble, suite
 from he_keras.evaluation import report as report_lib
 from he_keras.evaluation.ensemble import threat_model_projection
-from he_keras.evaluation.raw_output import OnRawOutput, RawOutputModel
+from he_keras.evaluation.raw_output import (
+    FeatureNormalizedModel,
+    OnFeatureNormalized,
+    OnRawOutput,
+    RawOutputModel,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EPS = 0.3
@@ -292,6 +297,55 @@ def test_raw_output_model_divides_by_the_heads_current_scale():
     assert np.abs(np.asarray(view(x))).max() <= 1.0 + 1e-5
     with pytest.raises(ValueError, match="no HE / m-HE head"):
         RawOutputModel(undefended_digits_model())
+
+
+# HE paper Table 7: FN in the adversarial objective against a standard model.
+
+
+def test_fn_view_equals_the_logits_at_the_clean_point_and_ignores_the_feature_norm():
+    x, _ = eval_points(8)
+    model = undefended_digits_model()
+    view = FeatureNormalizedModel(model)
+    view.set_reference(x)
+    np.testing.assert_allclose(np.asarray(view(x)), np.asarray(model(x, training=False)),
+                               rtol=1e-4, atol=1e-4)
+    # Its input gradient is the model's with the feature-norm component removed.
+    x_t = tf.convert_to_tensor(x)
+    label = tf.constant(np.asarray(model(x)).argmax(1))
+    grads = []
+    for fn in (lambda v: model(v, training=False), view):
+        with tf.GradientTape() as tape:
+            tape.watch(x_t)
+            loss = tf.reduce_sum(tf.keras.losses.sparse_categorical_crossentropy(label, fn(x_t), from_logits=True))
+        grads.append(np.asarray(tape.gradient(loss, x_t)))
+    assert not np.allclose(grads[0], grads[1], atol=1e-6)
+    with pytest.raises(ValueError, match="linear `Dense` head"):
+        FeatureNormalizedModel(undefended_digits_model(head="he", epochs=5))
+
+
+def test_fn_objective_changes_the_attack_only_where_the_feature_norm_varies():
+    """Fires: on the undefended CNN, PGD-2 with FN crafts other examples than
+    PGD-2 with CE. Must not fire: on a model whose features are normalized
+    already (an L2-normalization before its Dense head), FN is the identity and
+    both attacks return the same examples."""
+    import keras
+
+    x, y = eval_points(32)
+    pgd2 = dict(eps=0.2, step_size=0.1, steps=2, random_start="zero")
+    model = undefended_digits_model()
+    plain = np.asarray(ProjectedGradientAttack(**pgd2)(model, x, y))
+    with_fn = OnFeatureNormalized(ProjectedGradientAttack(**pgd2))
+    assert with_fn.config()["output"] == "FN logits" and with_fn.config()["steps"] == 2
+    assert np.abs(np.asarray(with_fn(model, x, y)) - plain).max() > 0.1
+
+    inputs = keras.Input(x.shape[1:])
+    z = keras.layers.Flatten()(inputs)
+    z = keras.layers.Dense(16, activation="relu")(z)
+    z = keras.layers.UnitNormalization()(z)
+    normalized = keras.Model(inputs, keras.layers.Dense(10)(z))
+    plain = np.asarray(ProjectedGradientAttack(**pgd2)(normalized, x, y))
+    np.testing.assert_allclose(np.asarray(OnFeatureNormalized(ProjectedGradientAttack(**pgd2))(normalized, x, y)),
+                               plain, atol=1e-6)
 
 
 def test_standard_preset_runs_autoattack_on_both_outputs_of_an_he_head():

@@ -107,6 +107,32 @@ def test_vulnerable_class_drop_statistic_fires_only_when_weak_classes_lose_more(
     assert effect["ci_low"] < 0 < effect["ci_high"]
 
 
+def test_class_gap_statistic_is_cross_fitted_so_chance_gaps_do_not_fire():
+    """Fires: classes with AutoAttack accuracy 0.3 ... 0.9. Must not fire:
+    every class at 0.6 (a max - min gap on the same points would still be
+    about 15 points by chance alone)."""
+    labels = np.tile(np.arange(10), 36)
+
+    def units_with(acc_of_class, seed0):
+        rng = np.random.default_rng(seed0)
+        units = {"pgdat": {}}
+        for seed in range(5):
+            aa = rng.random(360) < acc_of_class[labels]
+            units["pgdat"][seed] = unit("pgdat", seed, labels, np.ones(360), aa, aa)
+        return units
+
+    seeds = list(range(5))
+    a, b = claims.robust_minus_vulnerable(units_with(np.linspace(0.3, 0.9, 10), 3), "pgdat", seeds)
+    assert stats.paired_effect(a, b)["ci_low"] > 20  # 0.80 - 0.40 = 40 points by construction
+    flat = units_with(np.full(10, 0.6), 4)
+    a, b = claims.robust_minus_vulnerable(flat, "pgdat", seeds)
+    effect = stats.paired_effect(a, b)
+    assert effect["ci_low"] < 0 < effect["ci_high"]
+    per_class = [np.mean([claims.outcome(flat["pgdat"][s], "AutoAttack")[labels == c].mean() for s in seeds])
+                 for c in range(10)]
+    assert 100 * (max(per_class) - min(per_class)) > 5  # the naive gap is not 0
+
+
 def _timing_run(path, seed, he, linear):
     import json
 
