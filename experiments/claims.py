@@ -239,6 +239,12 @@ def _claims() -> list:
         "Seed 003, Sec. 3 (Figure 1)", ((1, "pgdat", "AutoAttack"),), (), "pgdat",
         "largest class gap: MNIST 6 pts (PGD-AT above 95 %), CIFAR-10 / SVHN / STL-10 40-50 pts",
         sides=functools.partial(robust_minus_vulnerable, arm="pgdat")))
+    out.append(Claim(
+        "003-weight-norm", "Under PGD-AT, classes with a larger classifier weight norm are more robust "
+        "(covariance over classes of the standardized weight norm and the AutoAttack accuracy)",
+        "Seed 003, Sec. 3.2 (Figure 4)", ((1, "pgdat", "AutoAttack"),), (), "pgdat",
+        "qualitative: robustness near-monotone in the weight norm on every dataset",
+        sides=functools.partial(weight_norm_covariance, arm="pgdat")))
     return out
 
 
@@ -322,6 +328,34 @@ def vulnerable_minus_robust_drop(units: dict, arm: str, seeds: Sequence[int], we
     weak_acc = np.stack([outcome(r, weak) for r in records]).astype(np.float64)
     drop = weak_acc - np.stack([outcome(r, strong) for r in records])
     a = cross_fitted_contrast(labels, weak_acc, drop, k)
+    return a, np.zeros_like(a)
+
+
+def weight_norm_covariance(units: dict, arm: str, seeds: Sequence[int], metric: str = "AutoAttack") -> tuple:
+    """Seed 003 Sec. 3.2: class robustness against the norm of the class's weight vector.
+
+    Per seed, the class weight norms are standardized (mean 0, sd 1 over
+    classes, `class_weight_norms` of the unit) and a point of class c gets
+    `z_c * correct * N / (C * n_c)`, so the mean over points is the
+    covariance over classes of the standardized norm and the class accuracy
+    (in accuracy units: > 0 when robust classes have larger weights).
+
+    Returns:
+        `(a, zeros)` matrices `(seeds, points)` for `stats.paired_effect`.
+    """
+    records = [units[arm][s] for s in seeds]
+    labels = np.asarray(records[0]["eval"]["points"]["labels"])
+    classes, counts = np.unique(labels, return_counts=True)
+    rows = []
+    for record in records:
+        if "class_weight_norms" not in record:
+            raise KeyError(f"unit {arm}/seed{record['seed']} has no class weight norms "
+                           "(study.add_weight_norms adds them)")
+        norms = np.asarray(record["class_weight_norms"], np.float64)[classes]
+        z = (norms - norms.mean()) / norms.std()
+        weight = dict(zip(classes, z * len(labels) / (len(classes) * counts)))
+        rows.append(outcome(record, metric) * np.array([weight[c] for c in labels]))
+    a = np.stack(rows)
     return a, np.zeros_like(a)
 
 

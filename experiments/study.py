@@ -355,7 +355,8 @@ def work(todo: Sequence[tuple], results: str = RESULTS, runs: str = RUNS, quick:
     done = 0
     for dataset, arm, seed in todo:
         path = unit_path(dataset, arm, seed, results)
-        if os.path.exists(path) and not missing_attacks(path) and not margins_missing(path, results):
+        if os.path.exists(path) and not (missing_attacks(path) or margins_missing(path, results)
+                                         or weight_norms_missing(path)):
             continue
         if not claim(path):
             continue
@@ -369,6 +370,8 @@ def work(todo: Sequence[tuple], results: str = RESULTS, runs: str = RUNS, quick:
                 standard = unit_path(dataset, "standard", seed, results)
                 if regenerate(path, runs, log) and regenerate(standard, runs, log):
                     add_margins(path, runs, log)
+            if weight_norms_missing(path) and regenerate(path, runs, log):
+                add_weight_norms(path, runs, log)
         finally:
             release(path)
     return done
@@ -515,6 +518,35 @@ def add_margins(path: str, runs: str = RUNS, log=print) -> None:
     }
     write_json(path, record)
     log(f"  {dataset}/{arm}/seed{seed}: margins {sorted(margins)} (replay faithful: {faithful})")
+
+
+# === Norms of the classifier's class weights (seed 003, Sec. 3.2) ===
+
+WEIGHT_NORM_ARMS = ("pgdat",)
+
+
+def weight_norms_missing(path: str) -> bool:
+    """Whether a finished unit of `WEIGHT_NORM_ARMS` lacks its class weight norms."""
+    from he_keras.files import read_json
+
+    record = read_json(path, "study unit")
+    return record["arm"] in WEIGHT_NORM_ARMS and "class_weight_norms" not in record
+
+
+def add_weight_norms(path: str, runs: str = RUNS, log=print) -> None:
+    """L2 norm of each class's weight vector in the unit's linear head (seed 003, Figure 4)."""
+    import numpy as np
+
+    from he_keras.files import read_json, write_json
+    from he_keras.models.io import load_model
+
+    record = read_json(path, "study unit")
+    dataset, arm, seed = record["dataset"], record["arm"], record["seed"]
+    model = load_model(os.path.join(_run_dir(runs, dataset, arm, seed), "model.keras"))
+    kernel = np.asarray(model.layers[-1].kernel)  # (features, classes)
+    record["class_weight_norms"] = [round(float(v), 6) for v in np.linalg.norm(kernel, axis=0)]
+    write_json(path, record)
+    log(f"  {dataset}/{arm}/seed{seed}: class weight norms added")
 
 
 def missing_attacks(path: str) -> list:

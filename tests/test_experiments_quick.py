@@ -59,8 +59,9 @@ def test_quick_study_trains_evaluates_decides_renders_and_resumes(quick_study):
             assert margins["replay_matches_unit"] is True
             assert {"R0", "R1"} <= set(margins) and set(margins["initial"]) == {"R0", "R1"}
             assert len(margins["R0"]) == study.QUICK_N_TEST
+            assert len(record["class_weight_norms"]) == 10
         else:
-            assert "margins" not in record
+            assert "margins" not in record and "class_weight_norms" not in record
     summary = json.loads((out / "summary.json").read_text())
     assert summary["claims"], summary
     for record in summary["claims"]:

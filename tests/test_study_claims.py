@@ -133,6 +133,32 @@ def test_class_gap_statistic_is_cross_fitted_so_chance_gaps_do_not_fire():
     assert 100 * (max(per_class) - min(per_class)) > 5  # the naive gap is not 0
 
 
+def test_weight_norm_statistic_fires_only_when_robust_classes_have_larger_weights():
+    labels = np.tile(np.arange(10), 36)
+    acc = np.linspace(0.3, 0.9, 10)
+    rng = np.random.default_rng(5)
+
+    def units_with(norms):
+        units = {"pgdat": {}}
+        for seed in range(5):
+            aa = rng.random(360) < acc[labels]
+            units["pgdat"][seed] = dict(unit("pgdat", seed, labels, np.ones(360), aa, aa),
+                                        class_weight_norms=list(norms))
+        return units
+
+    seeds = list(range(5))
+    a, b = claims.weight_norm_covariance(units_with(np.linspace(1.0, 2.0, 10)), "pgdat", seeds)
+    effect = stats.paired_effect(a, b)
+    assert effect["ci_low"] > 10  # sd of the class accuracies (about 19 points) x correlation 1
+    # Norms unrelated to the class accuracy (orthogonal to its linear trend).
+    unrelated = units_with([2.0, 1.0, 1.0, 2.0, 2.0, 1.0, 1.0, 2.0, 2.0, 1.0])
+    effect = stats.paired_effect(*claims.weight_norm_covariance(unrelated, "pgdat", seeds))
+    assert effect["ci_low"] < 0 < effect["ci_high"]
+    del unrelated["pgdat"][0]["class_weight_norms"]
+    with pytest.raises(KeyError, match="class weight norms"):
+        claims.weight_norm_covariance(unrelated, "pgdat", seeds)
+
+
 def _timing_run(path, seed, he, linear):
     import json
 
