@@ -180,6 +180,15 @@ def render(results: str, doc: str, readme: Optional[str], quick: bool = False) -
         "5 (its first epochs replayed, accepted only if the replay repeats the unit's validation "
         "curve); `margin-gain` subtracts the standard model's margin along the same direction. "
         "Effects are mean paired differences in L2 units (the HAT paper reports medians).",
+        "- **Class-wise claims** (seed 003). Classes are ranked on one half of the test points "
+        "(alternating within each class) and scored on the other, then the halves swap "
+        "(cross-fitting: a gap produced by chance alone has expectation 0). The weight-norm claim "
+        "is the covariance over classes of the standardized norm of a class's weight vector and its "
+        "AutoAttack accuracy (linear in the per-point outcomes, so the same bootstrap applies).",
+        "- **FN in the attack objective** (HE Table 7, standard model). PGD-1 / PGD-2 from a zero "
+        "start, step eps/K, with cross-entropy on the logits or on the logits recomputed from "
+        "L2-normalized features rescaled to each point's clean feature norm "
+        "(`he_keras.evaluation.raw_output.OnFeatureNormalized`); the examples are scored on the model.",
         "",
     ]
     for dataset, regime in study.REGIMES.items():
@@ -206,7 +215,7 @@ def render(results: str, doc: str, readme: Optional[str], quick: bool = False) -
                       ("AutoAttack in [25, 85] %",
                        stats.AUTOATTACK_RANGE[0] <= means["AutoAttack"] <= stats.AUTOATTACK_RANGE[1]),
                       ("validation change over the last 5 epochs < 1 pt", abs(trend) < 1.0)]
-            lines += [f"Plain PGD-AT in this study ({len(base)} seeds): clean "
+            lines += [f"Plain PGD-AT in this study ({len(base)} seed{'s' if len(base) > 1 else ''}): clean "
                       f"{100 * means['clean']:.1f} %, AutoAttack {100 * means['AutoAttack']:.1f} %, "
                       f"validation change over the last 5 epochs {trend:+.2f} pts (mean over seeds; "
                       f"mean |change| {jitter:.2f} pts, one validation point = "
