@@ -114,8 +114,10 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list:
 
 
 def _wall(results: str, units_by_dataset: dict) -> tuple[float, float]:
-    """(sum of unit train + eval wall seconds, sum of invocation wall seconds)."""
+    """(sum of unit train + eval + later analyses' wall seconds, sum of invocation wall seconds)."""
     unit_seconds = sum(r["train"]["wall_seconds"] + r["eval_wall_seconds"]
+                       + r.get("margins", {}).get("seconds", 0.0)
+                       + sum(s["seconds"] for s in r.get("supplements", []))
                        for units in units_by_dataset.values() for by_seed in units.values()
                        for r in by_seed.values())
     path = os.path.join(results, "invocations.json")
@@ -256,7 +258,8 @@ def render(results: str, doc: str, readme: Optional[str], quick: bool = False) -
                              "scale-invariant", "val change", "train / eval min"],
                             _arm_rows(units)) + [""]
     lines += ["## Wall time", "",
-              f"Units: {unit_seconds / 3600:.2f} h of training and evaluation (sum over units, "
+              f"Units: {unit_seconds / 3600:.2f} h of training, evaluation and later analyses "
+              "(supplementary attacks, margins; sum over units, "
               f"2 worker processes on 2 cores); `run_study.py` invocations: "
               f"{invocation_seconds / 3600:.2f} h of wall time (`invocations.json`).", ""]
     text = "\n".join(lines)
