@@ -113,8 +113,8 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list:
             + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
 
 
-def _wall(results: str, units_by_dataset: dict) -> tuple[float, float]:
-    """(sum of unit train + eval + later analyses' wall seconds, sum of invocation wall seconds)."""
+def _wall(results: str, units_by_dataset: dict) -> tuple[float, list]:
+    """(sum of unit train + eval + later analyses' wall seconds, the invocations' wall seconds)."""
     unit_seconds = sum(r["train"]["wall_seconds"] + r["eval_wall_seconds"]
                        + r.get("margins", {}).get("seconds", 0.0)
                        + sum(s["seconds"] for s in r.get("supplements", []))
@@ -122,7 +122,7 @@ def _wall(results: str, units_by_dataset: dict) -> tuple[float, float]:
                        for r in by_seed.values())
     path = os.path.join(results, "invocations.json")
     invocations = read_json(path, "study invocations")["invocations"] if os.path.exists(path) else []
-    return unit_seconds, sum(e["wall_seconds"] or 0.0 for e in invocations)
+    return unit_seconds, [e["wall_seconds"] for e in invocations]
 
 
 def summary_line(records: Sequence[dict], pending: Sequence[dict]) -> str:
@@ -145,7 +145,8 @@ def render(results: str, doc: str, readme: Optional[str], quick: bool = False) -
     summary = read_json(os.path.join(results, "summary.json"), "study summary")
     records, pending = summary["claims"], summary["pending"]
     units_by_dataset = {d: claims.load_units(results, d) for d in sorted(study.REGIMES)}
-    unit_seconds, invocation_seconds = _wall(results, units_by_dataset)
+    unit_seconds, invocations = _wall(results, units_by_dataset)
+    finished = [w for w in invocations if w is not None]
     problems = summary.get("problems", [])
     lines = ["# Reproduction study", ""]
     if quick:
@@ -261,7 +262,9 @@ def render(results: str, doc: str, readme: Optional[str], quick: bool = False) -
               f"Units: {unit_seconds / 3600:.2f} h of training, evaluation and later analyses "
               "(supplementary attacks, margins; sum over units, "
               f"2 worker processes on 2 cores); `run_study.py` invocations: "
-              f"{invocation_seconds / 3600:.2f} h of wall time (`invocations.json`).", ""]
+              f"{len(invocations)}, {len(finished)} of them finished, {sum(finished) / 3600:.2f} h of wall "
+              f"time (`invocations.json`; the other {len(invocations) - len(finished)} were killed before "
+              "they could record their end; their finished units count above).", ""]
     text = "\n".join(lines)
     write_atomic(doc, lambda p: open(p, "w").write(text))
     if readme:
