@@ -132,7 +132,24 @@ def summary_line(records: Sequence[dict], pending: Sequence[dict]) -> str:
     return (f"Reproduction study ([docs/REPRODUCTION.md](docs/REPRODUCTION.md), generated from "
             f"`experiments/results/study/summary.json`): {len(records)} claims decided on "
             f"{', '.join(datasets)}: " + ", ".join(f"{n} {v}" for v, n in counts.items())
-            + f"; {len(pending)} pending.")
+            + f"; {len(pending)} pending." + _headline(records))
+
+
+HEADLINE = (("1-pgdat-aa", "PGD-AT"), ("1-alp-aa", "ALP"), ("1-trades-aa", "TRADES"))
+
+
+def _headline(records: Sequence[dict]) -> str:
+    """Claim 1 under AutoAttack, per framework and dataset (what users ask first)."""
+    parts = []
+    for record in records:
+        base_id, _, dataset = record["id"].partition("@")
+        name = dict(HEADLINE).get(base_id)
+        if name:
+            parts.append(f"{name}{' (' + dataset + ')' if dataset else ''} {record['effect']:+.1f} "
+                         f"[{record['ci_low']:+.1f}, {record['ci_high']:+.1f}] pts, {record['verdict']}")
+    if not parts:
+        return ""
+    return " AutoAttack accuracy gained by adding HE (95 % CI): " + "; ".join(parts) + "."
 
 
 def _digits(record: dict) -> int:
