@@ -47,6 +47,9 @@ _GAMMA = flags.DEFINE_float("gamma", None, "HAT helper-loss weight.")
 _HELPER_STEP = flags.DEFINE_float("helper_step", None, "HAT helper-example extrapolation h.")
 _REPLAYS = flags.DEFINE_integer("replays", None, "FreeAT minibatch replays m.")
 _HELPER_MODEL = flags.DEFINE_string("helper_model", None, "HAT: .keras standard model giving helper labels.")
+_INIT_MODEL = flags.DEFINE_string(
+    "init_model", "", "A .keras model whose weights start the run (adversarial fine-tuning); a resumed run ignores it."
+)
 _EPOCHS = flags.DEFINE_integer(
     "epochs", 15, "Training epochs (FreeAT: the paper's budget, ceil(epochs / replays) passes)."
 )
@@ -143,6 +146,7 @@ def config_from_flags():
         val_steps=_VAL_STEPS.value,
         tensorboard=_TENSORBOARD.value,
         verbose=_VERBOSE.value,
+        init_model=_INIT_MODEL.value,
     )
     config.validate()
     return config

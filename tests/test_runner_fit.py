@@ -234,3 +234,39 @@ def test_validation_loss_ignores_the_empty_step_of_an_unsized_dataset():
         results.append(trainer.evaluate(data.batch(64), verbose=0, return_dict=True))
     assert results[1]["loss"] == pytest.approx(results[0]["loss"], rel=1e-6)
     assert results[1] == pytest.approx(results[0], rel=1e-6)
+
+
+class FirstWeights(keras.callbacks.Callback):
+    """Records the classifier's weights when training begins."""
+
+    def on_train_begin(self, logs=None):
+        self.weights = [w.copy() for w in self.model.classifier.get_weights()]
+
+
+def test_init_model_starts_the_run_from_its_weights_and_a_resume_ignores_it(three_epochs, tmp_path):
+    """Adversarial fine-tuning (HAT Sec. 3): the run starts from another
+    model's weights, not from a fresh initialization; a resumed run starts
+    from its own checkpoint."""
+    from he_keras.models.io import load_model
+
+    source = os.path.join(three_epochs[0], "model.keras")
+    expected = load_model(source).get_weights()
+    recorder = FirstWeights()
+    out = str(tmp_path / "finetune")
+    config = TrainConfig(epochs=1, output_dir=out, verbose=0, init_model=source, **TINY)
+    run(config, [recorder])
+    assert all(np.array_equal(a, b) for a, b in zip(recorder.weights, expected))
+    fresh = FirstWeights()
+    run(TrainConfig(epochs=1, output_dir=str(tmp_path / "fresh"), verbose=0, **TINY), [fresh])
+    assert not all(np.array_equal(a, b) for a, b in zip(fresh.weights, expected))
+    # Resuming (one more epoch) starts from the fine-tuned epoch-1 checkpoint.
+    after_one = load_model(os.path.join(out, "model.keras")).get_weights()
+    resumed = FirstWeights()
+    run(dataclasses.replace(config, epochs=2), [resumed])
+    assert all(np.array_equal(a, b) for a, b in zip(resumed.weights, after_one))
+    assert not all(np.array_equal(a, b) for a, b in zip(resumed.weights, expected))
+    # A model of another architecture is refused before anything is written.
+    with pytest.raises(ValueError, match="does not fit the configured model"):
+        run(TrainConfig(epochs=1, output_dir=str(tmp_path / "linear"), head="linear", verbose=0,
+                        init_model=source, **TINY))
+    assert not (tmp_path / "linear").exists()

@@ -124,6 +124,7 @@ class TrainConfig:
     tensorboard: bool = True
     callbacks: Sequence[str] = ()
     verbose: int = 2
+    init_model: str = ""  # a .keras model whose weights start the run (fine-tuning)
 
     def validate(self) -> None:
         """Raises ValueError naming the first invalid value."""
@@ -176,6 +177,10 @@ class TrainConfig:
             raise ValueError(
                 f"`output_dir` exists and is not a directory. Received: output_dir={self.output_dir!r}"
             )
+        if self.init_model and not os.path.isfile(self.init_model):
+            raise ValueError(
+                f"`init_model`: Model file not found. Received: init_model={self.init_model!r}"
+            )
         if self.data_dir and not os.path.isdir(self.data_dir):
             raise ValueError(f"`data_dir` does not exist. Received: data_dir={self.data_dir!r}")
         for name in self.callbacks:
@@ -187,6 +192,37 @@ class TrainConfig:
                 f"Framework {self.framework!r} does not take {sorted(unknown)}"
             )
         check_run_dir(self)
+
+
+def initial_weights_of(path: str, classifier: keras.Model) -> list:
+    """The weights of the `.keras` model at `path`, checked to fit `classifier`.
+
+    Args:
+        path: `TrainConfig.init_model` (e.g. a standard run's `model.keras`,
+            for adversarial fine-tuning).
+        classifier: The run's freshly built classifier.
+
+    Returns:
+        The weights, in `classifier.get_weights()` order.
+
+    Raises:
+        ValueError: naming `init_model` if the file cannot be loaded or its
+            weights do not have the shapes of the configured model's.
+    """
+    from he_keras.models.io import load_model
+
+    try:
+        weights = load_model(path, saved_model=False).get_weights()
+    except ValueError as err:
+        raise ValueError(f"`init_model`: {err}") from err
+    have = [tuple(w.shape) for w in weights]
+    want = [tuple(w.shape) for w in classifier.get_weights()]
+    if have != want:
+        raise ValueError(
+            f"`init_model` {path!r} does not fit the configured model: its weights have shapes "
+            f"{have}, the model's {want}"
+        )
+    return weights
 
 
 def latest_checkpoint(output_dir: str) -> Optional[str]:
@@ -446,6 +482,7 @@ def run(
         stopped_var = tf.Variable(False, trainable=False, name="stopped")
         trainer.optimizer.build(trainer.trainable_variables)
 
+    initial_weights = initial_weights_of(config.init_model, trainer.classifier) if config.init_model else None
     os.makedirs(config.output_dir, exist_ok=True)
     metrics_path = os.path.join(config.output_dir, "metrics.json")
     ckpt = training_checkpoint(trainer, epoch_var, stopped_var)
@@ -460,6 +497,8 @@ def run(
         else None
     )
     initial_epoch = int(epoch_var.numpy())
+    if initial_weights is not None and not restored:
+        trainer.classifier.set_weights(initial_weights)
     if restored:
         if os.path.exists(metrics_path):
             # Drop the epochs a kill interrupted after metrics.json was written.
