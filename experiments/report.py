@@ -199,6 +199,9 @@ def render(results: str, doc: str, readme: Optional[str], quick: bool = False) -
         "PGD directions (same seed) and R1 / R5 = the unit's own PGD directions after epochs 1 and "
         "5 (its first epochs replayed, accepted only if the replay repeats the unit's validation "
         "curve); `margin-gain` subtracts the standard model's margin along the same direction. "
+        "HAT's Fig. 4 fine-tunes a standard model adversarially; arm `pgdat_ft` does the same (30 "
+        "epochs of PGD-AT from the standard model of its seed), while the other arms train from "
+        "scratch, where R0 still comes from the standard model of the same seed. "
         "Effects are mean paired differences in L2 units (the HAT paper reports medians).",
         "- **Class-wise claims** (seed 003). Classes are ranked on one half of the test points "
         "(alternating within each class) and scored on the other, then the halves swap "
@@ -208,7 +211,8 @@ def render(results: str, doc: str, readme: Optional[str], quick: bool = False) -
         "- **FN in the attack objective** (HE Table 7, standard model). PGD-1 / PGD-2 from a zero "
         "start, step eps/K, with cross-entropy on the logits or on the logits recomputed from "
         "L2-normalized features rescaled to each point's clean feature norm "
-        "(`he_keras.evaluation.raw_output.OnFeatureNormalized`); the examples are scored on the model.",
+        "(`he_keras.evaluation.raw_output.OnFeatureNormalized`; the paper's Eq. 12 does not rescale: "
+        "here the softmax temperature stays the model's); the examples are scored on the model.",
         "",
     ]
     for dataset, regime in study.REGIMES.items():

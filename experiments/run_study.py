@@ -39,6 +39,7 @@ ORDER = (
     ("digits", ("alp", "alp_he")),
     ("digits", ("pgdat_mhe", "trades_mhe", "alp_mhe")),
     ("digits", ("standard", "trades_b1", "hat")),
+    ("digits", ("pgdat_ft",)),
     ("digits", ("pgdat_he_lis", "pgdat_he_cmp")),
     ("digits", ("pgdat_fnwn", "pgdat_fn", "pgdat_wn")),
     ("digits", ("pgdat_he_k3", "trades_he_m0", "trades_he_m05", "trades_he_s1")),

@@ -74,6 +74,8 @@ class Arm:
         overrides: Other `TrainConfig` fields that differ from the regime.
         temperatures: 1/T values of standalone Temperature-PGD runs added to
             the evaluation (seed 003 Table 6), on the cosines of HE heads.
+        init_arm: Arm whose model (same seed) starts the training
+            (`init_model`: fine-tuning); "" for a fresh initialization.
     """
 
     framework: str
@@ -81,11 +83,14 @@ class Arm:
     params: tuple = ()
     overrides: tuple = ()
     temperatures: tuple = ()
+    init_arm: str = ""
 
     def spec(self, dataset: str, seed: int, quick: bool = False) -> dict:
-        """The `TrainConfig` fields of this arm with `seed`."""
+        """The `TrainConfig` fields of this arm with `seed` (and `init_arm`, see `train_config`)."""
         spec = dict(REGIMES[dataset], framework=self.framework, head=self.head,
                     framework_params=dict(self.params), seed=seed)
+        if self.init_arm:
+            spec["init_arm"] = self.init_arm
         spec.update(dict(self.overrides))
         if quick:
             spec.update(QUICK)
@@ -126,6 +131,11 @@ ARMS.update({
 # The standard (clean) model of each seed: the source of HAT's initial
 # adversarial directions R0 (margin analysis below).
 ARMS["standard"] = Arm("standard")
+# HAT Sec. 3 / App. B.1: PGD-AT fine-tuning of that standard model (HAT: 25
+# epochs after 50 of standard training; here 30 after 60, the regime's
+# optimizer with its decays moved to epochs 20 and 25).
+ARMS["pgdat_ft"] = Arm("pgdat", init_arm="standard",
+                       overrides=(("epochs", 30), ("lr_decay_epochs", (20, 25))))
 # HE paper Table 3: FastAT (FGSM from a uniform start, step 1.25 eps, with
 # the catastrophic-overfitting early stop) and FreeAT (8 replays, `epochs`
 # = the regime's budget) with and without HE.
@@ -146,9 +156,11 @@ PGD20 = "PGD-20"
 PGD20_RAW = "PGD-20 (logits/s)"
 APGD_DLR = "APGD-DLR"
 FGSM = "FGSM"
-# HE paper Table 7 (standard model only): PGD-K from a zero start, step eps/K,
-# with cross-entropy on the logits or on the FN logits.
+# HE paper Table 7 (standard model only): PGD-K from a zero start with the
+# paper's step (2/255 for eps 8/255: eps/4), cross-entropy on the logits or on
+# the FN logits.
 FN_STEPS = (1, 2)
+FN_STEP_FRACTION = 0.25
 
 
 def fn_pair_names(steps: int) -> tuple[str, str]:
@@ -199,9 +211,10 @@ def protocol(model: Any, arm: Arm, eps: float, seed: int, num_classes: int = 10)
     if arm.framework == "standard":
         for steps in FN_STEPS:
             ce, fn = fn_pair_names(steps)
-            attacks.append(named(ce, ProjectedGradientAttack(eps, eps / steps, steps, random_start="zero")))
+            step = FN_STEP_FRACTION * eps
+            attacks.append(named(ce, ProjectedGradientAttack(eps, step, steps, random_start="zero")))
             attacks.append(named(fn, OnFeatureNormalized(
-                ProjectedGradientAttack(eps, eps / steps, steps, random_start="zero"))))
+                ProjectedGradientAttack(eps, step, steps, random_start="zero"))))
     chains, _ = autoattack_standard(eps, "linf", seed, num_classes, head=arm.head)
     return attacks + chains
 
@@ -263,7 +276,7 @@ def run_unit(dataset: str, arm_name: str, seed: int, results: str = RESULTS, run
         on_epoch_begin=lambda *_: began.update(t=time.perf_counter()),
         on_epoch_end=lambda *_: seconds.append(time.perf_counter() - began["t"]))
     t0 = time.perf_counter()
-    metrics = run(train_config(spec, directory, n_test), extra_callbacks=[timer])
+    metrics = run(train_config(spec, directory, n_test, runs), extra_callbacks=[timer])
     train_wall = time.perf_counter() - t0
     log(f"  trained {dataset}/{arm_name}/seed{seed} in {train_wall:.0f}s")
 
@@ -361,6 +374,12 @@ def work(todo: Sequence[tuple], results: str = RESULTS, runs: str = RUNS, quick:
         if not claim(path):
             continue
         try:
+            init_arm = ARMS[arm].init_arm
+            if not os.path.exists(path) and init_arm:
+                source = unit_path(dataset, init_arm, seed, results)
+                if not (os.path.exists(source) and regenerate(source, runs, log)):
+                    log(f"  {dataset}/{arm}/seed{seed}: waits for {init_arm}/seed{seed}")
+                    continue
             if not os.path.exists(path):
                 run_unit(dataset, arm, seed, results, runs, quick, log)
                 done += 1
@@ -377,11 +396,15 @@ def work(todo: Sequence[tuple], results: str = RESULTS, runs: str = RUNS, quick:
     return done
 
 
-def train_config(spec: dict, output_dir: str, n_eval: int) -> Any:
-    """The `TrainConfig` of a unit's spec (JSON lists back to tuples)."""
+def train_config(spec: dict, output_dir: str, n_eval: int, runs: str) -> Any:
+    """The `TrainConfig` of a unit's spec (JSON lists back to tuples; `init_arm`
+    becomes the `init_model` path of that arm's model in `runs`)."""
     from he_keras.training.runner import TrainConfig
 
     fields = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()}
+    init_arm = fields.pop("init_arm", "")
+    if init_arm:
+        fields["init_model"] = os.path.join(_run_dir(runs, spec["dataset"], init_arm, spec["seed"]), "model.keras")
     return TrainConfig(**fields, output_dir=output_dir, n_eval=n_eval, tensorboard=False, verbose=0)
 
 
@@ -407,7 +430,11 @@ def regenerate(path: str, runs: str = RUNS, log=print) -> bool:
         return True
     start = time.perf_counter()
     n_eval = QUICK_N_TEST if record["quick"] else 0
-    history = run(train_config(record["spec"], directory, n_eval))["history"]
+    init_arm = record["spec"].get("init_arm")
+    results = os.path.dirname(os.path.dirname(os.path.dirname(path)))  # <results>/<dataset>/<arm>/seed<k>.json
+    if init_arm and not regenerate(unit_path(record["dataset"], init_arm, record["seed"], results), runs, log):
+        return False
+    history = run(train_config(record["spec"], directory, n_eval, runs))["history"]
     recorded = record["train"]["history"]
     same = set(history) == set(recorded) and all(
         np.array_equal(np.asarray(history[k], np.float64), np.asarray(recorded[k], np.float64))
@@ -423,7 +450,7 @@ def regenerate(path: str, runs: str = RUNS, log=print) -> bool:
 
 # === Margins along adversarial directions (HAT, Sec. 3 and Table 1) ===
 
-MARGIN_ARMS = ("pgdat", "trades", "trades_b1", "hat")
+MARGIN_ARMS = ("pgdat", "pgdat_ft", "trades", "trades_b1", "hat")
 MARGIN_EPOCHS = (1, 5)  # R1, R5: the unit's own PGD directions after epochs 1 and 5
 MARGIN_CAP = 10.0  # L2 units; digits images have 64 pixels in [0, 1] (norm <= 8)
 MARGIN_PRECISION = 0.1
@@ -490,7 +517,7 @@ def add_margins(path: str, runs: str = RUNS, log=print) -> None:
     if replay_spec.get("lr_decay_epochs") and min(replay_spec["lr_decay_epochs"]) >= max(epochs):
         replay_spec.update(lr_schedule="constant", lr_decay_epochs=())  # the same rate before the first decay
     try:
-        replay = run(train_config(replay_spec, replay_dir, 32), extra_callbacks=[Snapshot()])
+        replay = run(train_config(replay_spec, replay_dir, 32, runs), extra_callbacks=[Snapshot()])
     finally:
         shutil.rmtree(replay_dir, ignore_errors=True)
     unit_curve = record["train"]["history"]["val_adv_accuracy"][:max(epochs)]

@@ -115,3 +115,21 @@ def test_quick_study_retrains_a_missing_model_only_if_it_repeats_the_unit(quick_
     assert "does not repeat the unit's history" in log, log
     assert "margins" not in json.loads(path.read_text())
     assert not (out / "runs" / "digits" / "pgdat" / "seed0").exists()
+
+
+def test_fine_tuning_unit_starts_from_the_standard_model_of_its_seed(quick_study, tmp_path):
+    """HAT Sec. 3: `pgdat_ft` is PGD-AT started from the standard unit's model."""
+    out = tmp_path / "results"
+    shutil.copytree(quick_study[0], out)
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "experiments", "study.py"), "--quick", "--arms=pgdat_ft",
+         "--seeds=1", "--results", str(out), "--runs", str(out / "runs")],
+        cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), capture_output=True, text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    record = json.loads((out / "digits" / "pgdat_ft" / "seed0.json").read_text())
+    assert record["spec"]["init_arm"] == "standard"
+    metrics = json.loads((out / "runs" / "digits" / "pgdat_ft" / "seed0" / "metrics.json").read_text())
+    assert metrics["config"]["init_model"] == str(out / "runs" / "digits" / "standard" / "seed0" / "model.keras")
+    assert record["margins"]["replay_matches_unit"] is True and "R1" in record["margins"]["initial"]

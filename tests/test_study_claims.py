@@ -60,26 +60,27 @@ def test_margin_claims_compare_gains_in_l2_units_and_wait_for_missing_margins():
     rng = np.random.default_rng(2)
     labels = np.repeat(np.arange(10), 36)
     ones = np.ones(360)
-    units = {"pgdat": {}}
+    units = {"pgdat_ft": {}}
     for seed in range(5):
-        record = unit("pgdat", seed, labels, ones, rng.random(360) < 0.6, rng.random(360) < 0.5)
+        record = unit("pgdat_ft", seed, labels, ones, rng.random(360) < 0.6, rng.random(360) < 0.5)
         start = rng.uniform(0.2, 1.0, 360)  # the standard model's margins
         record["margins"] = {"R0": list(start + 2.0), "R1": list(start + 0.5),  # R0 grows by 2, R1 by 0.5
                              "initial": {"R0": list(start), "R1": list(start)}}
-        units["pgdat"][seed] = record
+        units["pgdat_ft"][seed] = record
+    units["pgdat"] = units["pgdat_ft"]  # the regime's baseline
     claim = next(c for c in claims.CLAIMS if c.id == "hat-fig4-r1")
     record = claims.decide(claim, units, 5, 60, 0.2)
     assert record["effect"] == pytest.approx(1.5) and record["unit"].startswith("L2")
     assert record["verdict"] == "reproduced" and stats.check_record(record, {"digits": 360}) == []
     # The final margins alone differ by the same 1.5 here; the gains, not the
     # final margins, are compared: equal gains give 0 whatever the start.
-    for seed, r in units["pgdat"].items():
+    for seed, r in units["pgdat_ft"].items():
         r["margins"]["initial"]["R1"] = list(np.asarray(r["margins"]["R1"]) - 2.0)
     assert claims.decide(claim, units, 5, 60, 0.2)["effect"] == pytest.approx(0.0, abs=1e-9)
     # R5 was not recorded (its replay did not repeat the run): pending, no verdict.
     r5 = next(c for c in claims.CLAIMS if c.id == "hat-fig4-r5")
     assert "R5" in claims.decide(r5, units, 5, 60, 0.2)["pending"]
-    units["pgdat"][0]["margins"]["R0"][3] = None  # PGD left a point unmoved
+    units["pgdat_ft"][0]["margins"]["R0"][3] = None  # PGD left a point unmoved
     assert "unmoved" in claims.decide(claim, units, 5, 60, 0.2)["pending"]
 
 
