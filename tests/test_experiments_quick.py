@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+import forkrun
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "experiments"))
 
@@ -16,11 +18,9 @@ import study  # noqa: E402
 
 
 def run_quick(out, doc):
-    proc = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "experiments", "run_study.py"), "--quick", "--workers=1",
-         "--results", str(out), "--doc", str(doc)],
-        cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), capture_output=True, text=True,
-        timeout=600,
+    proc = forkrun.run(
+        [os.path.join(ROOT, "experiments", "run_study.py"), "--quick", "--workers=1",
+         "--results", str(out), "--doc", str(doc)], timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     return proc.stdout
@@ -78,7 +78,8 @@ def test_quick_study_trains_evaluates_decides_renders_and_resumes(quick_study):
 
 
 def retrain_pgdat_seed0(out):
-    """`study.py` on the one unit PGD-AT seed 0 (quick sizes)."""
+    """`study.py` on the one unit PGD-AT seed 0 (quick sizes), in a fresh interpreter:
+    the retraining must repeat a run made by another process."""
     proc = subprocess.run(
         [sys.executable, os.path.join(ROOT, "experiments", "study.py"), "--quick", "--arms=pgdat",
          "--seeds=1", "--results", str(out), "--runs", str(out / "runs")],
@@ -121,11 +122,9 @@ def test_fine_tuning_unit_starts_from_the_standard_model_of_its_seed(quick_study
     """HAT Sec. 3: `pgdat_ft` is PGD-AT started from the standard unit's model."""
     out = tmp_path / "results"
     shutil.copytree(quick_study[0], out)
-    proc = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "experiments", "study.py"), "--quick", "--arms=pgdat_ft",
-         "--seeds=1", "--results", str(out), "--runs", str(out / "runs")],
-        cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), capture_output=True, text=True,
-        timeout=600,
+    proc = forkrun.run(
+        [os.path.join(ROOT, "experiments", "study.py"), "--quick", "--arms=pgdat_ft",
+         "--seeds=1", "--results", str(out), "--runs", str(out / "runs")], timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     record = json.loads((out / "digits" / "pgdat_ft" / "seed0.json").read_text())
