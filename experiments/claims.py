@@ -383,7 +383,7 @@ def robust_minus_vulnerable(units: dict, arm: str, seeds: Sequence[int], metric:
 # 1,000 test points takes 40-80 minutes per model on 2 cores).
 MNIST5K_CLAIMS = ("1-pgdat-pgd20", "1-pgdat-aa", "1-pgdat-aa-logits", "3-pgdat", "4-pgdat",
                   "16-he-fall", "16-he-lead", "003-property3-fgsm-pgd20", "003-property3-pgd20-aa",
-                  "003-class-gap")
+                  "003-class-gap", "003-weight-norm")
 CLAIMS = _claims()
 CLAIMS += [dataclasses.replace(c, id=f"{c.id}@mnist5k", dataset="mnist5k")
            for c in CLAIMS if c.id in MNIST5K_CLAIMS]
