@@ -1,7 +1,8 @@
 """`make experiments`: runs the reproduction study, decides its claims, renders the document.
 
-1. The timing claims' paired step timings (`timing.py`) not measured yet;
-   then every unfinished unit (arm x seed, `study.py`) of `ORDER` is trained
+1. The timing claims' paired step timings (`timing.py`) not measured yet,
+   alone on the machine (in `--quick`, while the units run: toy timings
+   decide nothing); then every unfinished unit (arm x seed, `study.py`) of `ORDER` is trained
    and evaluated by `--workers` processes; finished units and timings are
    never redone, so a re-run after a kill continues where it stopped.
 2. `claims.decide_all` writes `summary.json` (one record per decided claim;
@@ -19,6 +20,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import time
@@ -68,16 +70,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not args.report_only:
         started = time.time()
         invocation = report.log_invocation(results, started)
-        timing.run(results, pairs=QUICK_PAIRS if args.quick else timing.PAIRS, log=study.log)
+        measure = functools.partial(timing.run, results, pairs=QUICK_PAIRS if args.quick else timing.PAIRS,
+                                    log=study.log)
+        if not args.quick:
+            measure()  # alone on the machine, before any unit
         seeds = study.QUICK_SEEDS if args.quick else None
         # One list for all workers: a worker that finishes a group's last unit
         # goes on with the next group instead of waiting.
         todo = [unit for dataset, arms in (QUICK_ORDER if args.quick else ORDER)
                 for unit in study.units(dataset, arms, seeds or study.SEEDS[dataset])]
-        study.run_workers(todo, results, runs, args.quick, args.workers)
-        # Second pass: supplements that became possible once later units ran
-        # (margins need the standard model of the same seed).
-        study.run_workers(todo, results, runs, args.quick, args.workers)
+        study.run_workers(todo, results, runs, args.quick, args.workers,
+                          meanwhile=measure if args.quick else None)
+        # Second pass, in this process: analyses that became possible once
+        # later units ran (margins need the standard model of the same seed).
+        study.run_workers(todo, results, runs, args.quick, 1)
         report.log_invocation(results, started, time.time(), invocation)
     records, pending = claims.decide_all(results, quick=args.quick)
     problems = claims.check(records, claims.test_split_sizes(args.quick), args.quick)

@@ -31,7 +31,7 @@ import json
 import os
 import sys
 import time
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -652,9 +652,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def run_workers(todo: Sequence[tuple], results: str = RESULTS, runs: str = RUNS, quick: bool = False,
-                workers: int = 1) -> int:
-    """Runs `todo` in `workers` spawned processes (in this one for 1); returns an exit code."""
+                workers: int = 1, meanwhile: Optional[Callable] = None) -> int:
+    """Runs `todo` in `workers` spawned processes (in this one for 1); returns an exit code.
+
+    `meanwhile()`, if given, runs in this process while the workers run (the
+    quick study times its steps then: toy timings decide nothing).
+    """
     if workers <= 1:
+        if meanwhile is not None:
+            meanwhile()
         work(todo, results, runs, quick, log)
         return 0
     import multiprocessing
@@ -663,6 +669,8 @@ def run_workers(todo: Sequence[tuple], results: str = RESULTS, runs: str = RUNS,
     procs = [ctx.Process(target=work, args=(todo, results, runs, quick, log)) for _ in range(workers)]
     for proc in procs:
         proc.start()
+    if meanwhile is not None:
+        meanwhile()
     for proc in procs:
         proc.join()
     failed = [proc.exitcode for proc in procs if proc.exitcode]

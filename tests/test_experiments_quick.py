@@ -3,7 +3,6 @@
 import json
 import os
 import shutil
-import subprocess
 import sys
 
 import pytest
@@ -19,7 +18,7 @@ import study  # noqa: E402
 
 def run_quick(out, doc):
     proc = forkrun.run(
-        [os.path.join(ROOT, "experiments", "run_study.py"), "--quick", "--workers=1",
+        [os.path.join(ROOT, "experiments", "run_study.py"), "--quick", "--workers=2",
          "--results", str(out), "--doc", str(doc)], timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
@@ -77,21 +76,23 @@ def test_quick_study_trains_evaluates_decides_renders_and_resumes(quick_study):
     assert {p: p.stat().st_mtime_ns for p in units} == stamps
 
 
-def retrain_pgdat_seed0(out):
-    """`study.py` on the one unit PGD-AT seed 0 (quick sizes), in a fresh interpreter:
-    the retraining must repeat a run made by another process."""
-    proc = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "experiments", "study.py"), "--quick", "--arms=pgdat",
-         "--seeds=1", "--results", str(out), "--runs", str(out / "runs")],
-        cwd=ROOT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), capture_output=True, text=True,
-        timeout=600,
+def study_seed0(out, arms):
+    """`study.py` on seed 0 of `arms` (quick sizes). The quick study trained
+    its units in spawned worker processes (fresh interpreters), so a
+    retraining here repeats a run made by an independent process."""
+    proc = forkrun.run(
+        [os.path.join(ROOT, "experiments", "study.py"), "--quick", f"--arms={arms}",
+         "--seeds=1", "--results", str(out), "--runs", str(out / "runs")], timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     return proc.stdout
 
 
-def test_quick_study_retrains_a_missing_model_only_if_it_repeats_the_unit(quick_study, tmp_path):
-    """A fresh clone has the unit JSONs but not `runs/`: margins need the models back."""
+def test_missing_models_are_retrained_only_if_they_repeat_the_unit_and_fine_tuning_starts_from_them(
+        quick_study, tmp_path):
+    """A fresh clone has the unit JSONs but not `runs/`: margins need the
+    models back. `pgdat_ft` (HAT Sec. 3) is PGD-AT started from the standard
+    unit's model, which must be retrained first."""
     out = tmp_path / "results"
     shutil.copytree(quick_study[0], out)
     path = out / "digits" / "pgdat" / "seed0.json"
@@ -100,11 +101,16 @@ def test_quick_study_retrains_a_missing_model_only_if_it_repeats_the_unit(quick_
     path.write_text(json.dumps(record))
     for arm in ("pgdat", "standard"):
         shutil.rmtree(out / "runs" / "digits" / arm / "seed0")
-    log = retrain_pgdat_seed0(out)
+    log = study_seed0(out, "pgdat,pgdat_ft")
     assert log.count("model retrained, history identical") == 2, log
     after = json.loads(path.read_text())["margins"]
     for key in ("R0", "R1", "initial"):
         assert after[key] == before[key]
+    finetuned = json.loads((out / "digits" / "pgdat_ft" / "seed0.json").read_text())
+    assert finetuned["spec"]["init_arm"] == "standard"
+    metrics = json.loads((out / "runs" / "digits" / "pgdat_ft" / "seed0" / "metrics.json").read_text())
+    assert metrics["config"]["init_model"] == str(out / "runs" / "digits" / "standard" / "seed0" / "model.keras")
+    assert finetuned["margins"]["replay_matches_unit"] is True and "R1" in finetuned["margins"]["initial"]
     # A unit whose recorded history the retrained model does not repeat is
     # not given margins from it.
     record = json.loads(path.read_text())
@@ -112,23 +118,7 @@ def test_quick_study_retrains_a_missing_model_only_if_it_repeats_the_unit(quick_
     record["train"]["history"]["val_adv_accuracy"][0] += 0.01
     path.write_text(json.dumps(record))
     shutil.rmtree(out / "runs" / "digits" / "pgdat" / "seed0")
-    log = retrain_pgdat_seed0(out)
+    log = study_seed0(out, "pgdat")
     assert "does not repeat the unit's history" in log, log
     assert "margins" not in json.loads(path.read_text())
     assert not (out / "runs" / "digits" / "pgdat" / "seed0").exists()
-
-
-def test_fine_tuning_unit_starts_from_the_standard_model_of_its_seed(quick_study, tmp_path):
-    """HAT Sec. 3: `pgdat_ft` is PGD-AT started from the standard unit's model."""
-    out = tmp_path / "results"
-    shutil.copytree(quick_study[0], out)
-    proc = forkrun.run(
-        [os.path.join(ROOT, "experiments", "study.py"), "--quick", "--arms=pgdat_ft",
-         "--seeds=1", "--results", str(out), "--runs", str(out / "runs")], timeout=600,
-    )
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    record = json.loads((out / "digits" / "pgdat_ft" / "seed0.json").read_text())
-    assert record["spec"]["init_arm"] == "standard"
-    metrics = json.loads((out / "runs" / "digits" / "pgdat_ft" / "seed0" / "metrics.json").read_text())
-    assert metrics["config"]["init_model"] == str(out / "runs" / "digits" / "standard" / "seed0" / "model.keras")
-    assert record["margins"]["replay_matches_unit"] is True and "R1" in record["margins"]["initial"]
