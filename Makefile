@@ -1,6 +1,6 @@
 # he-keras: two commands set everything up on a fresh machine.
 #   make run   - install into .venv, train PGD-AT+HE on digits, evaluate, export
-#   make test  - install into .venv (with test extras), run the test suite
+#   make test  - install into .venv (with test extras), run the test suite (2 pytest processes)
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -23,7 +23,7 @@ run: install
 	$(PY) apps/export.py --model=$(RUN_DIR)/model.keras --report=$(RUN_DIR)/eval/report.json --output_dir=$(RUN_DIR)/export
 
 test: install
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadfile
 
 bench: install
 	$(PY) bench/he_overhead.py

@@ -263,7 +263,7 @@ def temperature_claims(arm: str, name: str, fall: str, lead: str) -> list:
     per-point worst case of PGD-20 and every 1/T of the grid, as the paper's
     worst case over its grid.
     """
-    key = arm.replace("pgdat_", "")
+    key = arm.replace("pgdat_", "").replace("_", "")  # he, helis, hecmp: as the 17-* ids
     return [
         Claim(f"16-{key}-fall", f"{name}'s accuracy under Temperature-PGD falls from 1/T = 1 to 1/T = 50 "
               "(on the cosines)", "Seed 003, Table 6", ((1, arm, TEMPERATURE_GRID[0]),),

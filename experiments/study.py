@@ -377,19 +377,19 @@ def work(todo: Sequence[tuple], results: str = RESULTS, runs: str = RUNS, quick:
             init_arm = ARMS[arm].init_arm
             if not os.path.exists(path) and init_arm:
                 source = unit_path(dataset, init_arm, seed, results)
-                if not (os.path.exists(source) and regenerate(source, runs, log)):
+                if not (os.path.exists(source) and regenerate(source, runs, results, log)):
                     log(f"  {dataset}/{arm}/seed{seed}: waits for {init_arm}/seed{seed}")
                     continue
             if not os.path.exists(path):
                 run_unit(dataset, arm, seed, results, runs, quick, log)
                 done += 1
             if missing_attacks(path):
-                supplement(path, runs, log)
+                supplement(path, runs, results, log)
             if margins_missing(path, results):
                 standard = unit_path(dataset, "standard", seed, results)
-                if regenerate(path, runs, log) and regenerate(standard, runs, log):
+                if regenerate(path, runs, results, log) and regenerate(standard, runs, results, log):
                     add_margins(path, runs, log)
-            if weight_norms_missing(path) and regenerate(path, runs, log):
+            if weight_norms_missing(path) and regenerate(path, runs, results, log):
                 add_weight_norms(path, runs, log)
         finally:
             release(path)
@@ -408,7 +408,7 @@ def train_config(spec: dict, output_dir: str, n_eval: int, runs: str) -> Any:
     return TrainConfig(**fields, output_dir=output_dir, n_eval=n_eval, tensorboard=False, verbose=0)
 
 
-def regenerate(path: str, runs: str = RUNS, log=print) -> bool:
+def regenerate(path: str, runs: str = RUNS, results: str = RESULTS, log=print) -> bool:
     """Makes a finished unit's model available here, retraining it if `runs/` lacks it.
 
     `runs/` is not committed, so a fresh clone has the units' JSONs but not
@@ -431,8 +431,8 @@ def regenerate(path: str, runs: str = RUNS, log=print) -> bool:
     start = time.perf_counter()
     n_eval = QUICK_N_TEST if record["quick"] else 0
     init_arm = record["spec"].get("init_arm")
-    results = os.path.dirname(os.path.dirname(os.path.dirname(path)))  # <results>/<dataset>/<arm>/seed<k>.json
-    if init_arm and not regenerate(unit_path(record["dataset"], init_arm, record["seed"], results), runs, log):
+    if init_arm and not regenerate(unit_path(record["dataset"], init_arm, record["seed"], results), runs, results,
+                                   log):
         return False
     history = run(train_config(record["spec"], directory, n_eval, runs))["history"]
     recorded = record["train"]["history"]
@@ -586,7 +586,7 @@ def missing_attacks(path: str) -> list:
     return [a for a in attacks if a.chain is None and a.name not in have]
 
 
-def supplement(path: str, runs: str = RUNS, log=print) -> bool:
+def supplement(path: str, runs: str = RUNS, results: str = RESULTS, log=print) -> bool:
     """Runs the `missing_attacks` of a finished unit on its saved model and merges them.
 
     A model not on this machine (`runs/` is not committed) is retrained by
@@ -602,7 +602,7 @@ def supplement(path: str, runs: str = RUNS, log=print) -> bool:
     record = read_json(path, "study unit")
     dataset, arm, seed = record["dataset"], record["arm"], record["seed"]
     model_path = os.path.join(runs, dataset, arm, f"seed{seed}", "model.keras")
-    if not regenerate(path, runs, log):
+    if not regenerate(path, runs, results, log):
         log(f"  {dataset}/{arm}/seed{seed}: model not here, cannot add {[a.name for a in missing_attacks(path)]}")
         return False
     todo = missing_attacks(path)
