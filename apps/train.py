@@ -39,6 +39,9 @@ _FRAMEWORK = flags.DEFINE_string("framework", "pgdat", "Adversarial-training fra
 _EPS = flags.DEFINE_float("eps", 0.3, "Attack radius in pixel units ([0,1] images).")
 _STEP_SIZE = flags.DEFINE_float("step_size", None, "Step size of the training attack; default: the framework's own (PGD 2.5*eps/steps, FastAT 1.25*eps, FreeAT eps).")
 _STEPS = flags.DEFINE_integer("steps", 7, "Steps of the training attack.")
+_EPS_WARMUP = flags.DEFINE_float(
+    "eps_warmup_epochs", 0.0, "Epochs over which the training attack's eps (and step size) grows linearly from 0; 0 = none."
+)
 _NORM = flags.DEFINE_string("norm", "linf", "linf | l2.")
 _RANDOM_START = flags.DEFINE_string("random_start", "", "zero | uniform | normal; empty = framework default.")
 _ATTACK_BN = flags.DEFINE_boolean("attack_bn_training", None, "Craft training attacks with BN in training mode; default: the framework's own (FastAT yes, others no).")
@@ -118,6 +121,7 @@ def config_from_flags():
         eps=_EPS.value,
         step_size=_STEP_SIZE.value,
         steps=_STEPS.value,
+        eps_warmup_epochs=_EPS_WARMUP.value,
         norm=_NORM.value,
         random_start=_RANDOM_START.value,
         attack_bn_training=_ATTACK_BN.value,

@@ -392,11 +392,16 @@ CLAIMS += [dataclasses.replace(c, id=f"{c.id}@mnist5k", dataset="mnist5k")
 # === Per-point outcomes ===
 
 def load_units(results: str, dataset: str) -> dict:
-    """`{arm: {seed: record}}` of every finished unit of `dataset`."""
+    """`{arm: {seed: record}}` of every finished unit of `dataset`.
+
+    A unit trained under other settings than its arm's current spec
+    (`study.superseded`, e.g. before a regime was recalibrated) is left out.
+    """
     units: dict = {}
     for path in sorted(glob.glob(os.path.join(results, dataset, "*", "seed*.json"))):
         record = study_record(path)
-        units.setdefault(record["arm"], {})[record["seed"]] = record
+        if study.superseded(record) is None:
+            units.setdefault(record["arm"], {})[record["seed"]] = record
     return units
 
 

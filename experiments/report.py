@@ -8,6 +8,7 @@ sits between `README_BEGIN` and `README_END` and is replaced in place.
 
 from __future__ import annotations
 
+import glob
 import os
 import time
 from typing import Optional, Sequence
@@ -157,6 +158,23 @@ def _digits(record: dict) -> int:
     return 2 if record["unit"].startswith("L2") else 1
 
 
+def _superseded_lines(results: str, dataset: str) -> list:
+    """A paragraph on the units of `dataset` trained under an earlier regime."""
+    paths = sorted(glob.glob(os.path.join(results, "superseded", dataset, "*", "seed*.json")))
+    if not paths:
+        return []
+    rows = []
+    for path in paths:
+        record = read_json(path, "study unit")
+        rows.append(f"{record['arm']} seed {record['seed']}: clean "
+                    f"{100 * record['eval']['clean_accuracy']:.1f} %, worst-case robust "
+                    f"{100 * record['eval']['robust_accuracy']:.1f} %; "
+                    f"{study.superseded(record) or 'same settings'}")
+    return [f"Units trained under an earlier regime of {dataset} (kept in "
+            f"`{os.path.relpath(os.path.join(results, 'superseded'), os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(results)))))}/`, "
+            "used by no claim):", ""] + [f"- {row}" for row in rows] + [""]
+
+
 def render(results: str, doc: str, readme: Optional[str], quick: bool = False) -> str:
     """Renders the document from `<results>/summary.json` and the unit JSONs."""
     summary = read_json(os.path.join(results, "summary.json"), "study summary")
@@ -221,10 +239,15 @@ def render(results: str, doc: str, readme: Optional[str], quick: bool = False) -
                   f"eps {regime['eps']}, training PGD-{regime['steps']} (step 2.5·eps/"
                   f"{regime['steps']}), {regime['epochs']} epochs, {regime['optimizer']} lr "
                   f"{regime['lr']}, batch {regime['batch_size']}, LR ×0.1 at epochs "
-                  f"{', '.join(str(e) for e in regime['lr_decay_epochs'])}, validation split "
+                  f"{', '.join(str(e) for e in regime['lr_decay_epochs'])}, "
+                  + (f"training eps grown linearly from 0 over the first {regime['eps_warmup_epochs']:g} "
+                     "epochs (`--eps_warmup_epochs`), "
+                     if regime.get("eps_warmup_epochs") else "")
+                  + f"validation split "
                   f"{regime['validation_split']:.0%} (PGD-10 after every epoch, same random start "
                   f"each epoch). Seeds: {study.SEEDS[dataset]}.", "",
                   f"![calibration]({CALIBRATION_PNG})", ""]
+        lines += _superseded_lines(results, dataset)
         base = units_by_dataset.get(dataset, {}).get("pgdat")
         if base:
             figure = validation_figure(results, dataset, units_by_dataset[dataset])

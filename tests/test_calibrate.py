@@ -42,3 +42,21 @@ def test_every_setting_is_plain_pgdat_in_the_issue_bounds():
         minimum = 7 if setting["dataset"] == "digits" else 10
         assert setting["steps"] >= minimum, name
         assert setting["validation_split"] > 0, name
+
+
+def test_validation_attack_is_the_trainers():
+    from he_keras.defaults import pgd_step_size
+
+    setting = calibrate.SETTINGS["mnist5k_e25_s10_ep15_step10-13"]
+    pgd = calibrate.validation_pgd(setting, seed=3)
+    assert (pgd.eps, pgd.steps, pgd.step_size) == (0.25, 10, pgd_step_size(0.25, 10))
+    assert pgd.random_start == "uniform" and pgd.seed == 3 and not pgd.keep_best
+
+
+def test_train_only_record_has_curves_and_no_verdict():
+    history = {"val_adv_accuracy": FLAT, "val_adv_fixed_accuracy": FLAT}
+    metrics = {"config": {"dataset": "mnist5k"}, "history": history, "test": {"robust_accuracy": 0.5},
+               "train_seconds": 10.0}
+    record = calibrate.unevaluated("x", metrics)
+    assert record["plateau"]["span"] == calibrate.plateau(FLAT)["span"]
+    assert "regime" not in record and "not run" in record["status"]

@@ -54,7 +54,10 @@ FLAGS = [
 FREEAT_FLAGS = [
     *FLAGS, "--framework=freeat", "--replays=2", "--steps=1", "--step_size=0.3", "--epochs=6",
 ]
-RUNS = {"pgdat": FLAGS, "freeat": FREEAT_FLAGS}
+# Eps warm-up over 2.5 epochs: the kill falls inside it; the radius of every
+# batch depends on epoch and batch index only.
+WARMUP_FLAGS = [*FLAGS, "--eps_warmup_epochs=2.5"]
+RUNS = {"pgdat": FLAGS, "freeat": FREEAT_FLAGS, "pgdat_warmup": WARMUP_FLAGS}
 KILL_EPOCH, KILL_BATCH = 1, 2  # 0-based: after the third batch of the second epoch
 
 # Parses the flags exactly as apps/train.py does, then trains with a callback

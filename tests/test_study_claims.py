@@ -188,3 +188,29 @@ def test_timing_claim_is_decided_by_the_interval_of_the_paired_ratio(tmp_path, o
     os.remove(timing.timing_path(str(tmp_path), "fastat", 2))
     records, pending = timing.records(str(tmp_path))
     assert [p["id"] for p in pending] == ["6-fastat"]
+
+
+def test_units_of_an_earlier_regime_are_retired_and_used_by_no_claim(tmp_path):
+    import json
+
+    import study
+
+    results = str(tmp_path)
+    current = study.ARMS["pgdat"].spec("mnist5k", 0)
+    old = dict(current, eps=0.25)
+    old.pop("eps_warmup_epochs", None)
+    for seed, spec in ((0, json.loads(json.dumps(current))), (1, old)):
+        path = study.unit_path("mnist5k", "pgdat", seed, results)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            json.dump({"arm": "pgdat", "dataset": "mnist5k", "seed": seed, "quick": False,
+                       "spec": dict(spec, seed=seed), "finished": "2026-12-01 12:16:36 UTC"}, f)
+    stale = claims.study_record(study.unit_path("mnist5k", "pgdat", 1, results))
+    assert study.superseded(claims.study_record(study.unit_path("mnist5k", "pgdat", 0, results))) is None
+    why = study.superseded(stale)
+    assert "eps=0.25 (now 0.3)" in why and "eps_warmup_epochs=None (now 3)" in why
+    assert sorted(claims.load_units(results, "mnist5k")["pgdat"]) == [0]
+    moved = study.retire(study.unit_path("mnist5k", "pgdat", 1, results), results)
+    assert moved == os.path.join(results, "superseded", "mnist5k", "pgdat", "seed1.20261201121636.json")
+    assert claims.study_record(moved) == stale
+    assert not os.path.exists(study.unit_path("mnist5k", "pgdat", 1, results))

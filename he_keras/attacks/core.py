@@ -104,6 +104,9 @@ class ProjectedGradientAttack(Attack):
             False return the last iterate (training mode).
         seed: Seed of the random start (None: non-deterministic).
         name: Name in `config()` (`"pgd"`; `fgsm` names its attack `"fgsm"`).
+        budget_scale: Optional scalar `tf.Variable` read at every call; eps
+            and step size are multiplied by its value (the training attack's
+            eps warm-up, `he_keras.training.EpsilonWarmup`). None: 1.
 
     Example:
 
@@ -129,6 +132,7 @@ class ProjectedGradientAttack(Attack):
         keep_best: bool = False,
         seed: Optional[int] = None,
         name: str = "pgd",
+        budget_scale: Optional[tf.Variable] = None,
     ) -> None:
         validate_attack_params(eps=eps, step_size=step_size, steps=steps, norm=norm)
         if random_start not in RANDOM_STARTS:
@@ -157,6 +161,7 @@ class ProjectedGradientAttack(Attack):
         self.keep_best = bool(keep_best)
         self.seed = seed
         self.rng = make_generator(seed)
+        self.budget_scale = budget_scale
         self._traces = [0]  # Shared with the `with_budget` copies.
         self._compiled = tf.function(self._perturb)
 
@@ -247,11 +252,12 @@ class ProjectedGradientAttack(Attack):
     ) -> tf.Tensor:
         has_reference = reference is not None
         reference = tf.zeros([0]) if reference is None else tf.cast(reference, tf.float32)
-        budget = (
-            tf.constant(self.eps, tf.float32),
-            tf.constant(self.step_size, tf.float32),
-            tf.constant(self.steps, tf.int32),
-        )
+        eps = tf.constant(self.eps, tf.float32)
+        step_size = tf.constant(self.step_size, tf.float32)
+        if self.budget_scale is not None:
+            scale = tf.cast(self.budget_scale, tf.float32)
+            eps, step_size = eps * scale, step_size * scale
+        budget = (eps, step_size, tf.constant(self.steps, tf.int32))
         if tf.executing_eagerly():
             # One trace per input shape, whatever the batch size or budget. A
             # reference is per-example (clean logits) or a scalar (a scale).

@@ -11,6 +11,7 @@ from he_keras.training.callbacks import (
     CatastrophicOverfittingStop,
     fastat_early_stop_callback,
 )
+from he_keras.training.eps_warmup import EpsilonWarmup
 from he_keras.training.fastat import FastAT
 from he_keras.training.freeat import FreeAT
 from he_keras.training.hat import HAT
@@ -47,6 +48,7 @@ __all__ = [
     "CALLBACKS",
     "CatastrophicOverfittingStop",
     "DistributedTrainLoop",
+    "EpsilonWarmup",
     "FRAMEWORKS",
     "FastAT",
     "FreeAT",

@@ -121,6 +121,8 @@ class AdversarialTrainer(keras.Model):
             training=self.attack_training,
             needs_reference=self.attack_objective_name == "kl",
             seed=seed,
+            # Kept out of the checkpoint: `EpsilonWarmup` sets it every batch.
+            budget_scale=tf.Variable(1.0, trainable=False, name="attack_budget_scale"),
         )
         self.eval_attack = ProjectedGradientAttack(
             eps=self.eps,
@@ -191,6 +193,24 @@ class AdversarialTrainer(keras.Model):
             default (FreeAT: its perturbation buffer).
         """
         return {}
+
+    def set_attack_budget(self, fraction: float) -> None:
+        """Scales the training attack's eps and step size by `fraction`.
+
+        The validation attack keeps the full eps. `EpsilonWarmup` calls this
+        before every batch.
+
+        Args:
+            fraction: Share of `eps` (and of the step size) in [0, 1].
+        """
+        if not 0.0 <= float(fraction) <= 1.0:
+            raise ValueError(f"`fraction` must be in [0, 1]. Received: fraction={fraction!r}")
+        self.attack.budget_scale.assign(float(fraction))
+
+    @property
+    def attack_budget(self) -> float:
+        """The current share of `eps` the training attack uses (1 unless warming up)."""
+        return float(self.attack.budget_scale.numpy())
 
     @property
     def updates_per_batch(self) -> int:

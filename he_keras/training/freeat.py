@@ -133,7 +133,10 @@ class FreeAT(AdversarialTrainer):
         x = tf.cast(x, tf.float32)
         batch = tf.shape(x)[0]
         buffer = self._buffer(batch)
-        delta = buffer[:batch]
+        # The eps warm-up's share of eps; the stored perturbation is
+        # re-projected onto the current (possibly smaller) ball.
+        budget = tf.cast(self.attack.budget_scale, tf.float32)
+        delta = project(buffer[:batch], self.eps * budget, self.norm)
         for _ in range(self.replays):
             x_adv = tf.clip_by_value(x + delta, 0.0, 1.0)
             with tf.GradientTape() as tape:
@@ -144,11 +147,11 @@ class FreeAT(AdversarialTrainer):
                 )
                 scaled = self.optimizer.scale_loss(loss)
             (grad,) = self.apply_gradients(tape, scaled, sources=(x_adv,))
-            step = self.step_size * ascent_direction(grad, self.norm)
+            step = self.step_size * budget * ascent_direction(grad, self.norm)
             # An overflowed (loss-scaled) gradient moves nothing, as the
             # optimizer skips that update.
             finite = tf.reduce_all(tf.math.is_finite(grad))
-            delta = tf.where(finite, project(delta + step, self.eps, self.norm), delta)
+            delta = tf.where(finite, project(delta + step, self.eps * budget, self.norm), delta)
         self.perturbation.assign(tf.concat([delta, buffer[batch:]], 0))
         clean_logits = self.classifier(x, training=False)
         return self.update_metrics(loss, y, clean_logits, adv_logits, sample_weight)

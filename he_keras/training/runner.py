@@ -52,6 +52,7 @@ from he_keras.files import jsonable, read_json, write_atomic, write_json  # noqa
 from he_keras.models import HEADS, MODELS, build_model
 from he_keras.training import CALLBACKS, FRAMEWORKS
 from he_keras.training.callbacks import EpochSummaries, TrainingStateLogs
+from he_keras.training.eps_warmup import EpsilonWarmup
 from he_keras.training.checkpointing import (  # noqa: F401  (training_checkpoint re-exported)
     EpochCheckpoint,
     restore_newest_readable,
@@ -96,6 +97,7 @@ class TrainConfig:
     eps: float = 0.3
     step_size: Optional[float] = None  # None: the framework's own
     steps: int = 7
+    eps_warmup_epochs: float = 0.0  # epochs over which the training eps grows from 0
     norm: str = "linf"
     random_start: str = ""
     attack_bn_training: Optional[bool] = None  # None: the framework's own
@@ -152,6 +154,7 @@ class TrainConfig:
             ("eps", 0.0 <= self.eps <= bound, f"in [0, {bound}]"),
             ("step_size", self.step_size is None or self.step_size > 0, "> 0"),
             ("steps", self.steps >= 1, ">= 1"),
+            ("eps_warmup_epochs", 0.0 <= self.eps_warmup_epochs <= self.epochs, "in [0, epochs]"),
             ("s", self.s > 0, "> 0"),
             ("epochs", self.epochs >= 1, ">= 1"),
             ("batch_size", self.batch_size >= 1, ">= 1"),
@@ -522,6 +525,9 @@ def run(
     )
     callbacks = [
         TrainingStateLogs(),
+        # Warm-up epochs count the budget's epochs (FreeAT: replays per pass).
+        *([EpsilonWarmup(config.eps_warmup_epochs / trainer.updates_per_batch)]
+          if config.eps_warmup_epochs else []),
         *make_callbacks(dataclasses.replace(config, epochs=passes), trainer, data),
         *extra_callbacks,
     ]
