@@ -129,6 +129,7 @@ def test_two_workers_train_trades_he_to_identical_weights(tmp_path):
         f"--flagfile={os.path.join(ROOT, 'configs', 'digits_trades_he.cfg')}",
         "--strategy=multi_worker", "--epochs=2", "--n_train=192", "--batch_size=64",
         "--n_eval=64", "--eval_steps=5", f"--output_dir={out}", "--verbose=1",
+        "--eps_warmup_epochs=1",  # the budget variable under MultiWorkerMirroredStrategy
     ]
     workers = []
     for index in range(2):
@@ -155,4 +156,5 @@ def test_two_workers_train_trades_he_to_identical_weights(tmp_path):
             metrics = json.load(f)
         assert metrics["config"]["strategy"] == "multi_worker"
         assert len(metrics["history"]["loss"]) == 2
+        assert metrics["history"]["attack_eps_fraction"] == [0.5, 1.0]
         assert all(np.isfinite(metrics["history"]["loss"]))

@@ -87,6 +87,30 @@ def test_compiled_train_step_attacks_with_the_warmup_radius():
     assert trainer.attack_budget == 1.0
 
 
+def test_mirrored_replicas_attack_with_the_warmup_radius():
+    from he_keras.training.runner import make_strategy
+
+    strategy = make_strategy("mirrored")
+    assert strategy.num_replicas_in_sync == 2, "conftest.py splits the CPU in two"
+    x, y, _, _ = digits_arrays()
+    with strategy.scope():
+        trainer = _trainer(MirroredProbe)
+    record = Record()
+    trainer.fit(x[:256], y[:256], batch_size=64, epochs=2, shuffle=False, verbose=0,
+                callbacks=[EpsilonWarmup(2), record])
+    for epoch, batch, radius in record.radii:
+        assert radius == pytest.approx(EPS * warmup_fraction(epoch, batch, 4, 2.0), abs=1e-6)
+
+
+class MirroredProbe(ProbedPGDAT):
+    """The probe as the first replica's value (a replica may not assign a shared variable)."""
+
+    def __init__(self, *args, **kwargs):
+        PGDAT.__init__(self, *args, **kwargs)
+        self.probe = keras.Variable(0.0, trainable=False, name="probe",
+                                    aggregation="only_first_replica")
+
+
 def test_validation_attack_keeps_the_full_radius():
     x, y, _, _ = digits_arrays()
     trainer = _trainer()
