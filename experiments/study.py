@@ -95,7 +95,10 @@ class Arm:
             spec["init_arm"] = self.init_arm
         spec.update(dict(self.overrides))
         if quick:
+            full = spec["epochs"]
             spec.update(QUICK)
+            if spec.get("eps_warmup_epochs"):  # the same share of the (shorter) run
+                spec["eps_warmup_epochs"] *= spec["epochs"] / full
         return spec
 
 
@@ -370,8 +373,17 @@ def superseded(record: dict) -> Optional[str]:
     arm = ARMS.get(record["arm"])
     if arm is None:
         return f"arm {record['arm']!r} is no longer defined"
-    want = json.loads(json.dumps(arm.spec(record["dataset"], record["seed"], record.get("quick", False))))
-    have = record["spec"]
+    return spec_change(record["spec"], arm.spec(record["dataset"], record["seed"], record.get("quick", False)))
+
+
+def spec_change(have: dict, want: dict) -> Optional[str]:
+    """How training spec `have` differs from `want` (a missing setting counts
+    as its `TrainConfig` default), or None if they are the same."""
+    from he_keras.training.runner import TrainConfig
+
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)
+                if f.default is not dataclasses.MISSING}
+    have, want = (json.loads(json.dumps(dict(defaults, **spec), default=list)) for spec in (have, want))
     changed = sorted(k for k in want.keys() | have.keys() if want.get(k) != have.get(k))
     if not changed:
         return None
@@ -392,6 +404,38 @@ def retire(path: str, results: str = RESULTS) -> str:
     return target
 
 
+def retire_superseded(dataset: str, arm: str, seed: int, results: str = RESULTS, runs: str = RUNS,
+                      quick: bool = False, log=print) -> None:
+    """Moves aside what an earlier regime left of a unit, so the unit runs anew.
+
+    A unit JSON trained under other settings goes to `superseded/` (`retire`);
+    a run directory without a current unit JSON that the runner would refuse
+    to resume (an unfinished run of other settings) is renamed
+    `<run>.superseded-<time>`.
+    """
+    from he_keras.files import read_json
+    from he_keras.training.runner import check_run_dir
+
+    path = unit_path(dataset, arm, seed, results)
+    if not claim(path):
+        return
+    try:
+        if os.path.exists(path):
+            why = superseded(read_json(path, "study unit"))
+            if why:
+                log(f"  {dataset}/{arm}/seed{seed}: {why}; moved to {retire(path, results)}")
+        run_dir = _run_dir(runs, dataset, arm, seed)
+        if not os.path.exists(path) and os.path.isdir(run_dir):
+            try:
+                check_run_dir(train_config(ARMS[arm].spec(dataset, seed, quick), run_dir, 0, runs))
+            except ValueError as err:
+                moved = run_dir.rstrip("/") + time.strftime(".superseded-%Y%m%d-%H%M%S")
+                os.replace(run_dir, moved)
+                log(f"  {dataset}/{arm}/seed{seed}: {err}; moved to {moved}")
+    finally:
+        release(path)
+
+
 def work(todo: Sequence[tuple], results: str = RESULTS, runs: str = RUNS, quick: bool = False,
          log=print) -> int:
     """Runs every unfinished, unclaimed unit of `todo`; returns how many it ran."""
@@ -402,18 +446,7 @@ def work(todo: Sequence[tuple], results: str = RESULTS, runs: str = RUNS, quick:
     done = 0
     for dataset, arm, seed in todo:
         path = unit_path(dataset, arm, seed, results)
-        if os.path.exists(path) and claim(path):
-            try:
-                from he_keras.files import read_json
-
-                why = superseded(read_json(path, "study unit"))
-                if why:
-                    log(f"  {dataset}/{arm}/seed{seed}: {why}; moved to {retire(path, results)}")
-                    run_dir = _run_dir(runs, dataset, arm, seed)
-                    if os.path.isdir(run_dir):  # its checkpoints would refuse the new settings
-                        os.replace(run_dir, run_dir.rstrip("/") + time.strftime(".superseded-%Y%m%d-%H%M%S"))
-            finally:
-                release(path)
+        retire_superseded(dataset, arm, seed, results, runs, quick, log)
         if os.path.exists(path) and not (missing_attacks(path) or margins_missing(path, results)
                                          or weight_norms_missing(path)):
             continue

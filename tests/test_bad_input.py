@@ -51,7 +51,7 @@ APP_ROWS = [
     ("train", "eps_above_1", [*TRAIN, "--eps=1.5"], "`eps` must be in [0, 1.0]. Received: eps=1.5"),
     ("train", "negative_steps", [*TRAIN, "--steps=-3"], "`steps` must be >= 1. Received: steps=-3"),
     ("train", "eps_warmup_beyond_epochs", [*TRAIN, "--output_dir={fresh}", "--eps_warmup_epochs=5"],
-     "`eps_warmup_epochs` must be in [0, epochs]. Received: eps_warmup_epochs=5.0"),
+     "`eps_warmup_epochs` must be in [0, epochs). Received: eps_warmup_epochs=5.0"),
     ("train", "unknown_flag", [*TRAIN, "--no_such_flag=1"], "Unknown command line flag 'no_such_flag'"),
     ("train", "output_dir_is_file", [*TRAIN, "--output_dir={file}"], "exists and is not a directory"),
     ("train", "nonexistent_data_dir", [*TRAIN, "--data_dir={missing}"], "`data_dir` does not exist"),

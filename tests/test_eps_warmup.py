@@ -7,6 +7,9 @@ give one value throughout), reach the full eps after the warm-up, and leave
 the validation attack at the full eps.
 """
 
+import dataclasses
+import json
+
 import keras
 import numpy as np
 import pytest
@@ -133,10 +136,29 @@ def test_freeat_perturbation_stays_in_the_warmup_ball():
     assert float(tf.reduce_max(tf.abs(trainer.perturbation))) == pytest.approx(0.25 * EPS, abs=1e-6)
 
 
-@pytest.mark.parametrize("bad", [-0.5, 4.0])
-def test_train_config_refuses_a_warmup_outside_the_epochs(bad):
-    with pytest.raises(ValueError, match=r"`eps_warmup_epochs` must be in \[0, epochs\]"):
+@pytest.mark.parametrize("bad", [-0.5, 3.0, 4.0])
+def test_train_config_refuses_a_warmup_that_never_reaches_the_full_eps(bad):
+    with pytest.raises(ValueError, match=r"`eps_warmup_epochs` must be in \[0, epochs\)"):
         TrainConfig(epochs=3, eps_warmup_epochs=bad).validate()
+
+
+def test_a_run_saved_before_the_warmup_existed_refuses_to_resume_with_one(tmp_path):
+    config = TrainConfig(dataset="digits", n_train=64, epochs=2, steps=1, head="linear", n_eval=16,
+                         eval_steps=1, output_dir=str(tmp_path / "run"), tensorboard=False,
+                         verbose=0, validation_split=0.0)
+
+    class StopAfterFirstEpoch(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            self.model.stop_training = True
+
+    run(dataclasses.replace(config, epochs=2), [StopAfterFirstEpoch()])
+    path = tmp_path / "run" / "metrics.json"
+    metrics = json.loads(path.read_text())
+    del metrics["config"]["eps_warmup_epochs"]  # as written before the setting existed
+    path.write_text(json.dumps(metrics))
+    with pytest.raises(ValueError, match=r"eps_warmup_epochs=0\.0 \(now 1\.0\)"):
+        dataclasses.replace(config, eps_warmup_epochs=1.0).validate()
+    dataclasses.replace(config, eps_warmup_epochs=0.0).validate()  # its default: resumes
 
 
 def test_runner_warms_up_and_logs_the_fraction(tmp_path):

@@ -208,9 +208,42 @@ def test_units_of_an_earlier_regime_are_retired_and_used_by_no_claim(tmp_path):
     stale = claims.study_record(study.unit_path("mnist5k", "pgdat", 1, results))
     assert study.superseded(claims.study_record(study.unit_path("mnist5k", "pgdat", 0, results))) is None
     why = study.superseded(stale)
-    assert "eps=0.25 (now 0.3)" in why and "eps_warmup_epochs=None (now 3)" in why
+    assert "eps=0.25 (now 0.3)" in why and "eps_warmup_epochs=0.0 (now 3)" in why
     assert sorted(claims.load_units(results, "mnist5k")["pgdat"]) == [0]
     moved = study.retire(study.unit_path("mnist5k", "pgdat", 1, results), results)
     assert moved == os.path.join(results, "superseded", "mnist5k", "pgdat", "seed1.20261201121636.json")
     assert claims.study_record(moved) == stale
     assert not os.path.exists(study.unit_path("mnist5k", "pgdat", 1, results))
+
+
+def test_a_missing_setting_counts_as_its_default_and_quick_scales_the_warmup():
+    import study
+
+    spec = study.ARMS["pgdat"].spec("digits", 0)
+    assert study.spec_change(dict(spec, eps_warmup_epochs=0.0), spec) is None
+    assert "steps=3 (now 7)" in study.spec_change(dict(spec, steps=3), spec)
+    quick = study.ARMS["pgdat"].spec("mnist5k", 0, quick=True)
+    full = study.ARMS["pgdat"].spec("mnist5k", 0)
+    assert quick["eps_warmup_epochs"] / quick["epochs"] == full["eps_warmup_epochs"] / full["epochs"]
+
+
+def test_an_unfinished_run_of_other_settings_is_moved_aside(tmp_path):
+    import dataclasses
+    import json
+
+    import study
+
+    results, runs = str(tmp_path / "results"), str(tmp_path / "runs")
+    for arm, eps in (("pgdat", 0.25), ("pgdat_he", 0.3)):
+        run_dir = os.path.join(runs, "mnist5k", arm, "seed2")
+        os.makedirs(os.path.join(run_dir, "checkpoints"))
+        with open(os.path.join(run_dir, "checkpoints", "checkpoint"), "w") as f:
+            f.write('model_checkpoint_path: "ckpt-6"\n')
+        open(os.path.join(run_dir, "checkpoints", "ckpt-6.index"), "w").close()
+        config = study.train_config(study.ARMS[arm].spec("mnist5k", 2), run_dir, 0, runs)
+        with open(os.path.join(run_dir, "metrics.json"), "w") as f:
+            json.dump({"config": dict(dataclasses.asdict(config), eps=eps)}, f)
+        study.retire_superseded("mnist5k", arm, 2, results, runs, log=lambda msg: None)
+    moved = sorted(os.listdir(os.path.join(runs, "mnist5k", "pgdat")))
+    assert len(moved) == 1 and moved[0].startswith("seed2.superseded-")
+    assert os.listdir(os.path.join(runs, "mnist5k", "pgdat_he")) == ["seed2"]  # same settings: resumes

@@ -154,7 +154,7 @@ class TrainConfig:
             ("eps", 0.0 <= self.eps <= bound, f"in [0, {bound}]"),
             ("step_size", self.step_size is None or self.step_size > 0, "> 0"),
             ("steps", self.steps >= 1, ">= 1"),
-            ("eps_warmup_epochs", 0.0 <= self.eps_warmup_epochs <= self.epochs, "in [0, epochs]"),
+            ("eps_warmup_epochs", 0.0 <= self.eps_warmup_epochs < self.epochs, "in [0, epochs)"),
             ("s", self.s > 0, "> 0"),
             ("epochs", self.epochs >= 1, ">= 1"),
             ("batch_size", self.batch_size >= 1, ">= 1"),
@@ -265,9 +265,11 @@ def check_run_dir(config: TrainConfig) -> None:
         )
     saved = metrics.get("config", {})
     current = json.loads(json.dumps(dataclasses.asdict(config), default=jsonable))
+    # A setting added to TrainConfig after the run was saved ran at its default.
+    defaults = json.loads(json.dumps(dataclasses.asdict(TrainConfig()), default=jsonable))
     changed = []
-    for name in sorted(saved.keys() & current.keys() - RESUMABLE_CHANGES):
-        old, new = saved[name], current[name]
+    for name in sorted(current.keys() - RESUMABLE_CHANGES if saved else ()):
+        old, new = saved.get(name, defaults.get(name)), current[name]
         # Frameworks complete their parameters (HAT's helper model path), so
         # only the parameters given now are compared.
         if isinstance(new, dict):
