@@ -90,6 +90,33 @@ def test_compiled_train_step_attacks_with_the_warmup_radius():
     assert trainer.attack_budget == 1.0
 
 
+class Interrupt(keras.callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+        if batch == 1:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("loop", ["fit", "distributed_loop"])
+def test_an_interrupted_fit_leaves_the_attack_at_the_budget_it_found(loop):
+    from he_keras.training import DistributedTrainLoop
+    from he_keras.training.runner import make_strategy
+
+    x, y, _, _ = digits_arrays()
+    data = tf.data.Dataset.from_tensor_slices((x[:256], y[:256])).batch(64, drop_remainder=True)
+    strategy = make_strategy("mirrored")
+    with strategy.scope():
+        trainer = _trainer()
+        trainer.optimizer.build(trainer.trainable_variables)  # slots outside the step
+    fit = trainer.fit if loop == "fit" else DistributedTrainLoop(trainer, strategy).fit
+    with pytest.raises(KeyboardInterrupt):
+        fit(data, epochs=2, verbose=0, callbacks=[EpsilonWarmup(2), Interrupt()])
+    assert trainer.attack_budget == 1.0
+    # A budget set by hand survives a warm-up-free fit.
+    trainer.set_attack_budget(0.5)
+    fit(data.take(1), epochs=1, verbose=0)
+    assert trainer.attack_budget == 0.5
+
+
 def test_mirrored_replicas_attack_with_the_warmup_radius():
     from he_keras.training.runner import make_strategy
 

@@ -17,7 +17,8 @@ for an HE or m-HE head (`he_keras.losses.margin_cross_entropy`).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+import contextlib
+from typing import Any, Callable, Iterator, Optional
 
 import keras
 import tensorflow as tf
@@ -207,6 +208,19 @@ class AdversarialTrainer(keras.Model):
             raise ValueError(f"`fraction` must be in [0, 1]. Received: fraction={fraction!r}")
         self.attack.budget_scale.assign(float(fraction))
 
+    @contextlib.contextmanager
+    def keeping_attack_budget(self) -> Iterator[None]:
+        """Restores the training attack's budget on leaving, also on an exception.
+
+        Training loops run inside it, so that a warm-up (`EpsilonWarmup`)
+        never outlives the training it ran in.
+        """
+        budget = self.attack_budget
+        try:
+            yield
+        finally:
+            self.set_attack_budget(budget)
+
     @property
     def attack_budget(self) -> float:
         """The current share of `eps` the training attack uses (1 unless warming up)."""
@@ -260,13 +274,16 @@ class AdversarialTrainer(keras.Model):
         NumPy / tensor images must be finite, in [0, 1] and of the
         classifier's input shape, and labels in `[0, classes)`; a bad batch
         raises ValueError before any training step. (Datasets are checked by
-        `he_keras.training.runner` for the apps.)
+        `he_keras.training.runner` for the apps.) The training attack's budget
+        is restored to its value before the call, also when `fit` raises, so a
+        warm-up (`EpsilonWarmup`) never outlives the fit it ran in.
         """
         if x is not None and not isinstance(x, (tf.data.Dataset, dict)) and hasattr(x, "shape"):
             validate_images(x, self.classifier.input_shape[1:])
             if y is not None:
                 validate_labels(y, self.classifier.output_shape[-1], len(x))
-        return super().fit(x, y, *args, **kwargs)
+        with self.keeping_attack_budget():
+            return super().fit(x, y, *args, **kwargs)
 
     def evaluate(self, *args: Any, **kwargs: Any) -> Any:
         """`keras.Model.evaluate`, with the same attack random start every call.

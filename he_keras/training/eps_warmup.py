@@ -11,7 +11,9 @@ first epochs, as interval bound propagation training does (Gowal et al.,
 to `min(1, (epoch + batch / steps_per_epoch) / warmup_epochs)` of eps (and of
 the step size, so the step keeps its ratio to eps). The value depends on the
 epoch and batch index only, so a resumed run trains with the same radii. The
-per-epoch validation attack always uses the full eps.
+per-epoch validation attack always uses the full eps, and
+`AdversarialTrainer.fit` restores the budget it found when it returns or
+raises.
 """
 
 from __future__ import annotations
@@ -75,26 +77,18 @@ class EpsilonWarmup(keras.callbacks.Callback):
         self.warmup_epochs = float(warmup_epochs)
         self._epoch = 0
 
-    def _set(self, batch: int) -> None:
-        steps = (self.params or {}).get("steps")
-        self.model.set_attack_budget(
-            warmup_fraction(self._epoch, batch, steps, self.warmup_epochs)
-        )
-
     def on_epoch_begin(self, epoch: int, logs: Optional[dict] = None) -> None:
         self._epoch = int(epoch)
-        self._set(0)
 
     def on_train_batch_begin(self, batch: int, logs: Optional[dict] = None) -> None:
-        self._set(int(batch))
+        steps = (self.params or {}).get("steps")
+        self.model.set_attack_budget(
+            warmup_fraction(self._epoch, int(batch), steps, self.warmup_epochs)
+        )
 
     def on_epoch_end(self, epoch: int, logs: Optional[dict] = None) -> None:
         if logs is not None:
             logs["attack_eps_fraction"] = self.model.attack_budget
-
-    def on_train_end(self, logs: Optional[dict] = None) -> None:
-        # The trainer's own attack is left at its configured budget.
-        self.model.set_attack_budget(1.0)
 
     def get_config(self) -> dict:
         return {"warmup_epochs": self.warmup_epochs}

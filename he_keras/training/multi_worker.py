@@ -73,8 +73,8 @@ class DistributedTrainLoop:
     """Trains a Keras model one epoch at a time through `strategy.run`.
 
     Args:
-        model: A compiled model whose `train_step` returns a dict of scalars
-            (any `AdversarialTrainer`), built in `strategy.scope()`.
+        model: A compiled `AdversarialTrainer` (its `train_step` returns a
+            dict of scalars), built in `strategy.scope()`.
         strategy: The strategy the model was built under (typically
             `MultiWorkerMirroredStrategy`).
 
@@ -177,18 +177,19 @@ class DistributedTrainLoop:
         iterator = iter(distributed) if steps_per_epoch else None
         hooks.on_train_begin()
         logs: Optional[dict] = None
-        for epoch in range(initial_epoch, epochs):
-            hooks.on_epoch_begin(epoch)
-            batches = iterator if iterator is not None else distributed
-            logs = self._run_epoch(batches, self._train_step, hooks, steps_per_epoch)
-            if validation_data is not None:
-                hooks.on_test_begin()
-                val = self.strategy.experimental_distribute_dataset(validation_data)
-                val_logs = self._run_epoch(val, self._test_step, hooks, training=False)
-                hooks.on_test_end(val_logs)
-                logs.update({f"val_{name}": value for name, value in val_logs.items()})
-            hooks.on_epoch_end(epoch, logs)
-            if self.model.stop_training:
-                break
+        with self.model.keeping_attack_budget():
+            for epoch in range(initial_epoch, epochs):
+                hooks.on_epoch_begin(epoch)
+                batches = iterator if iterator is not None else distributed
+                logs = self._run_epoch(batches, self._train_step, hooks, steps_per_epoch)
+                if validation_data is not None:
+                    hooks.on_test_begin()
+                    val = self.strategy.experimental_distribute_dataset(validation_data)
+                    val_logs = self._run_epoch(val, self._test_step, hooks, training=False)
+                    hooks.on_test_end(val_logs)
+                    logs.update({f"val_{name}": value for name, value in val_logs.items()})
+                hooks.on_epoch_end(epoch, logs)
+                if self.model.stop_training:
+                    break
         hooks.on_train_end(logs)
         return self.model.history
