@@ -400,7 +400,7 @@ def load_units(results: str, dataset: str) -> dict:
     units: dict = {}
     for path in sorted(glob.glob(os.path.join(results, dataset, "*", "seed*.json"))):
         record = study_record(path)
-        if study.superseded(record) is None:
+        if study.superseded(record, results) is None:
             units.setdefault(record["arm"], {})[record["seed"]] = record
     return units
 

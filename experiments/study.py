@@ -363,17 +363,35 @@ def units(dataset: str, arms: Sequence[str], seeds: int) -> list:
     return [(dataset, arm, seed) for seed in range(seeds) for arm in arms]
 
 
-def superseded(record: dict) -> Optional[str]:
+def superseded(record: dict, results: str = RESULTS) -> Optional[str]:
     """Why a unit record no longer belongs to the study, or None if it does.
 
     A record belongs while its arm exists and its training spec equals the
     arm's spec under the current `REGIMES` (a recalibrated regime supersedes
-    every unit trained under the old one).
+    every unit trained under the old one). A unit that starts from another
+    arm's model (`init_arm`) belongs only while that source unit is in
+    `results`, belongs itself, and finished before this one (a source that
+    finished later was retrained after this unit started from it).
     """
+    from he_keras.files import read_json
+
     arm = ARMS.get(record["arm"])
     if arm is None:
         return f"arm {record['arm']!r} is no longer defined"
-    return spec_change(record["spec"], arm.spec(record["dataset"], record["seed"], record.get("quick", False)))
+    why = spec_change(record["spec"], arm.spec(record["dataset"], record["seed"], record.get("quick", False)))
+    if why or not arm.init_arm:
+        return why
+    name = f"{arm.init_arm}/seed{record['seed']}"
+    path = unit_path(record["dataset"], arm.init_arm, record["seed"], results)
+    if not os.path.exists(path):
+        return f"its initial model's unit {name} is no longer in the study"
+    source = read_json(path, "study unit")
+    source_why = superseded(source, results)
+    if source_why:
+        return f"its initial model's unit {name} is superseded ({source_why})"
+    if source["finished"] > record["finished"]:  # "YYYY-MM-DD HH:MM:SS UTC" sorts by time
+        return f"trained from an earlier {name} (that unit finished again at {source['finished']})"
+    return None
 
 
 def spec_change(have: dict, want: dict) -> Optional[str]:
@@ -421,7 +439,7 @@ def retire_superseded(dataset: str, arm: str, seed: int, results: str = RESULTS,
         return
     try:
         if os.path.exists(path):
-            why = superseded(read_json(path, "study unit"))
+            why = superseded(read_json(path, "study unit"), results)
             if why:
                 log(f"  {dataset}/{arm}/seed{seed}: {why}; moved to {retire(path, results)}")
         run_dir = _run_dir(runs, dataset, arm, seed)
@@ -455,6 +473,7 @@ def work(todo: Sequence[tuple], results: str = RESULTS, runs: str = RUNS, quick:
         try:
             init_arm = ARMS[arm].init_arm
             if not os.path.exists(path) and init_arm:
+                retire_superseded(dataset, init_arm, seed, results, runs, quick, log)
                 source = unit_path(dataset, init_arm, seed, results)
                 if not (os.path.exists(source) and regenerate(source, runs, results, log)):
                     log(f"  {dataset}/{arm}/seed{seed}: waits for {init_arm}/seed{seed}")

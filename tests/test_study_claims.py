@@ -216,6 +216,39 @@ def test_units_of_an_earlier_regime_are_retired_and_used_by_no_claim(tmp_path):
     assert not os.path.exists(study.unit_path("mnist5k", "pgdat", 1, results))
 
 
+def test_a_unit_started_from_another_arms_model_goes_with_that_model(tmp_path):
+    import json
+    import shutil
+
+    import study
+
+    results = str(tmp_path)
+    log = []
+    for arm in ("standard", "pgdat_ft"):  # real digits units, pgdat_ft finished a day later
+        path = study.unit_path("digits", arm, 0, results)
+        os.makedirs(os.path.dirname(path))
+        shutil.copy(study.unit_path("digits", arm, 0), path)
+    finetuned = claims.study_record(study.unit_path("digits", "pgdat_ft", 0, results))
+    source_path = study.unit_path("digits", "standard", 0, results)
+    source = claims.study_record(source_path)
+    assert study.superseded(finetuned, results) is None
+
+    def write_source(**changes):
+        with open(source_path, "w") as f:
+            json.dump(dict(source, **changes), f)
+
+    write_source(finished="2026-12-31 00:00:00 UTC")  # the standard model was trained again later
+    assert "trained from an earlier standard/seed0" in study.superseded(finetuned, results)
+    write_source(spec=dict(source["spec"], epochs=source["spec"]["epochs"] + 1))
+    assert "its initial model's unit standard/seed0 is superseded" in study.superseded(finetuned, results)
+    assert "pgdat_ft" not in claims.load_units(results, "digits")
+    # A worker retires both, so neither the stale source nor the unit built on it is used.
+    study.retire_superseded("digits", "pgdat_ft", 0, results, str(tmp_path / "runs"), log=log.append)
+    study.retire_superseded("digits", "standard", 0, results, str(tmp_path / "runs"), log=log.append)
+    assert sorted(os.listdir(os.path.join(results, "superseded", "digits"))) == ["pgdat_ft", "standard"]
+    assert "no longer in the study" in study.superseded(finetuned, results)
+
+
 def test_a_missing_setting_counts_as_its_default_and_quick_scales_the_warmup():
     import study
 
