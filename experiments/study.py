@@ -7,7 +7,7 @@ A *unit* is one arm trained with one seed and evaluated once:
    last checkpoint; a finished one is loaded, not retrained);
 2. evaluation through `he_keras.evaluation.evaluate(..., points=True)` on the
    whole test split (`PROTOCOL` below);
-3. `experiments/results/study/<dataset>/<arm>/seed<k>.json`, written
+3. `experiments/results/<dataset>/<arm>/seed<k>.json`, written
    atomically. A unit whose JSON exists is never trained or evaluated again.
 
 Every arm of a dataset shares that dataset's `REGIMES` entry (the calibrated
@@ -39,7 +39,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
-RESULTS = os.path.join(HERE, "results", "study")
+RESULTS = os.path.join(HERE, "results")
 RUNS = os.path.join(ROOT, "runs", "study")
 FORMAT = "he_keras.study/1"
 
@@ -52,7 +52,7 @@ REGIMES: dict = {
     # Without a warm-up, eps 0.3 (seed 003's) collapsed to a constant
     # predictor in 3 of 3 calibration runs and eps 0.25, calibrated on seed 0
     # only, in seeds 1 and 2 of the study's plain PGD-AT (those units are in
-    # results/study/superseded/). Growing the training eps from 0 over the
+    # results/superseded/). Growing the training eps from 0 over the
     # first 3 epochs trained seeds 1 and 2 at eps 0.3
     # (results/calibration/unevaluated/mnist5k_e30_s10_ep15_step10-13_warm3_*).
     "mnist5k": dict(dataset="mnist5k", model="small_cnn", eps=0.3, steps=10, epochs=15,
