@@ -8,6 +8,7 @@ the validation attack at the full eps.
 """
 
 import dataclasses
+import functools
 import json
 
 import keras
@@ -107,7 +108,8 @@ def test_an_interrupted_fit_leaves_the_attack_at_the_budget_it_found(loop):
     with strategy.scope():
         trainer = _trainer()
         trainer.optimizer.build(trainer.trainable_variables)  # slots outside the step
-    fit = trainer.fit if loop == "fit" else DistributedTrainLoop(trainer, strategy).fit
+    fit = (functools.partial(trainer.fit, shuffle=False) if loop == "fit"
+           else DistributedTrainLoop(trainer, strategy).fit)
     with pytest.raises(KeyboardInterrupt):
         fit(data, epochs=2, verbose=0, callbacks=[EpsilonWarmup(2), Interrupt()])
     assert trainer.attack_budget == 1.0
