@@ -383,9 +383,12 @@ def superseded(record: dict, results: str = RESULTS) -> Optional[str]:
         return why
     name = f"{arm.init_arm}/seed{record['seed']}"
     path = unit_path(record["dataset"], arm.init_arm, record["seed"], results)
-    if not os.path.exists(path):
+    try:
+        source = read_json(path, "study unit")
+    except (OSError, ValueError):
+        if os.path.exists(path):  # unreadable, not retired (by another worker) meanwhile
+            raise
         return f"its initial model's unit {name} is no longer in the study"
-    source = read_json(path, "study unit")
     source_why = superseded(source, results)
     if source_why:
         return f"its initial model's unit {name} is superseded ({source_why})"
@@ -426,10 +429,13 @@ def retire_superseded(dataset: str, arm: str, seed: int, results: str = RESULTS,
                       quick: bool = False, log=print) -> None:
     """Moves aside what an earlier regime left of a unit, so the unit runs anew.
 
-    A unit JSON trained under other settings goes to `superseded/` (`retire`);
-    a run directory without a current unit JSON that the runner would refuse
-    to resume (an unfinished run of other settings) is renamed
-    `<run>.superseded-<time>`.
+    A unit JSON that `superseded` rejects goes to `superseded/` (`retire`)
+    and its run directory, whose finished checkpoint a resume would only
+    evaluate again, is renamed `<run>.superseded-<time>`; so are the JSON and
+    run directory of every unit started from its model (arms whose `init_arm`
+    it is), unless a live worker holds that unit. A run directory without a
+    unit JSON that the runner would refuse to resume (an unfinished run of
+    other settings) is renamed too.
     """
     from he_keras.files import read_json
     from he_keras.training.runner import check_run_dir
@@ -438,20 +444,42 @@ def retire_superseded(dataset: str, arm: str, seed: int, results: str = RESULTS,
     if not claim(path):
         return
     try:
+        run_dir = _run_dir(runs, dataset, arm, seed)
         if os.path.exists(path):
             why = superseded(read_json(path, "study unit"), results)
             if why:
-                log(f"  {dataset}/{arm}/seed{seed}: {why}; moved to {retire(path, results)}")
-        run_dir = _run_dir(runs, dataset, arm, seed)
+                _retire_unit(dataset, arm, seed, why, results, runs, log)
+                for derived in (name for name, a in ARMS.items() if a.init_arm == arm):
+                    derived_path = unit_path(dataset, derived, seed, results)
+                    if claim(derived_path):
+                        try:
+                            _retire_unit(dataset, derived, seed, f"it started from the retired {arm}/seed{seed}",
+                                         results, runs, log)
+                        finally:
+                            release(derived_path)
         if not os.path.exists(path) and os.path.isdir(run_dir):
             try:
                 check_run_dir(train_config(ARMS[arm].spec(dataset, seed, quick), run_dir, 0, runs))
             except ValueError as err:
-                moved = run_dir.rstrip("/") + time.strftime(".superseded-%Y%m%d-%H%M%S")
-                os.replace(run_dir, moved)
-                log(f"  {dataset}/{arm}/seed{seed}: {err}; moved to {moved}")
+                _move_aside(run_dir, f"{dataset}/{arm}/seed{seed}: {err}", log)
     finally:
         release(path)
+
+
+def _retire_unit(dataset: str, arm: str, seed: int, why: str, results: str, runs: str, log) -> None:
+    """Retires a unit's JSON (if any) and moves its run directory (if any) aside; the caller holds its lock."""
+    path = unit_path(dataset, arm, seed, results)
+    if os.path.exists(path):
+        log(f"  {dataset}/{arm}/seed{seed}: {why}; moved to {retire(path, results)}")
+    run_dir = _run_dir(runs, dataset, arm, seed)
+    if os.path.isdir(run_dir):
+        _move_aside(run_dir, f"{dataset}/{arm}/seed{seed}: its model belongs to the retired unit", log)
+
+
+def _move_aside(run_dir: str, why: str, log) -> None:
+    moved = run_dir.rstrip("/") + time.strftime(".superseded-%Y%m%d-%H%M%S")
+    os.replace(run_dir, moved)
+    log(f"  {why}; moved to {moved}")
 
 
 def work(todo: Sequence[tuple], results: str = RESULTS, runs: str = RUNS, quick: bool = False,
@@ -464,6 +492,8 @@ def work(todo: Sequence[tuple], results: str = RESULTS, runs: str = RUNS, quick:
     done = 0
     for dataset, arm, seed in todo:
         path = unit_path(dataset, arm, seed, results)
+        if ARMS[arm].init_arm:  # first: retiring a stale source also retires what started from it
+            retire_superseded(dataset, ARMS[arm].init_arm, seed, results, runs, quick, log)
         retire_superseded(dataset, arm, seed, results, runs, quick, log)
         if os.path.exists(path) and not (missing_attacks(path) or margins_missing(path, results)
                                          or weight_norms_missing(path)):
@@ -473,7 +503,6 @@ def work(todo: Sequence[tuple], results: str = RESULTS, runs: str = RUNS, quick:
         try:
             init_arm = ARMS[arm].init_arm
             if not os.path.exists(path) and init_arm:
-                retire_superseded(dataset, init_arm, seed, results, runs, quick, log)
                 source = unit_path(dataset, init_arm, seed, results)
                 if not (os.path.exists(source) and regenerate(source, runs, results, log)):
                     log(f"  {dataset}/{arm}/seed{seed}: waits for {init_arm}/seed{seed}")

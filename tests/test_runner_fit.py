@@ -270,3 +270,21 @@ def test_init_model_starts_the_run_from_its_weights_and_a_resume_ignores_it(thre
         run(TrainConfig(epochs=1, output_dir=str(tmp_path / "linear"), head="linear", verbose=0,
                         init_model=source, **TINY))
     assert not (tmp_path / "linear").exists()
+
+
+def test_distributed_loop_trains_a_plain_keras_model():
+    """The loop is not tied to `AdversarialTrainer`: a compiled Keras model
+    without an attack budget trains through it too."""
+    from he_keras.training import DistributedTrainLoop
+    from he_keras.training.runner import make_strategy
+
+    strategy = make_strategy("mirrored")
+    with strategy.scope():
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+        model.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        model.optimizer.build(model.trainable_variables)
+    rng = np.random.default_rng(0)
+    data = tf.data.Dataset.from_tensor_slices(
+        (rng.random((32, 4), np.float32), rng.integers(0, 3, 32))).batch(8, drop_remainder=True)
+    history = DistributedTrainLoop(model, strategy).fit(data, epochs=2)
+    assert len(history.history["loss"]) == 2 and np.isfinite(history.history["loss"]).all()

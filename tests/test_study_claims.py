@@ -222,12 +222,20 @@ def test_a_unit_started_from_another_arms_model_goes_with_that_model(tmp_path):
 
     import study
 
-    results = str(tmp_path)
+    results, runs = str(tmp_path / "results"), str(tmp_path / "runs")
     log = []
-    for arm in ("standard", "pgdat_ft"):  # real digits units, pgdat_ft finished a day later
-        path = study.unit_path("digits", arm, 0, results)
-        os.makedirs(os.path.dirname(path))
-        shutil.copy(study.unit_path("digits", arm, 0), path)
+
+    def setup():
+        for arm in ("standard", "pgdat_ft"):  # real digits units, pgdat_ft finished a day later
+            path = study.unit_path("digits", arm, 0, results)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            shutil.copy(study.unit_path("digits", arm, 0), path)
+            os.makedirs(os.path.join(runs, "digits", arm, "seed0"), exist_ok=True)  # its finished run
+
+    def moved(arm):
+        return sorted(os.listdir(os.path.join(runs, "digits", arm)))
+
+    setup()
     finetuned = claims.study_record(study.unit_path("digits", "pgdat_ft", 0, results))
     source_path = study.unit_path("digits", "standard", 0, results)
     source = claims.study_record(source_path)
@@ -237,15 +245,25 @@ def test_a_unit_started_from_another_arms_model_goes_with_that_model(tmp_path):
         with open(source_path, "w") as f:
             json.dump(dict(source, **changes), f)
 
-    write_source(finished="2026-12-31 00:00:00 UTC")  # the standard model was trained again later
+    # The standard model was trained again after pgdat_ft started from it: the
+    # unit and its run go (a resume of that run would only re-evaluate the old model).
+    write_source(finished="2026-12-31 00:00:00 UTC")
     assert "trained from an earlier standard/seed0" in study.superseded(finetuned, results)
+    study.retire_superseded("digits", "pgdat_ft", 0, results, runs, log=log.append)
+    assert not os.path.exists(study.unit_path("digits", "pgdat_ft", 0, results))
+    assert moved("pgdat_ft")[0].startswith("seed0.superseded-") and len(moved("pgdat_ft")) == 1
+    assert moved("standard") == ["seed0"]
+
+    # A source trained under other settings takes what started from it along.
+    shutil.rmtree(runs)
+    setup()
     write_source(spec=dict(source["spec"], epochs=source["spec"]["epochs"] + 1))
     assert "its initial model's unit standard/seed0 is superseded" in study.superseded(finetuned, results)
     assert "pgdat_ft" not in claims.load_units(results, "digits")
-    # A worker retires both, so neither the stale source nor the unit built on it is used.
-    study.retire_superseded("digits", "pgdat_ft", 0, results, str(tmp_path / "runs"), log=log.append)
-    study.retire_superseded("digits", "standard", 0, results, str(tmp_path / "runs"), log=log.append)
-    assert sorted(os.listdir(os.path.join(results, "superseded", "digits"))) == ["pgdat_ft", "standard"]
+    study.retire_superseded("digits", "standard", 0, results, runs, log=log.append)
+    for arm in ("standard", "pgdat_ft"):
+        assert not os.path.exists(study.unit_path("digits", arm, 0, results))
+        assert [d.startswith("seed0.superseded-") for d in moved(arm)] == [True]
     assert "no longer in the study" in study.superseded(finetuned, results)
 
 

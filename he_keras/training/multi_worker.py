@@ -20,6 +20,7 @@ from the `TF_CONFIG` environment variable (see docs/DISTRIBUTED.md).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 from typing import Optional, Sequence
@@ -73,8 +74,9 @@ class DistributedTrainLoop:
     """Trains a Keras model one epoch at a time through `strategy.run`.
 
     Args:
-        model: A compiled `AdversarialTrainer` (its `train_step` returns a
-            dict of scalars), built in `strategy.scope()`.
+        model: A compiled model whose `train_step` returns a dict of scalars
+            (any `AdversarialTrainer`, whose attack budget `fit` restores on
+            leaving), built in `strategy.scope()`.
         strategy: The strategy the model was built under (typically
             `MultiWorkerMirroredStrategy`).
 
@@ -177,7 +179,7 @@ class DistributedTrainLoop:
         iterator = iter(distributed) if steps_per_epoch else None
         hooks.on_train_begin()
         logs: Optional[dict] = None
-        with self.model.keeping_attack_budget():
+        with getattr(self.model, "keeping_attack_budget", contextlib.nullcontext)():
             for epoch in range(initial_epoch, epochs):
                 hooks.on_epoch_begin(epoch)
                 batches = iterator if iterator is not None else distributed
@@ -191,5 +193,5 @@ class DistributedTrainLoop:
                 hooks.on_epoch_end(epoch, logs)
                 if self.model.stop_training:
                     break
-        hooks.on_train_end(logs)
+            hooks.on_train_end(logs)  # inside, as in `fit`: callbacks still see the training budget
         return self.model.history
