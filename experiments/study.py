@@ -482,13 +482,22 @@ def _move_aside(run_dir: str, why: str, log) -> None:
     log(f"  {why}; moved to {moved}")
 
 
+def one_thread() -> None:
+    """Runs TensorFlow ops on one thread (one worker per core), unless this
+    process has already started TensorFlow (the tests), which keeps its threads."""
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+        tf.config.threading.set_intra_op_parallelism_threads(1)
+    except RuntimeError:  # "cannot be modified after initialization"
+        pass
+
+
 def work(todo: Sequence[tuple], results: str = RESULTS, runs: str = RUNS, quick: bool = False,
          log=print) -> int:
     """Runs every unfinished, unclaimed unit of `todo`; returns how many it ran."""
-    import tensorflow as tf
-
-    tf.config.threading.set_inter_op_parallelism_threads(1)
-    tf.config.threading.set_intra_op_parallelism_threads(1)
+    one_thread()
     done = 0
     for dataset, arm, seed in todo:
         path = unit_path(dataset, arm, seed, results)

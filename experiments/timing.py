@@ -77,16 +77,9 @@ def measure(framework: str, seed: int, pairs: int = PAIRS, dataset: str = "digit
 
 def run(results: str, seeds: int = SEEDS, pairs: int = PAIRS, log=print) -> None:
     """Measures every framework x seed not measured yet (one thread, as the study's units train)."""
-    import tensorflow as tf
-
     from he_keras.files import write_json
 
-    try:
-        tf.config.threading.set_inter_op_parallelism_threads(1)
-        tf.config.threading.set_intra_op_parallelism_threads(1)
-    except RuntimeError:  # TensorFlow already initialized in this process (the tests)
-        pass
-
+    study.one_thread()
     for framework in FRAMEWORKS:
         for seed in range(seeds):
             path = timing_path(results, framework, seed)

@@ -267,6 +267,32 @@ def test_a_unit_started_from_another_arms_model_goes_with_that_model(tmp_path):
     assert "no longer in the study" in study.superseded(finetuned, results)
 
 
+def test_a_worker_never_trains_from_a_stale_source(tmp_path, monkeypatch):
+    """`work` on the fine-tune alone: its stale `standard` source is retired
+    first, so the unit waits instead of regenerating and starting from it."""
+    import json
+    import shutil
+
+    import study
+
+    results, runs = str(tmp_path / "results"), str(tmp_path / "runs")
+    for arm in ("standard", "pgdat_ft"):
+        path = study.unit_path("digits", arm, 0, results)
+        os.makedirs(os.path.dirname(path))
+        shutil.copy(study.unit_path("digits", arm, 0), path)
+    source_path = study.unit_path("digits", "standard", 0, results)
+    source = claims.study_record(source_path)
+    with open(source_path, "w") as f:
+        json.dump(dict(source, spec=dict(source["spec"], epochs=source["spec"]["epochs"] + 1)), f)
+    started = []
+    monkeypatch.setattr(study, "regenerate", lambda path, *a, **k: started.append(path) or False)
+    monkeypatch.setattr(study, "run_unit", lambda *a, **k: started.append(a))
+    log = []
+    assert study.work([("digits", "pgdat_ft", 0)], results, runs, log=log.append) == 0
+    assert started == [] and "waits for standard/seed0" in log[-1]
+    assert sorted(os.listdir(os.path.join(results, "superseded", "digits"))) == ["pgdat_ft", "standard"]
+
+
 def test_a_missing_setting_counts_as_its_default_and_quick_scales_the_warmup():
     import study
 
