@@ -38,6 +38,19 @@ def _undefended_digits_model(head: str, epochs: int) -> keras.Model:
     return model
 
 
+def fooled_within_round_off(model: keras.Model, x_adv, y, slack: float = 1e-4) -> np.ndarray:
+    """Per example: misclassified, or on the decision boundary up to round-off.
+
+    Minimal-norm and boundary-search attacks return points within a hair of
+    the boundary, found on their own graphs and batch splits; `predict` on
+    another batch split may put such a point a few ulps on the other side.
+    """
+    logits = np.asarray(model.predict(np.asarray(x_adv), verbose=0), np.float64)
+    true = logits[np.arange(len(y)), y]
+    others = np.where(np.eye(logits.shape[1], dtype=bool)[y], -np.inf, logits)
+    return others.max(1) - true > -slack
+
+
 def accuracy(model: keras.Model, x, y) -> float:
     """Top-1 accuracy of `model` (logits) on arrays."""
     logits = model.predict(np.asarray(x), batch_size=512, verbose=0)

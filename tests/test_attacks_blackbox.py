@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import accuracy, digits_arrays, undefended_digits_model
+from helpers import accuracy, digits_arrays, fooled_within_round_off, undefended_digits_model
 
 from he_keras.attacks import (
     APGD,
@@ -99,6 +99,7 @@ def test_square_queries_only_robust_points_and_stops_early():
     assert np.all(queries[fooled] < 101)
     traces = attack.trace_count
     Square.__call__(attack, model, x, y)
+    Square.__call__(attack, model, x[:7], y[:7])  # as a chain hands it its survivors
     assert attack.trace_count == traces == 1
     # At a large eps every image breaks long before the budget.
     attack = Square(EPS, n_queries=1000, seed=0)
@@ -116,8 +117,7 @@ def test_rays_distances_bound_white_box_accuracy():
     clean_correct = np.argmax(model.predict(x, verbose=0), 1) == y
     assert np.all(distances[clean_correct] > 0.0)
     assert np.all(distances[~clean_correct] == 0.0)
-    fooled = np.argmax(model.predict(x_adv, verbose=0), 1) != y
-    assert np.all(fooled[distances <= 0.1])
+    assert np.all(fooled_within_round_off(model, x_adv, y)[distances <= 0.1])
     assert np.all(np.asarray(rays.last_queries) <= 200 + 20)
     assert 0.0 < adbd(distances) < 1.0
     white_box = accuracy(model, APGD(0.1, steps=50, seed=0)(model, x, y), y)

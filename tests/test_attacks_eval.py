@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import accuracy, digits_arrays, undefended_digits_model
+from helpers import accuracy, digits_arrays, fooled_within_round_off, undefended_digits_model
 from scipy.optimize import linprog
 
 from he_keras.attacks import (
@@ -153,7 +153,8 @@ def test_dlr_is_scale_invariant_while_ce_is_not():
     dlr_accuracy, ce_accuracy = run(dlr, 1.0), run(ce, 1.0)
     # Scaled up, the float32 softmax saturates and CE gradients vanish;
     # scaled down, CE spreads its gradient over all classes. DLR is unmoved.
-    for factor in (1e3, 1e-3):
+    # Powers of two: the scaled logits are exact, so DLR's path is the same.
+    for factor in (2.0**10, 2.0**-10):
         assert run(dlr, factor) == pytest.approx(dlr_accuracy, abs=0.02)
         assert run(ce, factor) > ce_accuracy + 0.1
     assert dlr.trace_count == ce.trace_count == 1
@@ -177,7 +178,7 @@ def test_minimal_norm_attacks_report_consistent_norms(make):
     norms = np.asarray(attack.last_norms)
     _assert_in_threat_model(x_adv, x, attack.eps, attack.config()["norm"])
     clean_correct = np.argmax(model.predict(x, verbose=0), 1) == y
-    fooled = np.argmax(model.predict(x_adv, verbose=0), 1) != y
+    fooled = fooled_within_round_off(model, x_adv, y)
     assert norms.shape == (len(x),)
     assert np.all(norms[clean_correct] > 0.0)
     # Within eps the found point is returned unchanged, so it is adversarial.
@@ -220,8 +221,11 @@ def test_linf_hyperplane_projection_matches_linear_program():
 SEEDED = {
     "apgd": lambda seed: APGD(0.1, steps=10, seed=seed),
     "square": lambda seed: Square(0.1, n_queries=30, seed=seed),
+    # An eps that leaves points unbroken after the first run, so the random
+    # restart runs (at 0.1 FAB-T may break every point first, and then the
+    # output cannot depend on the seed).
     "fab_restarts": lambda seed: FABTargeted(
-        0.1, steps=5, n_target_classes=1, restarts=2, seed=seed
+        0.02, steps=5, n_target_classes=1, restarts=2, seed=seed
     ),
     "nes": lambda seed: NES(0.1, 0.01, steps=3, samples=8, seed=seed),
     "zoo": lambda seed: ZOO(0.1, steps=3, coords_per_step=8, seed=seed),
@@ -239,6 +243,8 @@ def test_seeded_attacks_are_reproducible_and_compiled_once(name):
     traces = getattr(attack, "trace_count", None)
     second = np.asarray(attack(model, x, y))
     np.testing.assert_array_equal(np.asarray(SEEDED[name](1)(model, x, y)), first)
+    if name == "fab_restarts":
+        assert np.mean(np.asarray(attack.last_norms) > attack.eps) > 0.5
     # The random stream goes on between calls, without retracing.
     assert not np.array_equal(first, second)
     assert getattr(attack, "trace_count", None) == traces

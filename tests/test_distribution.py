@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from he_keras.attacks import core as attack_core
 from he_keras.models import build_model
 from he_keras.training import FRAMEWORKS, DistributedTrainLoop
 from he_keras.training.runner import make_strategy
@@ -19,7 +20,8 @@ from helpers import digits_arrays
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# Zero starts so that one and two devices see the same perturbation.
+# The same start on one and two devices (`_fixed_start` replaces the random
+# draw, whose stream differs per replica by design).
 PARAMS = {
     "standard": {},
     "pgdat": {"random_start": "zero"},
@@ -40,6 +42,18 @@ def _two_cpus():
     return strategy
 
 
+def _fixed_start(rng, x, eps, norm, kind):
+    """A deterministic, non-zero start: a fixed pattern of half the radius.
+
+    A zero start would put TRADES' and HAT's KL objective at its minimum,
+    where the input gradient is zero in exact arithmetic and its round-off
+    (which changes with the kernels and the batch split) picks the path.
+    """
+    size = int(np.prod(x.shape[1:]))
+    pattern = tf.reshape(tf.sin(1.7 * tf.range(size, dtype=tf.float32)), [1, *x.shape[1:]])
+    return tf.clip_by_value(x + 0.5 * eps * pattern, 0.0, 1.0)
+
+
 def _one_step(name, strategy, weights, helper_weights, x, y):
     with strategy.scope():
         keras.utils.set_random_seed(0)
@@ -56,8 +70,21 @@ def _one_step(name, strategy, weights, helper_weights, x, y):
     return clf.get_weights(), {k: v[-1] for k, v in logs.history.items()}
 
 
+def _relative_update_error(expected, actual, initial) -> float:
+    """||actual update - expected update|| / ||expected update||.
+
+    A replica sum off by a factor (the usual bug) is off by 50-100 % of the
+    update; round-off, by about 1e-7 (measured).
+    """
+    want = np.concatenate([(a - w).ravel() for a, w in zip(expected, initial)])
+    got = np.concatenate([(b - w).ravel() for b, w in zip(actual, initial)])
+    assert np.abs(want).max() > 1e-3  # the step really changed the weights
+    return float(np.linalg.norm(got - want) / np.linalg.norm(want))
+
+
 @pytest.mark.parametrize("name", sorted(FRAMEWORKS))
-def test_one_mirrored_step_matches_one_device(name):
+def test_one_mirrored_step_matches_one_device(name, monkeypatch):
+    monkeypatch.setattr(attack_core, "random_start", _fixed_start)
     x, y, _, _ = digits_arrays()
     x, y = x[:32], y[:32]
     keras.utils.set_random_seed(1)
@@ -65,10 +92,7 @@ def test_one_mirrored_step_matches_one_device(name):
     helper_weights = build_model("small_cnn", (8, 8, 1), 10, head="linear").get_weights()
     single, single_logs = _one_step(name, tf.distribute.get_strategy(), weights, helper_weights, x, y)
     mirrored, mirrored_logs = _one_step(name, _two_cpus(), weights, helper_weights, x, y)
-    moved = max(float(np.abs(a - b).max()) for a, b in zip(single, weights))
-    assert moved > 1e-3  # the step really changed the weights
-    for a, b in zip(single, mirrored):
-        np.testing.assert_allclose(b, a, atol=1e-5, rtol=0)
+    assert _relative_update_error(single, mirrored, weights) < 1e-2
     # The logged loss is the global mean, not 1/replicas of it.
     assert mirrored_logs["loss"] == pytest.approx(single_logs["loss"], rel=1e-4)
 
@@ -84,7 +108,8 @@ def test_attack_random_streams_differ_per_replica():
     assert not np.allclose(first.numpy(), second.numpy())
 
 
-def test_distributed_loop_matches_fit_on_mirrored_strategy():
+def test_distributed_loop_matches_fit_on_mirrored_strategy(monkeypatch):
+    monkeypatch.setattr(attack_core, "random_start", _fixed_start)
     x, y, _, _ = digits_arrays()
     keras.utils.set_random_seed(2)
     weights = build_model("small_cnn", (8, 8, 1), 10, head="he").get_weights()
@@ -103,8 +128,7 @@ def test_distributed_loop_matches_fit_on_mirrored_strategy():
             history = trainer.fit(data, epochs=1, shuffle=False, verbose=0)
         results.append((clf.get_weights(), history.history))
     (fit_weights, fit_logs), (loop_weights, loop_logs) = results
-    for a, b in zip(fit_weights, loop_weights):
-        np.testing.assert_allclose(b, a, atol=1e-5, rtol=0)
+    assert _relative_update_error(fit_weights, loop_weights, weights) < 1e-2
     assert set(loop_logs) == set(fit_logs)
     for key in fit_logs:
         assert loop_logs[key][0] == pytest.approx(fit_logs[key][0], rel=1e-4), key

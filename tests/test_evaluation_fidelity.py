@@ -338,14 +338,18 @@ def test_fn_objective_changes_the_attack_only_where_the_feature_norm_varies():
     assert with_fn.config()["output"] == "FN logits" and with_fn.config()["steps"] == 2
     assert np.abs(np.asarray(with_fn(model, x, y)) - plain).max() > 0.1
 
+    keras.utils.set_random_seed(0)
     inputs = keras.Input(x.shape[1:])
     z = keras.layers.Flatten()(inputs)
     z = keras.layers.Dense(16, activation="relu")(z)
     z = keras.layers.UnitNormalization()(z)
     normalized = keras.Model(inputs, keras.layers.Dense(10)(z))
     plain = np.asarray(ProjectedGradientAttack(**pgd2)(normalized, x, y))
-    np.testing.assert_allclose(np.asarray(OnFeatureNormalized(ProjectedGradientAttack(**pgd2))(normalized, x, y)),
-                               plain, atol=1e-6)
+    with_fn = np.asarray(OnFeatureNormalized(ProjectedGradientAttack(**pgd2))(normalized, x, y))
+    # The two graphs agree up to round-off (a second normalization, times a
+    # norm of ~1); a sign step can turn that into a flipped pixel here and
+    # there, so ask that nearly every pixel agrees.
+    assert np.mean(np.abs(with_fn - plain) > 1e-6) < 0.01
 
 
 def test_standard_preset_runs_autoattack_on_both_outputs_of_an_he_head():

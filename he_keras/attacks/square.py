@@ -34,7 +34,7 @@ from typing import Callable, Optional
 import tensorflow as tf
 
 from he_keras.attacks.adaptive import boundary_margin
-from he_keras.attacks.base import Attack, batch_mask, check_int, require
+from he_keras.attacks.base import Attack, batch_mask, batch_spec, check_int, require
 from he_keras.attacks.core import make_generator, project, validate_attack_params
 
 # Iterations after which the window fraction p is halved again.
@@ -131,6 +131,9 @@ class Square(Attack):
             raise ValueError(
                 f"Square needs NHWC images (rank 4). Received: shape={x.shape}"
             )
+        # One trace for any number of points: a chain hands Square only the
+        # points its earlier attacks left robust, a different count each time.
+        self._compiled.get_concrete_function(model, batch_spec(x), batch_spec(y))
         x_adv, queries = self._compiled(model, x, y)
         self.last_queries = queries
         return x_adv
