@@ -4,6 +4,8 @@ Usage:
   python apps/evaluate.py --model=runs/quickstart/model.keras --suite=quick \\
       --output_dir=runs/quickstart/eval
   python apps/evaluate.py --flagfile=configs/eval.cfg --suite=standard
+  python apps/evaluate.py --model=runs/quickstart/model.keras --dataset=digits \\
+      --corruptions=all --suite=none --output_dir=runs/quickstart/corruptions
 
 `--model` is a `.keras` file (loaded with `safe_mode=True`) or a SavedModel
 directory (its `serve_float`, `serve` or `serving_default` endpoint; a
@@ -12,24 +14,38 @@ directory (its `serve_float`, `serve` or `serving_default` endpoint; a
 invalid one stops the run with one message naming the value (exit code 2)
 and nothing written. Results go to `output_dir`: report.json, report.md and
 PNG figures.
+
+`--corruptions` adds the common-corruption benchmark (accuracy per
+corruption and severity, mCA, and mCE against `--reference_model`): the test
+images corrupted here (`--corruption_source=generated`, offline, any
+dataset) or CIFAR-10-C / ImageNet-C from tfds (`--corruption_source=tfds`).
+It writes corruptions.json, corruptions.md and corruption_heatmap.png, and
+its summary goes into report.json when an attack suite runs too
+(`--suite=none` runs none).
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
+
+if TYPE_CHECKING:
+    from he_keras.evaluation.corruptions import CorruptionSettings
 
 _MODEL = flags.DEFINE_string("model", None, "Path of a .keras file or a SavedModel directory.")
 _DATASET = flags.DEFINE_string(
     "dataset", "digits", "digits, mnist5k, or a tfds dataset: mnist, cifar10, cifar100, svhn_cropped, imagenette[/<config>], imagenet2012."
 )
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "tfds data directory.")
-_SUITE = flags.DEFINE_enum("suite", "quick", ["quick", "standard", "full"], "Evaluation preset.")
+_SUITE = flags.DEFINE_enum(
+    "suite", "quick", ["quick", "standard", "full", "none"],
+    "Attack preset; none runs no attack (then --corruptions is required).",
+)
 _N_EXAMPLES = flags.DEFINE_integer(
     "n_examples", 1000, "Evaluate the first N test examples (all of them if the split is smaller)."
 )
@@ -37,7 +53,9 @@ _EPS = flags.DEFINE_float(
     "eps", None, "Threat-model radius in pixel units; default 0.3 for digit datasets, 8/255 otherwise."
 )
 _NORM = flags.DEFINE_enum("norm", "linf", ["linf", "l2"], "Threat-model norm.")
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of every attack (same seed, same report).")
+_SEED = flags.DEFINE_integer(
+    "seed", 0, "Seed of every attack and corruption (same seed, same report)."
+)
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 128, "Points per attack call.")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Directory of report.json, report.md and figures.")
 _SOURCE_MODEL = flags.DEFINE_string(
@@ -46,8 +64,28 @@ _SOURCE_MODEL = flags.DEFINE_string(
 _INTER_OP = flags.DEFINE_integer("inter_op_threads", 1, "TF inter-op threads.")
 _INTRA_OP = flags.DEFINE_integer("intra_op_threads", 0, "TF intra-op threads (0 = all cores).")
 _VERBOSE = flags.DEFINE_integer("verbose", 1, "1 shows progress bars, 0 is silent.")
+_CORRUPTIONS = flags.DEFINE_string(
+    "corruptions", None,
+    "Common-corruption benchmark: 'all' (every corruption that applies to the images) or a "
+    "comma list, e.g. fog,contrast. Generated: gaussian_noise, shot_noise, impulse_noise, "
+    "defocus_blur, glass_blur, motion_blur, zoom_blur, snow, frost, fog, brightness, contrast, "
+    "elastic_transform, pixelate, jpeg_compression and the held-out speckle_noise, "
+    "gaussian_blur, spatter, saturate; tfds: as its builder spells them.",
+)
+_SEVERITIES = flags.DEFINE_list("severities", "1,2,3,4,5", "Corruption severities, in 1-5.")
+_CORRUPTION_SOURCE = flags.DEFINE_enum(
+    "corruption_source", "generated", ["generated", "tfds"],
+    "generated: corrupt the test images here (offline, any dataset); tfds: read "
+    "cifar10_corrupted / imagenet2012_corrupted from --data_dir.",
+)
+_REFERENCE_MODEL = flags.DEFINE_string(
+    "reference_model", None,
+    "Reference model (.keras or SavedModel) of the corruption errors CE / mCE and relative mCE.",
+)
 
 flags.mark_flags_as_required(["model", "output_dir"])
+# Flags that only the corruption benchmark reads.
+CORRUPTION_FLAGS = ("severities", "corruption_source", "reference_model")
 
 DIGIT_DATASETS = ("digits", "mnist5k", "mnist")
 
@@ -67,11 +105,43 @@ def resolve_model_path(flag: str, path: str) -> str:
         raise FlagError(f"--{flag}: {err}") from err
 
 
-def validate_flags() -> tuple[float, str, Optional[str]]:
+def validate_corruption_flags() -> tuple[Optional[CorruptionSettings], Optional[str]]:
+    """Checks `--corruptions` and the flags that only it reads.
+
+    Returns:
+        The `CorruptionSettings` (None without `--corruptions`) and the
+        resolved reference-model path (or None).
+    """
+    if _CORRUPTIONS.value is None:
+        if _SUITE.value == "none":
+            raise FlagError("--suite=none runs no attack: pass --corruptions to evaluate something")
+        for name in CORRUPTION_FLAGS:
+            if flags.FLAGS[name].present:
+                raise FlagError(f"--{name} is only read by the corruption benchmark: pass --corruptions")
+        return None, None
+    from he_keras.evaluation.corruptions import corruption_settings
+
+    try:
+        settings = corruption_settings(
+            _CORRUPTIONS.value, _SEVERITIES.value, _CORRUPTION_SOURCE.value, _DATASET.value
+        )
+    except ValueError as err:
+        raise FlagError(str(err)) from err
+    reference = None
+    if _REFERENCE_MODEL.value:
+        reference = resolve_model_path("reference_model", _REFERENCE_MODEL.value)
+    return settings, reference
+
+
+def validate_flags() -> tuple[
+    float, str, Optional[str], Optional[CorruptionSettings], Optional[str]
+]:
     """Checks every flag that needs no model or data.
 
     Returns:
-        The eps to use and the resolved model and source-model paths.
+        The eps to use, the resolved model and source-model paths, the
+        corruption settings (None without `--corruptions`) and the resolved
+        reference-model path.
     """
     if _N_EXAMPLES.value < 1:
         raise FlagError(f"--n_examples must be >= 1. Received: --n_examples={_N_EXAMPLES.value}")
@@ -92,9 +162,10 @@ def validate_flags() -> tuple[float, str, Optional[str]]:
     source = None
     if _SOURCE_MODEL.value:
         source = resolve_model_path("source_model", _SOURCE_MODEL.value)
+    corruptions, reference = validate_corruption_flags()
     if os.path.exists(_OUTPUT_DIR.value) and not os.path.isdir(_OUTPUT_DIR.value):
         raise FlagError(f"--output_dir={_OUTPUT_DIR.value!r} is a file, not a directory")
-    return eps, model, source
+    return eps, model, source, corruptions, reference
 
 
 def load_classifier(flag: str, path: str, input_shape: tuple, num_classes: int):
@@ -171,13 +242,61 @@ def summary_table(report: dict) -> str:
     return "\n".join(lines)
 
 
-def run(eps: float, model_path: str, source_path: Optional[str]) -> None:
-    """Loads data and models, evaluates, writes the report, prints a summary.
+def run_corruptions(
+    settings: CorruptionSettings, model: Any, reference: Any, x: Any, y: Any
+) -> dict:
+    """Runs the corruption benchmark of the flags on the test images.
+
+    Args:
+        settings: The `CorruptionSettings` of the flags.
+        model: The evaluated model.
+        reference: The reference model, or None.
+        x: Clean test images (NumPy).
+        y: Their labels (NumPy).
+
+    Returns:
+        The corruption report.
+
+    Raises:
+        FlagError: if the tfds corrupted dataset cannot be read.
+    """
+    from he_keras.evaluation import corruptions as corruptions_lib
+
+    common = dict(
+        severities=settings.severities, batch_size=_BATCH_SIZE.value, reference_model=reference,
+        model_name=os.path.basename(os.path.normpath(_MODEL.value)), verbose=_VERBOSE.value,
+        reference_name=os.path.basename(os.path.normpath(_REFERENCE_MODEL.value or "reference")),
+    )
+    if settings.source == "generated":
+        return corruptions_lib.corruption_benchmark(
+            model, x, y, settings.corruptions, seed=_SEED.value, dataset=_DATASET.value, **common
+        )
+    # `all` is every corruption the builder has, held-out ones included.
+    names, _ = corruptions_lib.select_corruptions("tfds", _DATASET.value, settings.corruptions)
+    try:
+        return corruptions_lib.corruption_accuracy(
+            model, _DATASET.value, len(x), names, data_dir=_DATA_DIR.value, clean=(x, y), **common
+        )
+    except Exception as err:  # tfds raises many types when data is missing offline.
+        raise FlagError(
+            f"--corruption_source=tfds: {corruptions_lib.corrupted_version(_DATASET.value)} "
+            f"could not be read from --data_dir={_DATA_DIR.value}: {type(err).__name__}: {err}"
+        ) from err
+
+
+def run(
+    eps: float, model_path: str, source_path: Optional[str],
+    corruptions: Optional[CorruptionSettings],
+    reference_path: Optional[str],
+) -> None:
+    """Loads data and models, evaluates, writes the reports, prints a summary.
 
     Args:
         eps: Threat-model radius.
         model_path: Resolved path of the evaluated model.
         source_path: Resolved path of the transfer source model, or None.
+        corruptions: The `CorruptionSettings` of the flags, or None.
+        reference_path: Resolved path of the corruption reference model, or None.
     """
     import tensorflow as tf
     from absl import logging
@@ -186,25 +305,48 @@ def run(eps: float, model_path: str, source_path: Optional[str]) -> None:
     tf.config.threading.set_inter_op_parallelism_threads(_INTER_OP.value)
     tf.config.threading.set_intra_op_parallelism_threads(_INTRA_OP.value)
     from he_keras.data import load_dataset, to_numpy
-    from he_keras.evaluation import evaluate, write_report
+    from he_keras.evaluation import evaluate, write_corruption_report, write_report
+    from he_keras.evaluation.corruptions import select_corruptions
+    from he_keras.evaluation.report import corruption_table
 
     try:
         data = load_dataset(_DATASET.value, data_dir=_DATA_DIR.value)
     except Exception as err:  # Unknown names, and tfds errors for data missing offline.
         raise FlagError(f"--dataset={_DATASET.value!r}: {err}") from err
+    if corruptions is not None:
+        try:  # A named corruption that cannot run on these images stops here.
+            select_corruptions(
+                corruptions.source, _DATASET.value, corruptions.corruptions,
+                corruptions.severities, data.input_shape,
+            )
+        except ValueError as err:
+            raise FlagError(f"--dataset={_DATASET.value}: {err}") from err
     model = load_classifier("model", model_path, data.input_shape, data.num_classes)
     source = None
     if source_path:
         source = load_classifier("source_model", source_path, data.input_shape, data.num_classes)
+    reference = None
+    if reference_path:
+        reference = load_classifier("reference_model", reference_path, data.input_shape, data.num_classes)
     x, y = to_numpy(data.test, limit=_N_EXAMPLES.value)
-    report = evaluate(
-        model, x, y, data.num_classes, suite=_SUITE.value, eps=eps, norm=_NORM.value,
-        seed=_SEED.value, batch_size=_BATCH_SIZE.value, source_model=source,
-        dataset=_DATASET.value, model_name=os.path.basename(os.path.normpath(_MODEL.value)),
-        data_dir=_DATA_DIR.value, verbose=_VERBOSE.value,
-    )
-    paths = write_report(report, _OUTPUT_DIR.value)
-    print(summary_table(report))
+    result = None
+    if corruptions is not None:
+        result = run_corruptions(corruptions, model, reference, x, y)
+    paths = []
+    if _SUITE.value != "none":
+        report = evaluate(
+            model, x, y, data.num_classes, suite=_SUITE.value, eps=eps, norm=_NORM.value,
+            seed=_SEED.value, batch_size=_BATCH_SIZE.value, source_model=source,
+            dataset=_DATASET.value, model_name=os.path.basename(os.path.normpath(_MODEL.value)),
+            data_dir=_DATA_DIR.value, verbose=_VERBOSE.value,
+        )
+        if result is not None:
+            report["corruptions"] = result
+        paths += write_report(report, _OUTPUT_DIR.value)
+        print(summary_table(report))
+    if result is not None:
+        paths += write_corruption_report(result, _OUTPUT_DIR.value)
+        print(corruption_table(result))
     print(f"wrote {len(paths)} files to {_OUTPUT_DIR.value}")
 
 

@@ -10,7 +10,7 @@ in a workspace of its own holding copies of a finished run, an export and an
 evaluation), so selecting a single app row still runs them all. Each row is
 its own process running the app from its first line, forked from a server
 that has imported TensorFlow once (`forkrun`), instead of paying that import
-in each of the 32 processes.
+in every row's process.
 """
 
 import concurrent.futures
@@ -83,6 +83,25 @@ APP_ROWS = [
     ("evaluate", "negative_batch_size", [*EVALUATE, "--model={good}", "--batch_size=-4"],
      "--batch_size must be >= 1"),
     ("evaluate", "unknown_flag", [*EVALUATE, "--model={good}", "--no_such_flag=1"], "no_such_flag"),
+    ("evaluate", "unknown_corruption", [*EVALUATE, "--model={good}", "--corruptions=fog,fogg"],
+     "Unknown corruption 'fogg'. Expected one of gaussian_noise, shot_noise"),
+    ("evaluate", "severity_6", [*EVALUATE, "--model={good}", "--corruptions=fog", "--severities=1,6"],
+     "`severities` must be a comma list of integers in 1-5. Received: severities='1,6'"),
+    ("evaluate", "severity_0", [*EVALUATE, "--model={good}", "--corruptions=all", "--severities=0"],
+     "Received: severities='0'"),
+    ("evaluate", "corruption_for_colour_on_grey", [*EVALUATE, "--model={good}", "--corruptions=saturate"],
+     "--dataset=digits: Corruption 'saturate' does not apply: saturate needs images with 3 channels"),
+    ("evaluate", "tfds_corruptions_of_digits",
+     [*EVALUATE, "--model={good}", "--corruptions=all", "--corruption_source=tfds"],
+     "No tfds corrupted version of this dataset. Expected one of ['cifar10', 'imagenet2012']. "
+     "Received: dataset='digits'"),
+    ("evaluate", "suite_none_without_corruptions", [*EVALUATE, "--model={good}", "--suite=none"],
+     "--suite=none runs no attack: pass --corruptions"),
+    ("evaluate", "reference_without_corruptions", [*EVALUATE, "--model={good}", "--reference_model={good}"],
+     "--reference_model is only read by the corruption benchmark"),
+    ("evaluate", "nonexistent_reference_model",
+     [*EVALUATE, "--model={good}", "--corruptions=fog", "--reference_model={missing}"],
+     "--reference_model: Model file not found"),
     ("export", "nonexistent_model", ["--model={missing}", "--output_dir={serving}"], "Model file not found"),
     ("export", "corrupted_keras", ["--model={corrupted}", "--output_dir={serving}"],
      "(corrupted or not a he_keras model)"),

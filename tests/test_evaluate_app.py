@@ -89,3 +89,25 @@ def test_bad_inputs_exit_nonzero_naming_the_value_and_write_nothing(
     else:
         assert not out.exists()
     assert sorted(os.listdir(tmp_path)) == (["a_file"] if case == "output_is_file" else [])
+
+
+def test_corruption_benchmark_end_to_end(saved_model, tmp_path):
+    out = tmp_path / "eval"
+    proc = run_app(
+        f"--model={saved_model}", "--corruptions=all", "--suite=none", "--severities=1,5",
+        "--n_examples=48", f"--reference_model={saved_model}", "--seed=4", f"--output_dir={out}",
+        "--verbose=0",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(os.listdir(out)) == ["corruption_heatmap.png", "corruptions.json", "corruptions.md"]
+    result = json.loads((out / "corruptions.json").read_text())
+    assert result["source"] == "generated" and result["seed"] == 4 and result["n_per_config"] == [48]
+    assert len(result["accuracy"]) == 18 and list(result["not_applicable"]) == ["saturate"]
+    # The model against itself (two loaded copies): the same accuracies but for
+    # a prediction that round-off might flip, so an mCE of 1 within one flip.
+    for name, by_severity in result["accuracy"].items():
+        reference = result["reference"]["accuracy"][name]
+        assert all(abs(by_severity[s] - reference[s]) < 1.5 / 48 for s in ("1", "5")), name
+    assert result["mCE"] == pytest.approx(1.0, abs=0.1)
+    assert f"mCA (15 benchmark corruptions): {100 * result['mCA']:.2f}" in proc.stdout
+    assert "glass_blur" in proc.stdout and "sev 5" in proc.stdout

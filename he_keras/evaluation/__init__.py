@@ -2,22 +2,34 @@
 bookkeeping, class-wise analysis, gradient-masking checks, margins along
 adversarial directions, common corruptions, and reports."""
 
+from he_keras.evaluation.corruption_ops import (
+    BENCHMARK_CORRUPTIONS,
+    HELD_OUT_CORRUPTIONS,
+    corrupt,
+)
+from he_keras.evaluation.corruptions import corruption_accuracy, corruption_benchmark
 from he_keras.evaluation.ensemble import (
     AttackResult,
     EnsembleResult,
     SuiteAttack,
     run_ensemble,
 )
-from he_keras.evaluation.report import write_report
+from he_keras.evaluation.report import write_corruption_report, write_report
 from he_keras.evaluation.suite import SUITES, evaluate, preset_attacks
 
 __all__ = [
     "AttackResult",
+    "BENCHMARK_CORRUPTIONS",
     "EnsembleResult",
+    "HELD_OUT_CORRUPTIONS",
     "SUITES",
     "SuiteAttack",
+    "corrupt",
+    "corruption_accuracy",
+    "corruption_benchmark",
     "evaluate",
     "preset_attacks",
     "run_ensemble",
+    "write_corruption_report",
     "write_report",
 ]

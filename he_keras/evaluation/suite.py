@@ -563,11 +563,10 @@ def _points(result: EnsembleResult) -> dict:
 def _corruptions(
     model: Callable, dataset: str, n: int, data_dir: Optional[str], batch_size: int
 ) -> dict:
-    start = time.perf_counter()
     try:
-        out = corruptions_lib.corruption_accuracy(model, dataset, n, data_dir=data_dir, batch_size=batch_size)
+        return corruptions_lib.corruption_accuracy(
+            model, dataset, n, data_dir=data_dir, batch_size=batch_size
+        )
     except Exception as err:  # tfds raises many types when data is missing offline.
         name = corruptions_lib.corrupted_version(dataset)
         return {"dataset": name, "skipped": f"{type(err).__name__}: {err}"}
-    out["seconds"] = time.perf_counter() - start
-    return out
