@@ -45,6 +45,7 @@ FILE_SECONDS = {
     "test_attack_fidelity.py": 37,
     "test_bad_input.py": 35,
     "test_orchestration.py": 33,
+    "test_corruptions.py": 39,
     "test_evaluate_app.py": 22,
 }
 
