@@ -63,6 +63,9 @@ SEEDS = {"digits": 5, "mnist5k": 3}
 # Toy sizes for `--quick` (the test suite): a few seconds per unit.
 QUICK = dict(epochs=2, lr_schedule="constant", lr_decay_epochs=())
 QUICK_SEEDS, QUICK_N_TEST = 3, 40
+# The AutoAttack chains' share of AutoAttack's iterations in `--quick` (10
+# steps, 500 Square queries): the toy units test the pipeline, not a model.
+QUICK_AA_BUDGET = 0.1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,7 +181,8 @@ def temperature_name(inverse_temperature: float) -> str:
     return f"Temperature-PGD 1/T={inverse_temperature:g}"
 
 
-def protocol(model: Any, arm: Arm, eps: float, seed: int, num_classes: int = 10) -> list:
+def protocol(model: Any, arm: Arm, eps: float, seed: int, num_classes: int = 10,
+             quick: bool = False) -> list:
     """The attacks of one unit's evaluation, in order.
 
     PGD-20 on the logits (the papers' column) and, for HE heads, on
@@ -187,8 +191,9 @@ def protocol(model: Any, arm: Arm, eps: float, seed: int, num_classes: int = 10)
     model, PGD-1 and PGD-2 with and without FN in the objective (HE paper
     Table 7); the AutoAttack-
     standard chain on the logits and, for HE heads, on `logits / s` (the
-    suite's `autoattack_standard`). Standalone attacks added to the protocol
-    after a unit ran are run on its saved model later (`supplement`).
+    suite's `autoattack_standard`; `quick`: with `QUICK_AA_BUDGET`).
+    Standalone attacks added to the protocol after a unit ran are run on its
+    saved model later (`supplement`).
     """
     from he_keras.attacks import adaptive, apgd, core
     from he_keras.attacks.core import ProjectedGradientAttack
@@ -220,18 +225,20 @@ def protocol(model: Any, arm: Arm, eps: float, seed: int, num_classes: int = 10)
             attacks.append(named(ce, ProjectedGradientAttack(eps, step, steps, random_start="zero")))
             attacks.append(named(fn, OnFeatureNormalized(
                 ProjectedGradientAttack(eps, step, steps, random_start="zero"))))
-    chains, _ = autoattack_standard(eps, "linf", seed, num_classes, head=arm.head)
+    chains, _ = autoattack_standard(eps, "linf", seed, num_classes, head=arm.head,
+                                    budget=QUICK_AA_BUDGET if quick else 1.0)
     return attacks + chains
 
 
 def scale_invariant(model: Any, x: Any, y: Any, eps: float, seed: int, points: dict,
-                    num_classes: int = 10) -> dict:
+                    num_classes: int = 10, quick: bool = False) -> dict:
     """Worst case of the scale-invariant attacks only (APGD-DLR, APGD-T, FAB-T, Square).
 
     The AutoAttack chain runs APGD-T -> FAB-T -> Square on the points APGD-CE
     left; the same chain (fresh seeds) runs here on the points APGD-CE broke,
     so every clean-correct point meets APGD-T -> FAB-T -> Square once. A point
-    is robust when it survives that chain and APGD-DLR.
+    is robust when it survives that chain and APGD-DLR (`quick`: the chain
+    with `QUICK_AA_BUDGET`, as in `protocol`).
 
     Returns:
         `{"flags": "0101...", "accuracy", "n_extra", "seconds"}`.
@@ -246,7 +253,8 @@ def scale_invariant(model: Any, x: Any, y: Any, eps: float, seed: int, points: d
     clean = np.array([c == "1" for c in points["clean"]])
     after_ce, after_chain = bits["APGD-CE"], bits[SI_PARTS[-1]]
     broken_by_ce = clean & ~after_ce
-    chain, _ = autoattack_standard(eps, "linf", seed + 100, num_classes)
+    chain, _ = autoattack_standard(eps, "linf", seed + 100, num_classes,
+                                   budget=QUICK_AA_BUDGET if quick else 1.0)
     chain = [a for a in chain if a.name in SI_PARTS]
     robust = after_chain.copy()
     idx = np.flatnonzero(broken_by_ce)
@@ -289,10 +297,10 @@ def run_unit(dataset: str, arm_name: str, seed: int, results: str = RESULTS, run
     x, y = to_numpy(load_dataset(dataset).test, n_test or None)
     t1 = time.perf_counter()
     report = evaluation.evaluate(model, x, y, 10, suite="standard",
-                                 attacks=protocol(model, arm, spec["eps"], seed),
+                                 attacks=protocol(model, arm, spec["eps"], seed, quick=quick),
                                  eps=spec["eps"], seed=seed, batch_size=250, dataset=dataset,
                                  model_name=f"{arm_name}/seed{seed}", curves=False, points=True)
-    si = scale_invariant(model, x, y, spec["eps"], seed, report["points"])
+    si = scale_invariant(model, x, y, spec["eps"], seed, report["points"], quick=quick)
     eval_wall = time.perf_counter() - t1
     history = metrics["history"]
     record = {
@@ -718,7 +726,8 @@ def missing_attacks(path: str) -> list:
 
     record = read_json(path, "study unit")
     have = set(record["eval"]["points"]["survivors"])
-    attacks = protocol(None, ARMS[record["arm"]], record["spec"]["eps"], record["seed"])
+    attacks = protocol(None, ARMS[record["arm"]], record["spec"]["eps"], record["seed"],
+                       quick=record.get("quick", False))
     return [a for a in attacks if a.chain is None and a.name not in have]
 
 

@@ -75,12 +75,14 @@ def measure(framework: str, seed: int, pairs: int = PAIRS, dataset: str = "digit
             "finished": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
 
 
-def run(results: str, seeds: int = SEEDS, pairs: int = PAIRS, log=print) -> None:
-    """Measures every framework x seed not measured yet (one thread, as the study's units train)."""
+def run(results: str, seeds: int = SEEDS, pairs: int = PAIRS, log=print,
+        frameworks: Sequence[str] = tuple(FRAMEWORKS)) -> None:
+    """Measures every framework (of `frameworks`) x seed not measured yet (one
+    thread, as the study's units train)."""
     from he_keras.files import write_json
 
     study.one_thread()
-    for framework in FRAMEWORKS:
+    for framework in frameworks:
         for seed in range(seeds):
             path = timing_path(results, framework, seed)
             if not os.path.exists(path):

@@ -1,9 +1,11 @@
-"""Test set-up: quiet TF logs, two logical CPU devices, parsed absl flags."""
+"""Test set-up: quiet TF logs, two logical CPU devices, parsed absl flags, the
+undefended models shared by the pytest processes of a run."""
 
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import flags  # noqa: E402
 
@@ -19,6 +21,18 @@ if len(tf.config.get_logical_device_configuration(_cpus[0]) or []) < 2:
 def pytest_configure(config):
     if not flags.FLAGS.is_parsed():
         flags.FLAGS.mark_as_parsed()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_model_cache(tmp_path_factory):
+    """Points `helpers.SHARED_CACHE` at a folder every process of this run
+    shares: the basetemp's parent for an xdist worker (the run's root), the
+    basetemp itself without xdist."""
+    import helpers
+
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    helpers.SHARED_CACHE = str(root / "shared-models")
 
 
 # Longest files first. `make test` runs `pytest -n 2 --dist loadfile

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import functools
+import os
 
 import keras
 import numpy as np
@@ -24,8 +26,30 @@ def undefended_digits_model(head: str = "linear", epochs: int = 30) -> keras.Mod
     return _undefended_digits_model(head, epochs)
 
 
+# Set by conftest to a folder all pytest processes of the run share (the
+# xdist workers' common temporary root): a model trained by one worker is
+# loaded by the other instead of trained twice. None: train in-process.
+SHARED_CACHE = None
+
+
 @functools.lru_cache(maxsize=None)
 def _undefended_digits_model(head: str, epochs: int) -> keras.Model:
+    if SHARED_CACHE is None:
+        return _train_undefended(head, epochs)
+    os.makedirs(SHARED_CACHE, exist_ok=True)
+    path = os.path.join(SHARED_CACHE, f"undefended_{head}_{epochs}.keras")
+    # One process trains while the other waits on the lock, then loads.
+    with open(path + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not os.path.exists(path):
+            model = _train_undefended(head, epochs)
+            model.save(path + ".tmp.keras")
+            os.replace(path + ".tmp.keras", path)
+            return model
+    return keras.saving.load_model(path)
+
+
+def _train_undefended(head: str, epochs: int) -> keras.Model:
     x, y, _, _ = digits_arrays()
     keras.utils.set_random_seed(0)
     model = build_model("small_cnn", (8, 8, 1), 10, head=head, s=15.0)

@@ -368,6 +368,21 @@ def test_standard_preset_runs_autoattack_on_both_outputs_of_an_he_head():
     assert suite.AA_RAW_CHAIN in [s["name"] for s in skipped]
 
 
+def test_autoattack_budget_scales_every_attack_of_the_chain():
+    def iterations(attacks):
+        return {a.name: a.config.get("steps", a.config.get("n_queries")) for a in attacks}
+
+    full, _ = suite.autoattack_standard(8 / 255, "linf", 0, 10)
+    assert iterations(full) == {"APGD-CE": 100, "APGD-T": 100, "FAB-T": 100, "Square": 5000}
+    tenth, _ = suite.autoattack_standard(8 / 255, "linf", 0, 10, budget=0.1)
+    assert iterations(tenth) == {"APGD-CE": 10, "APGD-T": 10, "FAB-T": 10, "Square": 500}
+    assert [a.attack.steps for a in tenth[:3]] == [10, 10, 10] and tenth[3].attack.n_queries == 500
+    assert {a.config["n_target_classes"] for a in tenth[1:3]} == {9}  # targets are not cut
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="budget"):
+            suite.autoattack_standard(8 / 255, "linf", 0, 10, budget=bad)
+
+
 def test_headline_bookkeeping_with_fake_chains():
     """Chain A breaks points {1, 2}, chain B breaks {2, 3} (B runs on the raw
     output). A = B = (c - 2)/n but the worst case is (c - 3)/n, not min(A, B)."""

@@ -47,6 +47,10 @@ def test_quick_study_trains_evaluates_decides_renders_and_resumes(quick_study):
         assert chains == ({"AutoAttack-standard", "AutoAttack-standard on logits / s"}
                           if record["arm"].endswith("_he") else {"AutoAttack-standard"})
         assert {"PGD-20", "APGD-DLR", "Square"} <= set(points["survivors"])
+        # At the quick budget, as each attack's config records it.
+        budgets = {a["name"]: a["config"].get("steps", a["config"].get("n_queries"))
+                   for a in record["eval"]["attacks"] if a["chain"] == "AutoAttack-standard"}
+        assert budgets == {"APGD-CE": 10, "APGD-T": 10, "FAB-T": 10, "Square": 500}
         # Trained by the library's runner (its metrics and checkpoints).
         run_dir = out / "runs" / "digits" / record["arm"] / f"seed{record['seed']}"
         assert (run_dir / "metrics.json").is_file() and (run_dir / "checkpoints").is_dir()

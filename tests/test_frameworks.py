@@ -271,8 +271,9 @@ def test_early_stop_keeps_training_without_collapse_and_round_trips():
         CatastrophicOverfittingStop(x[:4], y[:3], eps=0.1)
 
 
-# Short digits runs (eps 0.2, 8 epochs; FreeAT 16 epochs = 4 passes of 4 replays): every
-# framework, each head at least once.
+# Short digits runs (eps 0.2, 8 epochs of PGD-3; FreeAT 16 epochs = 4 passes of 4 replays):
+# every framework, each head at least once. Measured (2 AMD EPYC cores, seed 0): PGD-20
+# robust accuracy 0.38 (FreeAT) to 0.53 (ALP) against the standard run's 0.04.
 SHORT_RUNS = [
     ("pgdat", "mhe", {}),
     ("alp", "linear", {"beta": 0.5}),
@@ -290,7 +291,7 @@ def short_run(tmp_path_factory):
     def train(framework, head, params=None, **overrides):
         kwargs = dict(
             dataset="digits", model="small_cnn", framework=framework, head=head,
-            eps=0.2, step_size=0.05, steps=5, epochs=8, batch_size=64,
+            eps=0.2, step_size=0.08, steps=3, epochs=8, batch_size=64,
             optimizer="adam", lr=2e-3, seed=0, eval_steps=20, n_eval=200,
             output_dir=str(root / f"{framework}_{head}"), resume=False, verbose=0,
             framework_params=dict(params or {}),

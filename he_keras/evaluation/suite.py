@@ -112,7 +112,8 @@ def quick_attacks(eps: float, norm: str, seed: int) -> list:
 
 
 def autoattack_standard(
-    eps: float, norm: str, seed: int, num_classes: int, head: str = "linear"
+    eps: float, norm: str, seed: int, num_classes: int, head: str = "linear",
+    budget: float = 1.0,
 ) -> tuple[list, list]:
     """APGD-CE -> APGD-T -> FAB-T -> Square with AutoAttack's standard settings.
 
@@ -122,9 +123,25 @@ def autoattack_standard(
     same attacks on the raw output `logits / s`, as RobustBench evaluates HE
     models. FAB-T and Square exist for L-inf only.
 
+    Args:
+        eps: Perturbation budget.
+        norm: `"linf"` or `"l2"`.
+        seed: Base seed; each attack gets its own offset from it.
+        num_classes: Number of classes (APGD-T needs at least 4).
+        head: `"linear"`, `"he"`, `"mhe"` or `"unknown"`.
+        budget: Fraction of AutoAttack's iterations each attack gets (100
+            steps per restart or target, 5,000 Square queries); 1 is the
+            standard version. Smaller values give the same chain, weaker
+            (toy runs that test a pipeline, not a model); every attack's
+            `config()` records the steps and queries it got.
+
     Returns:
         `(attacks, skipped)`, skipped entries naming the reason.
     """
+    if not 0 < budget <= 1:
+        raise ValueError(f"budget must be in (0, 1], got {budget}")
+    steps = max(1, round(100 * budget))
+    queries = max(1, round(5000 * budget))
     targets = min(9, num_classes - 1)
     names = list(AUTOATTACK)
     skipped = []
@@ -137,12 +154,12 @@ def autoattack_standard(
 
     def build(name: str, seed: int) -> Any:
         if name == "APGD-CE":
-            return apgd.APGD(eps, norm, loss="ce", steps=100, seed=seed)
+            return apgd.APGD(eps, norm, loss="ce", steps=steps, seed=seed)
         if name == "APGD-T":
-            return apgd.APGDTargeted(eps, norm, steps=100, n_target_classes=targets, seed=seed)
+            return apgd.APGDTargeted(eps, norm, steps=steps, n_target_classes=targets, seed=seed)
         if name == "FAB-T":
-            return fab.FABTargeted(eps, steps=100, n_target_classes=targets, seed=seed)
-        return square.Square(eps, n_queries=5000, seed=seed)
+            return fab.FABTargeted(eps, steps=steps, n_target_classes=targets, seed=seed)
+        return square.Square(eps, n_queries=queries, seed=seed)
 
     def kind(name: str) -> str:
         return "black-box" if name == "Square" else "white-box"
