@@ -39,28 +39,26 @@ def shared_model_cache(tmp_path_factory):
 # --no-loadscope-reorder`: each file goes whole to one worker in this order, so
 # the long end-to-end files start at once instead of last (xdist's own order,
 # most tests first, left the quick study running alone on one core for the
-# last minutes). Seconds per file on 2 AMD EPYC cores (`--durations=0`,
-# commit 721363c); files not listed follow in their usual order.
+# last minutes). Seconds per file on 2 AMD EPYC cores (junit XML of `make
+# test`'s pytest, commit 98f6f92); files not listed follow in their usual order.
 FILE_SECONDS = {
-    "test_experiments_quick.py": 332,
-    "test_frameworks.py": 365,
-    "test_attacks_eval.py": 203,
+    "test_experiments_quick.py": 379,
+    "test_frameworks.py": 322,
     "test_pgdat.py": 186,
-    "test_fault_tolerance.py": 120,
-    "test_evaluation_fidelity.py": 90,
-    "test_distribution.py": 82,
-    "test_evaluation_suite.py": 55,
-    "test_runner_fit.py": 53,
-    "test_export.py": 50,
-    "test_attacks_blackbox.py": 48,
-    "test_eps_warmup.py": 45,
-    "test_backends.py": 43,
-    "test_imagenet_data.py": 40,
-    "test_attack_fidelity.py": 37,
-    "test_bad_input.py": 35,
-    "test_orchestration.py": 33,
-    "test_corruptions.py": 39,
-    "test_evaluate_app.py": 22,
+    "test_fault_tolerance.py": 112,
+    "test_attacks_eval.py": 109,
+    "test_attack_fidelity.py": 86,
+    "test_distribution.py": 86,
+    "test_runner_fit.py": 81,
+    "test_evaluation_fidelity.py": 77,
+    "test_evaluation_suite.py": 62,
+    "test_attacks_blackbox.py": 53,
+    "test_export.py": 52,
+    "test_imagenet_data.py": 49,
+    "test_backends.py": 47,
+    "test_eps_warmup.py": 43,
+    "test_orchestration.py": 32,
+    "test_evaluate_app.py": 21,
 }
 
 

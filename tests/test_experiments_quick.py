@@ -16,10 +16,15 @@ import stats  # noqa: E402
 import study  # noqa: E402
 
 
+# A guard against a hung study, not a speed test: a quick study takes about
+# 4.5 minutes inside the suite here, twice that while another suite shares the cores.
+TIMEOUT = 1800
+
+
 def run_quick(out, doc):
     proc = forkrun.run(
         [os.path.join(ROOT, "experiments", "run_study.py"), "--quick", "--workers=2",
-         "--results", str(out), "--doc", str(doc)], timeout=600,
+         "--results", str(out), "--doc", str(doc)], timeout=TIMEOUT,
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     return proc.stdout
@@ -86,7 +91,7 @@ def study_seed0(out, arms):
     retraining here repeats a run made by an independent process."""
     proc = forkrun.run(
         [os.path.join(ROOT, "experiments", "study.py"), "--quick", f"--arms={arms}",
-         "--seeds=1", "--results", str(out), "--runs", str(out / "runs")], timeout=600,
+         "--seeds=1", "--results", str(out), "--runs", str(out / "runs")], timeout=TIMEOUT,
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     return proc.stdout
