@@ -18,7 +18,10 @@ head); `worst:<m1>|<m2>|...` (per-point worst case of several metrics);
 Continuous metrics (claims with `scale=1` and their own `unit`):
 `margin:<R>` (the final model's margin along the direction set R of
 `study.add_margins`, L2, capped) and `margin-gain:<R>` (that margin minus the
-standard model's margin along the same directions).
+standard model's margin along the same directions). `mCA` (the fraction of
+benchmark corruption x severity configurations of `study.add_corruptions`
+the point survives; its mean is the mean corruption accuracy) is continuous
+too but in [0, 1], in percentage points like the 0/1 metrics.
 
 A claim is computed once every seed of the dataset (`study.SEEDS`) is done for
 all of its arms; until then it is listed as pending, never given a verdict.
@@ -227,6 +230,14 @@ def _claims() -> list:
                  "HE paper, Table 3 (claim under AutoAttack-standard)", f"{fw}_he", fw, "AutoAttack", fw,
                  f"{gain} pts under PGD-50 (CIFAR-10)"),
         ]
+    # mCA of the paper's CIFAR-10-C (PGD-AT, ALP, TRADES) and ImageNet-C (FreeAT) rows; here on the
+    # corruptions generated from the test points (`study.add_corruptions`).
+    for fw, name, paper in (("pgdat", "PGD-AT", "+0.06 pts (77.29 vs 77.23, CIFAR-10-C)"),
+                            ("alp", "ALP", "+2.82 pts (80.55 vs 77.73, CIFAR-10-C)"),
+                            ("trades", "TRADES", "+0.42 pts (75.78 vs 75.36, CIFAR-10-C)"),
+                            ("freeat", "FreeAT", "+1.82 pts (30.04 vs 28.22, ImageNet-C)")):
+        out.append(pair(f"table5-{fw}-mca", f"+HE raises the mean corruption accuracy (mCA) of {name}",
+                        "HE paper, Table 5", f"{fw}_he", fw, "mCA", fw, paper))
     for weak, strong, what in (("FGSM", "PGD-20", "FGSM to PGD-20 (the paper's pair)"),
                                ("PGD-20", "AutoAttack", "PGD-20 to AutoAttack")):
         key = "fgsm-pgd20" if weak == "FGSM" else "pgd20-aa"
@@ -383,7 +394,7 @@ def robust_minus_vulnerable(units: dict, arm: str, seeds: Sequence[int], metric:
 # 1,000 test points takes 40-80 minutes per model on 2 cores).
 MNIST5K_CLAIMS = ("1-pgdat-pgd20", "1-pgdat-aa", "1-pgdat-aa-logits", "3-pgdat", "4-pgdat",
                   "16-he-fall", "16-he-lead", "003-property3-fgsm-pgd20", "003-property3-pgd20-aa",
-                  "003-class-gap", "003-weight-norm")
+                  "003-class-gap", "003-weight-norm", "table5-pgdat-mca")
 CLAIMS = _claims()
 CLAIMS += [dataclasses.replace(c, id=f"{c.id}@mnist5k", dataset="mnist5k")
            for c in CLAIMS if c.id in MNIST5K_CLAIMS]
@@ -416,7 +427,7 @@ def _bits(flags: str) -> np.ndarray:
 
 
 def outcome(record: dict, metric: str) -> np.ndarray:
-    """Per-point 0/1 outcome of `metric` in one unit (module docstring)."""
+    """Per-point outcome of `metric` in one unit: 0/1, or continuous (module docstring)."""
     if metric.startswith("worst:"):
         return np.logical_and.reduce([outcome(record, m) for m in metric[len("worst:"):].split("|")])
     points = record["eval"]["points"]
@@ -434,6 +445,12 @@ def outcome(record: dict, metric: str) -> np.ndarray:
         return _bits(record["scale_invariant"]["flags"])
     if metric.startswith(("margin:", "margin-gain:")):
         return _margins(record, metric)
+    if metric == "mCA":
+        if "corruptions" not in record:
+            raise KeyError(f"unit {record['arm']}/seed{record['seed']} has no corruption benchmark "
+                           "(study.add_corruptions adds it)")
+        corruptions = record["corruptions"]
+        return np.asarray(corruptions["point_correct"], np.float64) / corruptions["point_configs"]
     if metric not in survivors:
         raise KeyError(f"unit {record['arm']}/seed{record['seed']} has no metric {metric!r} "
                        "(study.supplement adds it)")

@@ -118,12 +118,39 @@ def _wall(results: str, units_by_dataset: dict) -> tuple[float, list]:
     """(sum of unit train + eval + later analyses' wall seconds, the invocations' wall seconds)."""
     unit_seconds = sum(r["train"]["wall_seconds"] + r["eval_wall_seconds"]
                        + r.get("margins", {}).get("seconds", 0.0)
+                       + r.get("corruptions", {}).get("seconds", 0.0)
                        + sum(s["seconds"] for s in r.get("supplements", []))
                        for units in units_by_dataset.values() for by_seed in units.values()
                        for r in by_seed.values())
     path = os.path.join(results, "invocations.json")
     invocations = read_json(path, "study invocations")["invocations"] if os.path.exists(path) else []
     return unit_seconds, [e["wall_seconds"] for e in invocations]
+
+
+def _corruption_lines(units_by_dataset: dict) -> list:
+    """"Common corruptions" section: accuracy per corruption (mean over severities and seeds) per arm."""
+    lines = []
+    for dataset, units in units_by_dataset.items():
+        arms = {arm: [r["corruptions"] for r in by_seed.values() if "corruptions" in r]
+                for arm, by_seed in units.items() if arm in study.CORRUPTION_ARMS}
+        arms = {arm: done for arm, done in arms.items() if done}
+        if not arms:
+            continue
+        if not lines:
+            lines += ["## Common corruptions", "",
+                      "Accuracy in % under each generated corruption, mean over severities 1-5 and seeds "
+                      "(mCA: over the benchmark corruptions; held-out corruptions marked *); the `table5-*` "
+                      "verdicts above test the mCA differences.", ""]
+        first = next(iter(arms.values()))[0]
+        names = [c for c in first["accuracy"] if c not in first["held_out"]] + list(first["held_out"])
+        rows = [["seeds", *(str(len(done)) for done in arms.values())],
+                ["clean", *(_pct([c["clean_accuracy"] for c in done]) for done in arms.values())],
+                ["**mCA**", *(_pct([c["mCA"] for c in done]) for done in arms.values())]]
+        rows += [[name + ("*" if name in first["held_out"] else ""),
+                  *(_pct([c["per_corruption"][name] for c in done]) for done in arms.values())]
+                 for name in names]
+        lines += [f"### {dataset}", ""] + _table(["corruption", *arms], rows) + [""]
+    return lines
 
 
 def summary_line(records: Sequence[dict], pending: Sequence[dict]) -> str:
@@ -227,6 +254,14 @@ def render(results: str, doc: str, readme: Optional[str], quick: bool = False) -
         "(cross-fitting: a gap produced by chance alone has expectation 0). The weight-norm claim "
         "is the covariance over classes of the standardized norm of a class's weight vector and its "
         "AutoAttack accuracy (linear in the per-point outcomes, so the same bootstrap applies).",
+        "- **Common corruptions** (HE Table 5). Each unit of the arms "
+        f"{', '.join(f'`{a}`' for a in study.CORRUPTION_ARMS)} is also scored on its test points "
+        "corrupted by every applicable corruption of Hendrycks & Dietterich at severities 1-5 "
+        "(`he_keras.evaluation.corruption_benchmark`: generated here, CIFAR-10-C's parameters "
+        f"adapted to the image size, corruption seed {study.CORRUPTION_SEED} for every unit, so paired arms "
+        "see the same corrupted images). mCA = mean accuracy over the benchmark corruptions and "
+        "severities (the paper's Table 5 averages its CIFAR-10-C / ImageNet-C columns the same way); "
+        "its per-point outcome is the fraction of those configurations a point survives.",
         "- **FN in the attack objective** (HE Table 7, standard model). PGD-1 / PGD-2 from a zero "
         "start, step eps/K, with cross-entropy on the logits or on the logits recomputed from "
         "L2-normalized features rescaled to each point's clean feature norm "
@@ -303,9 +338,10 @@ def render(results: str, doc: str, readme: Optional[str], quick: bool = False) -
             lines += _table(["arm", "seeds", "clean", "PGD-20", "PGD-20 (logits/s)", "AutoAttack",
                              "scale-invariant", "val change", "train / eval min"],
                             _arm_rows(units)) + [""]
+    lines += _corruption_lines(units_by_dataset)
     lines += ["## Wall time", "",
               f"Units: {unit_seconds / 3600:.2f} h of training, evaluation and later analyses "
-              "(supplementary attacks, margins; sum over units, "
+              "(supplementary attacks, margins, corruptions; sum over units, "
               f"2 worker processes on 2 cores); `run_study.py` invocations: "
               f"{len(invocations)}, {len(finished)} of them finished, {sum(finished) / 3600:.2f} h of wall "
               f"time (`invocations.json`; the other {len(invocations) - len(finished)} were killed before "

@@ -512,8 +512,7 @@ def work(todo: Sequence[tuple], results: str = RESULTS, runs: str = RUNS, quick:
         if ARMS[arm].init_arm:  # first: retiring a stale source also retires what started from it
             retire_superseded(dataset, ARMS[arm].init_arm, seed, results, runs, quick, log)
         retire_superseded(dataset, arm, seed, results, runs, quick, log)
-        if os.path.exists(path) and not (missing_attacks(path) or margins_missing(path, results)
-                                         or weight_norms_missing(path)):
+        if complete(path, results):
             continue
         if not claim(path):
             continue
@@ -535,9 +534,29 @@ def work(todo: Sequence[tuple], results: str = RESULTS, runs: str = RUNS, quick:
                     add_margins(path, runs, log)
             if weight_norms_missing(path) and regenerate(path, runs, results, log):
                 add_weight_norms(path, runs, log)
+            if corruptions_missing(path) and regenerate(path, runs, results, log):
+                add_corruptions(path, runs, log)
         finally:
             release(path)
     return done
+
+
+def complete(path: str, results: str = RESULTS) -> bool:
+    """Whether the unit JSON at `path` exists with every attack and analysis it can have now."""
+    return os.path.exists(path) and not (missing_attacks(path) or margins_missing(path, results)
+                                         or weight_norms_missing(path) or corruptions_missing(path))
+
+
+def pending(todo: Sequence[tuple], results: str = RESULTS) -> list:
+    """The units of `todo` that `work` would change: incomplete (`complete`) or superseded."""
+    from he_keras.files import read_json
+
+    left = []
+    for dataset, arm, seed in todo:
+        path = unit_path(dataset, arm, seed, results)
+        if not complete(path, results) or superseded(read_json(path, "study unit"), results):
+            left.append((dataset, arm, seed))
+    return left
 
 
 def train_config(spec: dict, output_dir: str, n_eval: int, runs: str) -> Any:
@@ -720,6 +739,51 @@ def add_weight_norms(path: str, runs: str = RUNS, log=print) -> None:
     log(f"  {dataset}/{arm}/seed{seed}: class weight norms added")
 
 
+# === Common corruptions (HE paper, Table 5) ===
+
+CORRUPTION_ARMS = ("pgdat", "pgdat_he", "alp", "alp_he", "trades", "trades_he", "freeat", "freeat_he")
+CORRUPTION_SEED = 0  # one seed for every unit: each arm meets the same corrupted images
+
+
+def corruptions_missing(path: str) -> bool:
+    """Whether a finished unit of `CORRUPTION_ARMS` lacks its corruption benchmark."""
+    from he_keras.files import read_json
+
+    record = read_json(path, "study unit")
+    return record["arm"] in CORRUPTION_ARMS and "corruptions" not in record
+
+
+def add_corruptions(path: str, runs: str = RUNS, log=print) -> None:
+    """Accuracy of a unit's model on its test points under the generated corruptions.
+
+    Every applicable corruption at severities 1-5, seeded with
+    `CORRUPTION_SEED` (`he_keras.evaluation.corruption_benchmark`), on the
+    points of the unit's evaluation; the record keeps the accuracy grid, mCA
+    and, per point, the number of benchmark configurations it survives (the
+    per-point outcome `mCA` of the claims).
+    """
+    import numpy as np
+
+    from he_keras.data import load_dataset, to_numpy
+    from he_keras.evaluation import corruption_benchmark
+    from he_keras.files import read_json, write_json
+    from he_keras.models.io import load_model
+
+    record = read_json(path, "study unit")
+    dataset, arm, seed = record["dataset"], record["arm"], record["seed"]
+    model = load_model(os.path.join(_run_dir(runs, dataset, arm, seed), "model.keras"))
+    x, y = to_numpy(load_dataset(dataset).test, QUICK_N_TEST if record["quick"] else None)
+    if not np.array_equal(y, record["eval"]["points"]["labels"]):
+        raise ValueError(f"{dataset}/{arm}/seed{seed}: the test points differ from the unit's evaluation")
+    result = corruption_benchmark(model, x, y, seed=CORRUPTION_SEED, batch_size=500, dataset=dataset,
+                                  model_name=f"{arm}/seed{seed}", per_point=True)
+    record["corruptions"] = {k: result[k] for k in (
+        "seed", "severities", "not_applicable", "held_out", "clean_accuracy", "accuracy",
+        "per_corruption", "mCA", "held_out_mCA", "point_correct", "point_configs", "seconds")}
+    write_json(path, record)
+    log(f"  {dataset}/{arm}/seed{seed}: corruptions mCA {result['mCA']:.4f} ({result['seconds']:.0f}s)")
+
+
 def missing_attacks(path: str) -> list:
     """Standalone attacks of the current protocol that a finished unit has not run."""
     from he_keras.files import read_json
@@ -800,6 +864,11 @@ def run_workers(todo: Sequence[tuple], results: str = RESULTS, runs: str = RUNS,
                 workers: int = 1, meanwhile: Optional[Callable] = None) -> int:
     """Runs `todo` in `workers` spawned processes (in this one for 1); returns an exit code.
 
+    No more processes are spawned than units are `pending` (a spawned worker
+    pays a TensorFlow import before it finds out there is nothing to do);
+    units that are pending still go to spawned workers, never to this
+    process, whose TensorFlow may already run on more than one thread (a
+    retrained model must repeat its unit's one-thread history bit for bit).
     `meanwhile()`, if given, runs in this process while the workers run (the
     quick study times its steps then: toy timings decide nothing).
     """
@@ -810,8 +879,11 @@ def run_workers(todo: Sequence[tuple], results: str = RESULTS, runs: str = RUNS,
         return 0
     import multiprocessing
 
-    ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=work, args=(todo, results, runs, quick, log)) for _ in range(workers)]
+    workers = min(workers, len(pending(todo, results)))
+    procs = []
+    if workers:
+        ctx = multiprocessing.get_context("spawn")
+        procs = [ctx.Process(target=work, args=(todo, results, runs, quick, log)) for _ in range(workers)]
     for proc in procs:
         proc.start()
     if meanwhile is not None:

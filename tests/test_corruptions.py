@@ -305,7 +305,7 @@ def digits_benchmark():
     _, _, x, y = digits_arrays()
     return corruption_benchmark(
         undefended_digits_model(), x, y, severities=(1, 5), seed=0,
-        reference_model=constant_predictor, dataset="digits", batch_size=360,
+        reference_model=constant_predictor, dataset="digits", batch_size=360, per_point=True,
     )
 
 
@@ -324,6 +324,23 @@ def test_accuracy_falls_with_severity(digits_benchmark):
     assert result["mCA"] == pytest.approx(np.mean([
         v for c, v in result["per_corruption"].items() if c not in result["held_out"]
     ]))
+
+
+def test_per_point_counts_pair_points_and_average_to_the_mca(digits_benchmark):
+    result = digits_benchmark
+    benchmark = [c for c in result["accuracy"] if c not in result["held_out"]]
+    assert result["point_configs"] == 2 * len(benchmark)
+    correct = np.array(result["point_correct"])
+    assert correct.shape == (360,) and correct.min() >= 0 and correct.max() <= result["point_configs"]
+    assert correct.mean() / result["point_configs"] == pytest.approx(result["mCA"])
+    # Counts per point, not a spread-out total: some points survive every
+    # corruption and some fall to several.
+    assert correct.max() == result["point_configs"] and np.unique(correct).size > 3
+    # The held-out corruptions alone give no per-point outcome.
+    _, _, x, y = digits_arrays()
+    with pytest.raises(ValueError, match="benchmark corruptions"):
+        corruption_benchmark(undefended_digits_model(), x[:8], y[:8], corruptions=["spatter"],
+                             severities=(1,), per_point=True)
 
 
 def test_benchmark_reports_the_corruption_errors_against_the_reference(digits_benchmark):

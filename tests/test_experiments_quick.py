@@ -70,12 +70,24 @@ def test_quick_study_trains_evaluates_decides_renders_and_resumes(quick_study):
             assert len(record["class_weight_norms"]) == 10
         else:
             assert "margins" not in record and "class_weight_norms" not in record
+        # Both PGD-AT arms are scored under the generated corruptions, on
+        # the same corrupted images (one corruption seed for every unit).
+        if record["arm"] == "standard":
+            assert "corruptions" not in record
+            continue
+        corruptions = record["corruptions"]
+        assert corruptions["seed"] == study.CORRUPTION_SEED and corruptions["severities"] == [1, 2, 3, 4, 5]
+        assert len(corruptions["point_correct"]) == study.QUICK_N_TEST
+        assert sum(corruptions["point_correct"]) / corruptions["point_configs"] / study.QUICK_N_TEST \
+            == pytest.approx(corruptions["mCA"])
     summary = json.loads((out / "summary.json").read_text())
     assert summary["claims"], summary
+    assert "table5-pgdat-mca" in {r["id"] for r in summary["claims"]}
     for record in summary["claims"]:
         assert stats.check_record(record, {"digits": study.QUICK_N_TEST}) == []
     text = doc.read_text()
     assert "QUICK mode" in text
+    assert "## Common corruptions" in text and "| **mCA** |" in text
     assert all(f"`{p['id']}`" in text for p in summary["pending"])
     assert sum(f"**{r['verdict']}**" in text for r in summary["claims"]) >= 1
     # A second run finds every unit done: nothing is trained or evaluated again.
@@ -83,6 +95,28 @@ def test_quick_study_trains_evaluates_decides_renders_and_resumes(quick_study):
     log = run_quick(out, doc)
     assert "trained" not in log
     assert {p: p.stat().st_mtime_ns for p in units} == stamps
+
+
+def test_a_study_with_nothing_pending_spawns_no_worker(quick_study, tmp_path, monkeypatch):
+    """A spawned worker costs a TensorFlow import; a re-run that finds every
+    unit complete must not start one, and one incomplete unit gets one worker."""
+    import multiprocessing
+
+    out = tmp_path / "results"
+    shutil.copytree(quick_study[0], out, ignore=shutil.ignore_patterns("runs"))
+    todo = study.units("digits", ("standard", "pgdat", "pgdat_he"), study.QUICK_SEEDS)
+    assert study.pending(todo, str(out)) == []
+
+    def no_spawn(*args, **kwargs):
+        raise AssertionError("a worker process was spawned")
+
+    monkeypatch.setattr(multiprocessing, "get_context", no_spawn)
+    assert study.run_workers(todo, str(out), str(out / "runs"), quick=True, workers=2) == 0
+    path = out / "digits" / "pgdat" / "seed1.json"
+    record = json.loads(path.read_text())
+    del record["class_weight_norms"]
+    path.write_text(json.dumps(record))
+    assert study.pending(todo, str(out)) == [("digits", "pgdat", 1)]
 
 
 def study_seed0(out, arms):

@@ -244,14 +244,17 @@ def _accuracy_grid(
     batches: Callable[[str, int], Iterable[tuple[np.ndarray, np.ndarray]]],
     batch_size: int,
     verbose: int,
-) -> tuple[dict, list]:
+) -> tuple[dict, list, dict]:
     """Accuracy of each model on each corruption and severity.
 
     Returns:
-        `({model key: {corruption: {str(severity): accuracy}}}, sorted point counts)`.
+        `({model key: {corruption: {str(severity): accuracy}}}, sorted point
+        counts, {corruption: per-point count of severities "model" got right}`;
+        the last only if every configuration saw the same number of points).
     """
     grid = {key: {c: {} for c in corruptions} for key in models}
     counts = set()
+    point_hits = {c: 0 for c in corruptions}
     progress = None
     if verbose:
         print(f"Corruptions: {len(corruptions)} x {len(severities)} severities")
@@ -263,17 +266,23 @@ def _accuracy_grid(
         for severity in severities:
             hits = dict.fromkeys(models, 0)
             total = 0
+            correct = []
             for x, y in batches(corruption, severity):
                 for key, model in models.items():
-                    hits[key] += int((predict_logits(model, x, batch_size).argmax(1) == y).sum())
+                    right = predict_logits(model, x, batch_size).argmax(1) == y
+                    hits[key] += int(right.sum())
+                    if key == "model":
+                        correct.append(right)
                 total += len(y)
             counts.add(total)
+            if len(counts) == 1:
+                point_hits[corruption] = point_hits[corruption] + np.concatenate(correct).astype(np.int64)
             for key in models:
                 grid[key][corruption][str(severity)] = hits[key] / total
             if progress is not None:
                 done = [a for by_severity in grid["model"].values() for a in by_severity.values()]
                 progress.add(1, values=[("mean_accuracy", float(np.mean(done)))])
-    return grid, sorted(counts)
+    return grid, sorted(counts), (point_hits if len(counts) == 1 else {})
 
 
 def _mean(values: Iterable[Optional[float]]) -> Optional[float]:
@@ -363,6 +372,7 @@ def _measure(
     verbose: int,
     started: float,
     settings: dict,
+    per_point: bool = False,
 ) -> dict:
     """Runs the grid of both sources and assembles their common report.
 
@@ -372,6 +382,7 @@ def _measure(
         held_out: The source's held-out corruptions.
         started: `time.perf_counter()` at the public call.
         settings: The source's settings, first in the report.
+        per_point: Whether the report gets `point_correct` and `point_configs`.
     """
     models = {"model": model}
     if reference_model is not None:
@@ -382,12 +393,19 @@ def _measure(
             key: float(np.mean(predict_logits(m, clean[0], batch_size).argmax(1) == clean[1]))
             for key, m in models.items()
         }
-    grid, counts = _accuracy_grid(models, corruptions, severities, batches, batch_size, verbose)
+    grid, counts, point_hits = _accuracy_grid(models, corruptions, severities, batches, batch_size, verbose)
     out = {**settings, "model": names["model"], "n_per_config": counts,
            "held_out": [c for c in grid["model"] if c in held_out]}
     if "model" in clean_accuracy:
         out["clean_accuracy"] = clean_accuracy["model"]
     out.update(_accuracy_summary(grid["model"], held_out))
+    if per_point:
+        benchmark = [c for c in corruptions if c not in held_out]
+        if not point_hits or not benchmark:
+            raise ValueError("Per-point results need benchmark corruptions that each give every point. "
+                             f"Received: corruptions={list(corruptions)}, points per configuration {counts}")
+        out["point_correct"] = [int(v) for v in sum(point_hits[c] for c in benchmark)]
+        out["point_configs"] = len(benchmark) * len(severities)
     if "reference" in grid:
         reference = {"model": names["reference"]}
         if "reference" in clean_accuracy:
@@ -421,6 +439,7 @@ def corruption_benchmark(
     model_name: str = "model",
     reference_name: str = "reference",
     verbose: int = 0,
+    per_point: bool = False,
 ) -> dict:
     """Accuracy of `model` on `x` corrupted here, per corruption and severity.
 
@@ -447,6 +466,11 @@ def corruption_benchmark(
         model_name: Name of the model, for the report.
         reference_name: Name of the reference model, for the report.
         verbose: 1 shows a progress bar over the (corruption, severity) pairs.
+        per_point: Also report, for each point of `x`, how many benchmark
+            (corruption, severity) configurations `model` classifies it
+            right in (`point_correct`, out of `point_configs`; its mean over
+            the points, divided by `point_configs`, is mCA): the per-point
+            outcome that pairs two models on the same corrupted images.
 
     Returns:
         The JSON-ready report: `source`, `dataset`, `seed`, `severities`,
@@ -455,12 +479,14 @@ def corruption_benchmark(
         `accuracy[corruption][severity]`, `per_corruption`, `mCA` (benchmark
         corruptions), `held_out_mCA`, `seconds`; with a reference model also
         `reference` (its accuracies), `CE`, `mCE`, `relative_CE`,
-        `relative_mCE`.
+        `relative_mCE`; with `per_point`, `point_correct` and
+        `point_configs`.
 
     Raises:
         ValueError: for images or labels that are not valid, unknown
-            corruptions, severities outside 1-5 or a named corruption that
-            does not apply to the images.
+            corruptions, severities outside 1-5, a named corruption that
+            does not apply to the images, or `per_point` with held-out
+            corruptions only.
 
     Example:
 
@@ -486,6 +512,7 @@ def corruption_benchmark(
         batch_size=batch_size, verbose=verbose, started=started,
         settings=dict(source="generated", dataset=dataset, seed=seed,
                       severities=list(severities), not_applicable=not_applicable),
+        per_point=per_point,
     )
 
 
