@@ -87,6 +87,15 @@ def test_tensorboard_event_files(three_epochs):
     assert validation["epoch_adv_accuracy"] == pytest.approx(
         dict(enumerate(history["val_adv_accuracy"]))
     )
+    # TensorBoard itself (installed with the project) loads them as scalar curves.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    for split, tag in (("train", "epoch_loss"), ("validation", "epoch_adv_accuracy")):
+        events = EventAccumulator(os.path.join(out, "logs", split))
+        events.Reload()
+        assert tag in events.Tags()["tensors"], events.Tags()
+        assert events.SummaryMetadata(tag).plugin_data.plugin_name == "scalars"
+        assert [e.step for e in events.Tensors(tag)] == [0, 1, 2]
 
 
 def test_notensorboard_and_no_validation(tmp_path):
