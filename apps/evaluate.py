@@ -12,7 +12,8 @@ directory (its `serve_float`, `serve` or `serving_default` endpoint; a
 `logits` output is used when the endpoint returns several). The model must map
 [0, 1] images to logits. Every flag is checked before any compute, and an
 invalid one stops the run with one message naming the value (exit code 2)
-and nothing written. Results go to `output_dir`: report.json, report.md and
+and nothing written. Results go to `output_dir` (default: `eval/` beside the
+model, as `make run` writes them): report.json, report.md and
 PNG figures.
 
 `--corruptions` adds the common-corruption benchmark (accuracy per
@@ -27,12 +28,12 @@ its summary goes into report.json when an attack suite runs too
 from __future__ import annotations
 
 import os
-import sys
 from typing import TYPE_CHECKING, Any, Optional
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import flags
 
-from absl import app, flags  # noqa: E402
+from he_keras import cli
+from he_keras.defaults import default_eps
 
 if TYPE_CHECKING:
     from he_keras.evaluation.corruptions import CorruptionSettings
@@ -57,7 +58,9 @@ _SEED = flags.DEFINE_integer(
     "seed", 0, "Seed of every attack and corruption (same seed, same report)."
 )
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 128, "Points per attack call.")
-_OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Directory of report.json, report.md and figures.")
+_OUTPUT_DIR = flags.DEFINE_string(
+    "output_dir", None, "Directory of report.json, report.md and figures; default: eval/ beside --model."
+)
 _SOURCE_MODEL = flags.DEFINE_string(
     "source_model", None, "Substitute model (.keras or SavedModel) for the transfer attack (full suite)."
 )
@@ -83,11 +86,9 @@ _REFERENCE_MODEL = flags.DEFINE_string(
     "Reference model (.keras or SavedModel) of the corruption errors CE / mCE and relative mCE.",
 )
 
-flags.mark_flags_as_required(["model", "output_dir"])
+flags.mark_flags_as_required(["model"])
 # Flags that only the corruption benchmark reads.
 CORRUPTION_FLAGS = ("severities", "corruption_source", "reference_model")
-
-DIGIT_DATASETS = ("digits", "mnist5k", "mnist")
 
 
 class FlagError(ValueError):
@@ -134,14 +135,15 @@ def validate_corruption_flags() -> tuple[Optional[CorruptionSettings], Optional[
 
 
 def validate_flags() -> tuple[
-    float, str, Optional[str], Optional[CorruptionSettings], Optional[str]
+    float, str, Optional[str], Optional[CorruptionSettings], Optional[str], str
 ]:
     """Checks every flag that needs no model or data.
 
     Returns:
         The eps to use, the resolved model and source-model paths, the
-        corruption settings (None without `--corruptions`) and the resolved
-        reference-model path.
+        corruption settings (None without `--corruptions`), the resolved
+        reference-model path and the output directory (`--output_dir`, or
+        `eval/` beside the model).
     """
     if _N_EXAMPLES.value < 1:
         raise FlagError(f"--n_examples must be >= 1. Received: --n_examples={_N_EXAMPLES.value}")
@@ -151,7 +153,7 @@ def validate_flags() -> tuple[
         raise FlagError(f"--seed must be >= 0. Received: --seed={_SEED.value}")
     eps = _EPS.value
     if eps is None:
-        eps = 0.3 if _DATASET.value in DIGIT_DATASETS else 8 / 255
+        eps = default_eps(_DATASET.value)
     bound = 1.0 if _NORM.value == "linf" else float("inf")
     if not 0.0 < eps <= bound:
         raise FlagError(
@@ -163,9 +165,10 @@ def validate_flags() -> tuple[
     if _SOURCE_MODEL.value:
         source = resolve_model_path("source_model", _SOURCE_MODEL.value)
     corruptions, reference = validate_corruption_flags()
-    if os.path.exists(_OUTPUT_DIR.value) and not os.path.isdir(_OUTPUT_DIR.value):
-        raise FlagError(f"--output_dir={_OUTPUT_DIR.value!r} is a file, not a directory")
-    return eps, model, source, corruptions, reference
+    output_dir = _OUTPUT_DIR.value or os.path.join(os.path.dirname(os.path.normpath(model)), "eval")
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise FlagError(f"--output_dir={output_dir!r} is a file, not a directory")
+    return eps, model, source, corruptions, reference, output_dir
 
 
 def load_classifier(flag: str, path: str, input_shape: tuple, num_classes: int):
@@ -288,6 +291,7 @@ def run(
     eps: float, model_path: str, source_path: Optional[str],
     corruptions: Optional[CorruptionSettings],
     reference_path: Optional[str],
+    output_dir: str,
 ) -> None:
     """Loads data and models, evaluates, writes the reports, prints a summary.
 
@@ -297,6 +301,7 @@ def run(
         source_path: Resolved path of the transfer source model, or None.
         corruptions: The `CorruptionSettings` of the flags, or None.
         reference_path: Resolved path of the corruption reference model, or None.
+        output_dir: Directory of the reports.
     """
     import tensorflow as tf
     from absl import logging
@@ -342,26 +347,19 @@ def run(
         )
         if result is not None:
             report["corruptions"] = result
-        paths += write_report(report, _OUTPUT_DIR.value)
+        paths += write_report(report, output_dir)
         print(summary_table(report))
     if result is not None:
-        paths += write_corruption_report(result, _OUTPUT_DIR.value)
+        paths += write_corruption_report(result, output_dir)
         print(corruption_table(result))
-    print(f"wrote {len(paths)} files to {_OUTPUT_DIR.value}")
+    print(f"wrote {len(paths)} files to {output_dir}")
 
 
-def main(argv):
-    """Validates the flags, then evaluates; bad values exit with code 2."""
-    if len(argv) > 1:
-        print(f"error: unexpected arguments {argv[1:]}", file=sys.stderr)
-        sys.exit(2)
-    try:
-        run(*validate_flags())
-    except FlagError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+def main() -> None:
+    """Validates the flags, then evaluates; bad values exit with code 2 (`he_keras.cli`)."""
+    run(*validate_flags())
 
 
 if __name__ == "__main__":
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    app.run(main)
+    cli.run(main)

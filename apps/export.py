@@ -17,11 +17,10 @@ before anything is written; an existing version is never overwritten.
 from __future__ import annotations
 
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import flags
 
-from absl import app, flags  # noqa: E402
+from he_keras import cli
 
 _MODEL = flags.DEFINE_string("model", None, "The classifier to export (.keras file).")
 _OUTPUT_DIR = flags.DEFINE_string(
@@ -64,21 +63,14 @@ def export() -> str:
     return export_lib.export_saved_model(model, _OUTPUT_DIR.value, version, card)
 
 
-def main(argv):
-    if len(argv) > 1:
-        print(f"error: unexpected arguments {argv[1:]}", file=sys.stderr)
-        sys.exit(2)
+def main() -> None:
     from absl import logging
 
     logging.set_verbosity(logging.WARNING)
-    try:
-        path = export()
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    path = export()
     print(f"exported {_MODEL.value} to {path} (signatures: serving_default uint8, serve_float)")
 
 
 if __name__ == "__main__":
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    app.run(main)
+    cli.run(main)

@@ -16,13 +16,11 @@ progress bar, metrics.json and TensorBoard (tensorboard --logdir runs/).
 from __future__ import annotations
 
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import flags
 
-from absl import app, flags  # noqa: E402
-
-from he_keras.defaults import DEFAULT_SCALE, EVAL_PGD_STEPS, MARGIN_OF_HEAD  # noqa: E402
+from he_keras import cli
+from he_keras.defaults import DEFAULT_SCALE, DIGITS_EPS, EVAL_PGD_STEPS, MARGIN_OF_HEAD
 
 _DATASET = flags.DEFINE_string("dataset", "digits", "digits, mnist5k, or a tfds dataset: mnist, cifar10, cifar100, svhn_cropped, imagenette[/<config>], imagenet2012.")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "tfds data directory.")
@@ -36,7 +34,7 @@ _M = flags.DEFINE_float("m", MARGIN_OF_HEAD, "HE margin m; -1 = the head's defau
 _FN = flags.DEFINE_boolean("feature_norm", True, "Feature normalization (FN) in the HE head.")
 _WN = flags.DEFINE_boolean("weight_norm", True, "Weight normalization (WN) in the HE head.")
 _FRAMEWORK = flags.DEFINE_string("framework", "pgdat", "Adversarial-training framework (see he_keras.training.FRAMEWORKS).")
-_EPS = flags.DEFINE_float("eps", 0.3, "Attack radius in pixel units ([0,1] images).")
+_EPS = flags.DEFINE_float("eps", DIGITS_EPS, "Attack radius in pixel units ([0,1] images).")
 _STEP_SIZE = flags.DEFINE_float("step_size", None, "Step size of the training attack; default: the framework's own (PGD 2.5*eps/steps, FastAT 1.25*eps, FreeAT eps).")
 _STEPS = flags.DEFINE_integer("steps", 7, "Steps of the training attack.")
 _EPS_WARMUP = flags.DEFINE_float(
@@ -156,9 +154,7 @@ def config_from_flags():
     return config
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+def main() -> None:
     import tensorflow as tf
     from absl import logging
 
@@ -167,14 +163,8 @@ def main(argv):
     tf.config.threading.set_intra_op_parallelism_threads(_INTRA_OP.value)
     from he_keras.training import runner
 
-    # ValueError is how the library reports invalid input (flags, files,
-    # framework parameters), before any training step runs.
-    try:
-        config = config_from_flags()
-        metrics = runner.run(config)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    config = config_from_flags()
+    metrics = runner.run(config)
     test = metrics["test"]
     print(
         f"clean accuracy: {test['clean_accuracy']:.4f}  "
@@ -185,4 +175,4 @@ def main(argv):
 
 if __name__ == "__main__":
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    app.run(main)
+    cli.run(main)

@@ -144,6 +144,8 @@ def _corruption_lines(units_by_dataset: dict) -> list:
         first = next(iter(arms.values()))[0]
         names = [c for c in first["accuracy"] if c not in first["held_out"]] + list(first["held_out"])
         rows = [["seeds", *(str(len(done)) for done in arms.values())],
+                ["of them on a retraining whose history differs from the unit's",
+                 *(str(sum(c["model"]["history_max_difference"] > 0 for c in done)) for done in arms.values())],
                 ["clean", *(_pct([c["clean_accuracy"] for c in done]) for done in arms.values())],
                 ["**mCA**", *(_pct([c["mCA"] for c in done]) for done in arms.values())]]
         rows += [[name + ("*" if name in first["held_out"] else ""),
@@ -261,7 +263,10 @@ def render(results: str, doc: str, readme: Optional[str], quick: bool = False) -
         f"adapted to the image size, corruption seed {study.CORRUPTION_SEED} for every unit, so paired arms "
         "see the same corrupted images). mCA = mean accuracy over the benchmark corruptions and "
         "severities (the paper's Table 5 averages its CIFAR-10-C / ImageNet-C columns the same way); "
-        "its per-point outcome is the fraction of those configurations a point survives.",
+        "its per-point outcome is the fraction of those configurations a point survives. Units whose "
+        "model is not kept are trained again with their spec and seed; a retraining by a later version "
+        "of the code may not repeat the unit's history bit for bit, and is then a model of the same "
+        "arm, seed and data order (the table below counts them).",
         "- **FN in the attack objective** (HE Table 7, standard model). PGD-1 / PGD-2 from a zero "
         "start, step eps/K, with cross-entropy on the logits or on the logits recomputed from "
         "L2-normalized features rescaled to each point's clean feature norm "

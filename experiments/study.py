@@ -165,10 +165,9 @@ PGD20_RAW = "PGD-20 (logits/s)"
 APGD_DLR = "APGD-DLR"
 FGSM = "FGSM"
 # HE paper Table 7 (standard model only): PGD-K from a zero start with the
-# paper's step (2/255 for eps 8/255: eps/4), cross-entropy on the logits or on
-# the FN logits.
+# paper's step (2/255 for eps 8/255: `defaults.probe_step_size`), cross-entropy
+# on the logits or on the FN logits.
 FN_STEPS = (1, 2)
-FN_STEP_FRACTION = 0.25
 
 
 def fn_pair_names(steps: int) -> tuple[str, str]:
@@ -197,7 +196,7 @@ def protocol(model: Any, arm: Arm, eps: float, seed: int, num_classes: int = 10,
     """
     from he_keras.attacks import adaptive, apgd, core
     from he_keras.attacks.core import ProjectedGradientAttack
-    from he_keras.defaults import EVAL_PGD_STEPS, pgd_step_size
+    from he_keras.defaults import EVAL_PGD_STEPS, pgd_step_size, probe_step_size
     from he_keras.evaluation import SuiteAttack
     from he_keras.evaluation.raw_output import OnFeatureNormalized, OnRawOutput
     from he_keras.evaluation.suite import autoattack_standard
@@ -221,7 +220,7 @@ def protocol(model: Any, arm: Arm, eps: float, seed: int, num_classes: int = 10,
     if arm.framework == "standard":
         for steps in FN_STEPS:
             ce, fn = fn_pair_names(steps)
-            step = FN_STEP_FRACTION * eps
+            step = probe_step_size(eps)
             attacks.append(named(ce, ProjectedGradientAttack(eps, step, steps, random_start="zero")))
             attacks.append(named(fn, OnFeatureNormalized(
                 ProjectedGradientAttack(eps, step, steps, random_start="zero"))))
@@ -534,7 +533,7 @@ def work(todo: Sequence[tuple], results: str = RESULTS, runs: str = RUNS, quick:
                     add_margins(path, runs, log)
             if weight_norms_missing(path) and regenerate(path, runs, results, log):
                 add_weight_norms(path, runs, log)
-            if corruptions_missing(path) and regenerate(path, runs, results, log):
+            if corruptions_missing(path):
                 add_corruptions(path, runs, log)
         finally:
             release(path)
@@ -582,26 +581,18 @@ def regenerate(path: str, runs: str = RUNS, results: str = RESULTS, log=print) -
     """
     import shutil
 
-    import numpy as np
-
     from he_keras.files import read_json
-    from he_keras.training.runner import run
 
     record = read_json(path, "study unit")
     directory = _run_dir(runs, record["dataset"], record["arm"], record["seed"])
     if os.path.exists(os.path.join(directory, "model.keras")):
         return True
     start = time.perf_counter()
-    n_eval = QUICK_N_TEST if record["quick"] else 0
     init_arm = record["spec"].get("init_arm")
     if init_arm and not regenerate(unit_path(record["dataset"], init_arm, record["seed"], results), runs, results,
                                    log):
         return False
-    history = run(train_config(record["spec"], directory, n_eval, runs))["history"]
-    recorded = record["train"]["history"]
-    same = set(history) == set(recorded) and all(
-        np.array_equal(np.asarray(history[k], np.float64), np.asarray(recorded[k], np.float64))
-        for k in recorded)
+    same = train_again(record, directory, runs) == 0.0
     name = f"{record['dataset']}/{record['arm']}/seed{record['seed']}"
     if not same:
         shutil.rmtree(directory, ignore_errors=True)
@@ -609,6 +600,28 @@ def regenerate(path: str, runs: str = RUNS, results: str = RESULTS, log=print) -
         return False
     log(f"  {name}: model retrained, history identical ({time.perf_counter() - start:.0f}s)")
     return True
+
+
+def train_again(record: dict, directory: str, runs: str = RUNS) -> float:
+    """Trains a unit's spec and seed into `directory` again.
+
+    Returns:
+        The largest absolute difference between the new per-epoch history
+        and the unit's recorded one (0.0: identical, as a deterministic
+        runner on the same code and machine gives; inf if they do not have
+        the same entries).
+    """
+    import numpy as np
+
+    from he_keras.training.runner import run
+
+    n_eval = QUICK_N_TEST if record["quick"] else 0
+    history = run(train_config(record["spec"], directory, n_eval, runs))["history"]
+    recorded = record["train"]["history"]
+    if set(history) != set(recorded) or any(len(history[k]) != len(recorded[k]) for k in recorded):
+        return float("inf")
+    return max(float(np.max(np.abs(np.asarray(history[k], np.float64) - np.asarray(recorded[k], np.float64)),
+                            initial=0.0)) for k in recorded)
 
 
 # === Margins along adversarial directions (HAT, Sec. 3 and Table 1) ===
@@ -761,7 +774,18 @@ def add_corruptions(path: str, runs: str = RUNS, log=print) -> None:
     points of the unit's evaluation; the record keeps the accuracy grid, mCA
     and, per point, the number of benchmark configurations it survives (the
     per-point outcome `mCA` of the claims).
+
+    Without the unit's model in `runs/`, the unit's spec and seed are
+    trained again (`train_again`) in a scratch directory, used for this
+    benchmark only and deleted. A retraining that repeats the unit's history
+    is the unit's model; one that does not (a unit trained by an earlier
+    version of the code) is a model of the same arm, seed and data order.
+    `corruptions.model` records which, with the largest history difference:
+    the mCA claims pair arms by seed, whichever model a seed has.
     """
+    import shutil
+    import tempfile
+
     import numpy as np
 
     from he_keras.data import load_dataset, to_numpy
@@ -771,15 +795,32 @@ def add_corruptions(path: str, runs: str = RUNS, log=print) -> None:
 
     record = read_json(path, "study unit")
     dataset, arm, seed = record["dataset"], record["arm"], record["seed"]
-    model = load_model(os.path.join(_run_dir(runs, dataset, arm, seed), "model.keras"))
-    x, y = to_numpy(load_dataset(dataset).test, QUICK_N_TEST if record["quick"] else None)
-    if not np.array_equal(y, record["eval"]["points"]["labels"]):
-        raise ValueError(f"{dataset}/{arm}/seed{seed}: the test points differ from the unit's evaluation")
-    result = corruption_benchmark(model, x, y, seed=CORRUPTION_SEED, batch_size=500, dataset=dataset,
-                                  model_name=f"{arm}/seed{seed}", per_point=True)
+    directory = _run_dir(runs, dataset, arm, seed)
+    provenance = {"retrained": False, "history_max_difference": 0.0}
+    scratch = None
+    if not os.path.exists(os.path.join(directory, "model.keras")):
+        os.makedirs(os.path.dirname(directory), exist_ok=True)
+        scratch = tempfile.mkdtemp(prefix=f"seed{seed}.corruptions-", dir=os.path.dirname(directory))
+        start = time.perf_counter()
+        difference = train_again(record, scratch, runs)
+        provenance = {"retrained": True, "history_max_difference": difference,
+                      "train_seconds": time.perf_counter() - start}
+        log(f"  {dataset}/{arm}/seed{seed}: retrained for the corruptions, history "
+            + ("identical" if difference == 0.0 else f"differs by up to {difference:.3g}"))
+    try:
+        model = load_model(os.path.join(scratch or directory, "model.keras"))
+        x, y = to_numpy(load_dataset(dataset).test, QUICK_N_TEST if record["quick"] else None)
+        if not np.array_equal(y, record["eval"]["points"]["labels"]):
+            raise ValueError(f"{dataset}/{arm}/seed{seed}: the test points differ from the unit's evaluation")
+        result = corruption_benchmark(model, x, y, seed=CORRUPTION_SEED, batch_size=500, dataset=dataset,
+                                      model_name=f"{arm}/seed{seed}", per_point=True)
+    finally:
+        if scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
     record["corruptions"] = {k: result[k] for k in (
         "seed", "severities", "not_applicable", "held_out", "clean_accuracy", "accuracy",
         "per_corruption", "mCA", "held_out_mCA", "point_correct", "point_configs", "seconds")}
+    record["corruptions"]["model"] = provenance
     write_json(path, record)
     log(f"  {dataset}/{arm}/seed{seed}: corruptions mCA {result['mCA']:.4f} ({result['seconds']:.0f}s)")
 

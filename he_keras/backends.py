@@ -28,18 +28,22 @@ TENSORFLOW_ONLY = (
 )
 
 
+class BackendError(ImportError):
+    """A TensorFlow-only part of he_keras imported under another Keras backend."""
+
+
 def require_tensorflow(module: str) -> None:
-    """Raises `ImportError` unless Keras runs on the TensorFlow backend.
+    """Raises `BackendError` (an `ImportError`) unless Keras runs on the TensorFlow backend.
 
     Args:
         module: Name of the module that needs TensorFlow (for the message).
 
     Raises:
-        ImportError: The Keras backend is not `"tensorflow"`.
+        BackendError: The Keras backend is not `"tensorflow"`.
     """
     backend = keras.backend.backend()
     if backend != "tensorflow":
-        raise ImportError(
+        raise BackendError(
             f"{module} needs the TensorFlow backend of Keras "
             f"(KERAS_BACKEND=tensorflow). Received: backend={backend!r}. "
             "Under other backends he_keras provides HypersphereDense, "

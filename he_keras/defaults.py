@@ -26,8 +26,26 @@ DEFAULT_MARGIN = {"linear": 0.0, "he": 0.2, "mhe": 0.1}
 # `TrainConfig.m` / `--m` value that selects `DEFAULT_MARGIN` of the head.
 MARGIN_OF_HEAD = -1.0
 
+# Threat-model radius (pixel units, [0, 1] images) when none is given: 0.3
+# on the digit datasets (MNIST's L-inf budget since Madry et al.), 8/255 on
+# natural images (the papers' CIFAR-10 and ImageNet tables).
+DIGIT_DATASETS = ("digits", "mnist5k", "mnist")
+DIGITS_EPS = 0.3
+NATURAL_IMAGE_EPS = 8 / 255
+
 # Steps of the evaluation PGD ("PGD-20" of the papers' tables).
 EVAL_PGD_STEPS = 20
+
+# AutoAttack-standard's iterations (Croce & Hein, 2020): APGD-CE, APGD-T and
+# FAB-T run 100 steps, Square 5,000 queries.
+AUTOATTACK_STEPS = 100
+AUTOATTACK_QUERIES = 5000
+
+# The second step rule, `eps / 4` (2/255 at 8/255): PGD runs that probe a
+# model with a few steps rather than attack it at the suite's strength (the
+# HAT paper's margin directions, the catastrophic-overfitting probe, the
+# accuracy-vs-steps curve, the HE paper's FN-objective comparison).
+PROBE_STEP_FRACTION = 0.25
 
 # Step-size rule of every PGD that has no step of its own: training PGD,
 # evaluation PGD (PGD-20 of the suite, of the runner's final evaluation and
@@ -56,6 +74,43 @@ def pgd_step_size(eps: float, steps: int) -> float:
     if steps < 1:
         raise ValueError(f"`steps` must be >= 1. Received: steps={steps!r}")
     return PGD_STEP_FACTOR * eps / steps if eps > 0 else 1.0
+
+
+def default_eps(dataset: str) -> float:
+    """The threat-model radius of `dataset` when none is given.
+
+    Args:
+        dataset: A dataset name (`he_keras.data.load_dataset`).
+
+    Returns:
+        `DIGITS_EPS` (0.3) for `DIGIT_DATASETS`, else `NATURAL_IMAGE_EPS` (8/255).
+
+    Example:
+
+    ```python
+    default_eps("digits")   # 0.3
+    default_eps("cifar10")  # 0.0313...
+    ```
+    """
+    return DIGITS_EPS if dataset in DIGIT_DATASETS else NATURAL_IMAGE_EPS
+
+
+def probe_step_size(eps: float) -> float:
+    """The step `PROBE_STEP_FRACTION * eps` (`eps / 4`) of a probing PGD.
+
+    Args:
+        eps: Radius of the threat model.
+
+    Returns:
+        The step size (2/255 at eps 8/255).
+
+    Example:
+
+    ```python
+    stop = CatastrophicOverfittingStop(x, y, eps=8 / 255, step_size=probe_step_size(8 / 255))
+    ```
+    """
+    return PROBE_STEP_FRACTION * eps
 
 
 def margin_of(head: str, m: Optional[float] = None) -> float:

@@ -298,6 +298,34 @@ def tensorflow_only_import_errors() -> dict:
     return errors
 
 
+def train_app(workdir: str) -> dict:
+    """`apps/train.py --flagfile=configs/quickstart.cfg`, run as `__main__` in this process.
+
+    Returns:
+        `{"exit": status, "stderr": its text, "wrote": whether the output
+        directory exists afterwards}`.
+    """
+    import contextlib
+    import io
+    import runpy
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    output_dir = os.path.join(workdir, "train_app")
+    argv = sys.argv
+    sys.argv = ["train.py", f"--flagfile={os.path.join(root, 'configs', 'quickstart.cfg')}",
+                f"--output_dir={output_dir}"]
+    stderr = io.StringIO()
+    status = 0
+    with contextlib.redirect_stderr(stderr):
+        try:
+            runpy.run_path(os.path.join(root, "apps", "train.py"), run_name="__main__")
+        except SystemExit as exit_:
+            status = exit_.code
+        finally:
+            sys.argv = argv
+    return {"exit": status, "stderr": stderr.getvalue(), "wrote": os.path.exists(output_dir)}
+
+
 if __name__ == "__main__":
     import he_keras  # noqa: F401  (first, so the check below sees its imports)
 
@@ -305,5 +333,6 @@ if __name__ == "__main__":
     out = run_checks(sys.argv[1])
     out["tensorflow_imported_by_he_keras"] = tensorflow_after_import
     out["tensorflow_only_import_errors"] = tensorflow_only_import_errors()
+    out["train_app"] = train_app(sys.argv[1])
     with open(os.path.join(sys.argv[1], f"{out['backend']}.json"), "w") as f:
         json.dump(out, f, indent=1)

@@ -92,6 +92,14 @@ def test_tensorflow_only_modules_refuse_to_import(other_run):
         assert repr(other_run["backend"]) in error
 
 
+def test_train_app_under_another_backend_ends_in_one_error_line(other_run):
+    app = other_run["train_app"]
+    lines = app["stderr"].strip().splitlines()
+    assert app["exit"] == 2 and "Traceback" not in app["stderr"], app["stderr"][-3000:]
+    assert lines[-1].startswith("error: he_keras.training needs the TensorFlow backend"), lines[-3:]
+    assert not app["wrote"]
+
+
 def test_outputs_and_losses_equal_numpy(run):
     errors = run["errors"]
     assert errors["he_logits"] < LOGIT_ATOL  # s * cos(theta)

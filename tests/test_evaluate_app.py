@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 
 import pytest
 
@@ -26,12 +27,15 @@ def saved_model(tmp_path_factory):
 
 
 def test_quick_suite_end_to_end(saved_model, tmp_path):
-    out = tmp_path / "eval"
+    # Without --output_dir the reports go to eval/ beside the model (as `make run` puts them).
+    (tmp_path / "run").mkdir()
+    model = shutil.copy(saved_model, tmp_path / "run" / "model.keras")
+    out = tmp_path / "run" / "eval"
     proc = run_app(
-        f"--model={saved_model}", "--suite=quick", "--n_examples=64", "--eps=0.3", "--seed=3",
-        f"--output_dir={out}", "--verbose=0",
+        f"--model={model}", "--suite=quick", "--n_examples=64", "--eps=0.3", "--seed=3", "--verbose=0",
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"files to {out}" in proc.stdout
     files = set(os.listdir(out))
     assert {"report.json", "report.md", "accuracy_vs_steps.png"} <= files
     assert not [f for f in files if f.startswith(".tmp")]

@@ -157,11 +157,18 @@ def test_missing_models_are_retrained_only_if_they_repeat_the_unit_and_fine_tuni
     # A unit whose recorded history the retrained model does not repeat is
     # not given margins from it.
     record = json.loads(path.read_text())
-    del record["margins"]
+    del record["margins"], record["corruptions"]
     record["train"]["history"]["val_adv_accuracy"][0] += 0.01
     path.write_text(json.dumps(record))
     shutil.rmtree(out / "runs" / "digits" / "pgdat" / "seed0")
     log = study_seed0(out, "pgdat")
     assert "does not repeat the unit's history" in log, log
-    assert "margins" not in json.loads(path.read_text())
+    record = json.loads(path.read_text())
+    assert "margins" not in record
     assert not (out / "runs" / "digits" / "pgdat" / "seed0").exists()
+    # The corruption benchmark needs a model of the arm and seed, not the
+    # unit's own: it ran on a retraining, says so, and left nothing behind.
+    assert record["corruptions"]["model"]["retrained"] is True
+    assert record["corruptions"]["model"]["history_max_difference"] == pytest.approx(0.01, abs=1e-6)
+    assert len(record["corruptions"]["point_correct"]) == study.QUICK_N_TEST
+    assert sorted(os.listdir(out / "runs" / "digits" / "pgdat")) == ["seed1", "seed2"]

@@ -97,6 +97,31 @@ def test_one_step_rule_for_evaluation_pgd(monkeypatch):
     assert PGDAT(build_model("small_cnn", (8, 8, 1), 10), eps=eps, steps=1).eval_step_size == pytest.approx(0.03)
 
 
+def test_eps_probe_step_and_autoattack_budgets_have_one_home(monkeypatch):
+    from he_keras.evaluation.margin import direction_attack
+    from he_keras.evaluation.suite import autoattack_standard
+    from he_keras.training import FRAMEWORKS, CatastrophicOverfittingStop
+
+    # Radius: 0.3 on the digit datasets, 8/255 on natural images, everywhere.
+    assert [defaults.default_eps(d) for d in ("digits", "mnist5k", "mnist", "cifar10", "imagenet2012")] \
+        == [0.3, 0.3, 0.3, 8 / 255, 8 / 255]
+    assert TrainConfig().dataset in defaults.DIGIT_DATASETS and TrainConfig().eps == defaults.DIGITS_EPS
+    classifier = build_model("small_cnn", (8, 8, 1), 10)
+    for name in ("pgdat", "trades", "fastat", "freeat"):
+        assert FRAMEWORKS[name](classifier).eps == defaults.NATURAL_IMAGE_EPS, name
+    # The eps/4 probe step and AutoAttack's iterations are read when an
+    # attack is built, not copied.
+    x, y = np.zeros((2, 8, 8, 1), "float32"), np.zeros(2, "int64")
+    monkeypatch.setattr(defaults, "PROBE_STEP_FRACTION", 0.5)
+    monkeypatch.setattr(defaults, "AUTOATTACK_STEPS", 30)
+    monkeypatch.setattr(defaults, "AUTOATTACK_QUERIES", 700)
+    assert direction_attack(0.2).step_size == pytest.approx(0.1)
+    assert CatastrophicOverfittingStop(x, y, eps=0.2).step_size == pytest.approx(0.1)
+    chain, _ = autoattack_standard(0.3, "linf", 0, 10)
+    budgets = {a.name: a.config.get("steps", a.config.get("n_queries")) for a in chain}
+    assert budgets == {"APGD-CE": 30, "APGD-T": 30, "FAB-T": 30, "Square": 700}
+
+
 def test_margin_needs_an_he_head_in_config_and_trainer(tmp_path):
     linear = build_model("small_cnn", (8, 8, 1), 10)
     for make in (lambda: TrainConfig(head="linear", m=0.2, output_dir=str(tmp_path)).validate(),

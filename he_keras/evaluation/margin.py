@@ -19,6 +19,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from he_keras.attacks.core import ProjectedGradientAttack
+from he_keras.defaults import probe_step_size
 from he_keras.evaluation.ensemble import predict_logits
 
 PERCENTILES = (10, 50, 90)
@@ -65,7 +66,7 @@ def direction_attack(
 ) -> ProjectedGradientAttack:
     """The PGD whose perturbations give the directions (step `eps / 4` by default)."""
     return ProjectedGradientAttack(
-        eps=eps, step_size=step_size or eps / 4, steps=steps, norm=norm, seed=seed
+        eps=eps, step_size=step_size or probe_step_size(eps), steps=steps, norm=norm, seed=seed
     )
 
 

@@ -52,7 +52,8 @@ from he_keras.attacks import (
     square,
     transfer,
 )
-from he_keras.defaults import EVAL_PGD_STEPS, pgd_step_size
+from he_keras import defaults
+from he_keras.defaults import DIGITS_EPS, EVAL_PGD_STEPS, pgd_step_size, probe_step_size
 from he_keras.evaluation import checks as checks_lib
 from he_keras.evaluation import classwise as classwise_lib
 from he_keras.evaluation import corruptions as corruptions_lib
@@ -140,8 +141,8 @@ def autoattack_standard(
     """
     if not 0 < budget <= 1:
         raise ValueError(f"budget must be in (0, 1], got {budget}")
-    steps = max(1, round(100 * budget))
-    queries = max(1, round(5000 * budget))
+    steps = max(1, round(defaults.AUTOATTACK_STEPS * budget))
+    queries = max(1, round(defaults.AUTOATTACK_QUERIES * budget))
     targets = min(9, num_classes - 1)
     names = list(AUTOATTACK)
     skipped = []
@@ -408,7 +409,7 @@ def accuracy_vs_steps(
     between the last two step counts is what the attack had not reached.
     One compiled PGD serves every point (`with_budget`).
     """
-    step_size = eps / 4 if step_size is None else step_size
+    step_size = probe_step_size(eps) if step_size is None else step_size
     pgd = _pgd(eps, CURVE_STEPS[0], step_size, norm, seed)
     points = []
     for steps in CURVE_STEPS:
@@ -425,7 +426,7 @@ def evaluate(
     num_classes: int,
     suite: str = "quick",
     attacks: Optional[Sequence[SuiteAttack]] = None,
-    eps: float = 0.3,
+    eps: float = DIGITS_EPS,
     norm: str = "linf",
     seed: int = 0,
     batch_size: int = 128,

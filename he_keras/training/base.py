@@ -25,7 +25,7 @@ import tensorflow as tf
 
 from he_keras import losses
 from he_keras.attacks.core import ProjectedGradientAttack, validate_attack_params
-from he_keras.defaults import EVAL_PGD_STEPS, margin_of, pgd_step_size
+from he_keras.defaults import EVAL_PGD_STEPS, NATURAL_IMAGE_EPS, margin_of, pgd_step_size
 from he_keras.models.heads import find_head, head_kind
 from he_keras.validation import validate_images, validate_labels
 
@@ -71,7 +71,7 @@ class AdversarialTrainer(keras.Model):
     def __init__(
         self,
         classifier: keras.Model,
-        eps: float = 8 / 255,
+        eps: float = NATURAL_IMAGE_EPS,
         step_size: Optional[float] = None,
         steps: int = 10,
         norm: str = "linf",

@@ -13,6 +13,7 @@ import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
 from he_keras.attacks.core import ProjectedGradientAttack
+from he_keras.defaults import probe_step_size
 from he_keras.models.heads import find_head
 
 
@@ -155,7 +156,7 @@ class CatastrophicOverfittingStop(keras.callbacks.Callback):
         self.x = x
         self.y = y
         self.eps = float(eps)
-        self.step_size = float(eps / 4 if step_size is None else step_size)
+        self.step_size = float(probe_step_size(eps) if step_size is None else step_size)
         self.steps = int(steps)
         self.max_drop = float(max_drop)
         self.seed = seed

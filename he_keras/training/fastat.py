@@ -6,6 +6,7 @@ from typing import Any, Optional
 
 import keras
 
+from he_keras.defaults import NATURAL_IMAGE_EPS
 from he_keras.training.pgdat import PGDAT
 
 # FGSM step of FastAT as a multiple of eps (alpha = 10/255 for eps = 8/255).
@@ -44,7 +45,7 @@ class FastAT(PGDAT):
     def __init__(
         self,
         classifier: keras.Model,
-        eps: float = 8 / 255,
+        eps: float = NATURAL_IMAGE_EPS,
         step_size: Optional[float] = None,
         steps: int = 1,
         random_start: Optional[str] = "uniform",

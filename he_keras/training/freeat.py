@@ -8,6 +8,7 @@ import keras
 import tensorflow as tf
 
 from he_keras.attacks.core import ascent_direction, project
+from he_keras.defaults import NATURAL_IMAGE_EPS
 from he_keras.training.base import AdversarialTrainer
 
 
@@ -73,7 +74,7 @@ class FreeAT(AdversarialTrainer):
         self,
         classifier: keras.Model,
         replays: int = 8,
-        eps: float = 8 / 255,
+        eps: float = NATURAL_IMAGE_EPS,
         step_size: Optional[float] = None,
         steps: int = 1,
         **kwargs: Any,

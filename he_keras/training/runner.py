@@ -47,7 +47,14 @@ import tensorflow as tf
 from he_keras.attacks.core import NORMS, RANDOM_STARTS, ProjectedGradientAttack
 from he_keras.data import EMBEDDED, batches, load_dataset, to_numpy
 from he_keras.data.tfds_datasets import TFDS_DATASETS
-from he_keras.defaults import DEFAULT_SCALE, EVAL_PGD_STEPS, MARGIN_OF_HEAD, margin_of, pgd_step_size
+from he_keras.defaults import (
+    DEFAULT_SCALE,
+    DIGITS_EPS,
+    EVAL_PGD_STEPS,
+    MARGIN_OF_HEAD,
+    margin_of,
+    pgd_step_size,
+)
 from he_keras.files import jsonable, read_json, write_atomic, write_json  # noqa: F401  (re-exported)
 from he_keras.models import HEADS, MODELS, build_model
 from he_keras.training import CALLBACKS, FRAMEWORKS
@@ -94,7 +101,7 @@ class TrainConfig:
     feature_norm: bool = True
     weight_norm: bool = True
     framework: str = "pgdat"
-    eps: float = 0.3
+    eps: float = DIGITS_EPS
     step_size: Optional[float] = None  # None: the framework's own
     steps: int = 7
     eps_warmup_epochs: float = 0.0  # epochs over which the training eps grows from 0
