@@ -28,6 +28,9 @@ its summary goes into report.json when an attack suite runs too
 from __future__ import annotations
 
 import os
+
+# Before TensorFlow loads (importing he_keras loads it): its C++ start-up logs stay quiet.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from typing import TYPE_CHECKING, Any, Optional
 
 from absl import flags
@@ -361,5 +364,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     cli.run(main)

@@ -10,13 +10,17 @@ Writes `<output_dir>/<version>/` (TF Serving's model base path layout) with
 the signatures `serving_default` (uint8 images in [0, 255]) and `serve_float`
 (float32 images in [0, 1]), and `model_card.json` beside the SavedModel. The
 card is filled from the run's `metrics.json` and, if present, an evaluation
-`report.json` (both default to files beside the model). Every flag is checked
+`report.json` (defaults: `metrics.json` beside the model; `eval/report.json`
+beside it, where apps/evaluate.py writes, else `report.json`). Every flag is checked
 before anything is written; an existing version is never overwritten.
 """
 
 from __future__ import annotations
 
 import os
+
+# Before TensorFlow loads (importing he_keras loads it): its C++ start-up logs stay quiet.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import flags
 
@@ -33,18 +37,23 @@ _METRICS = flags.DEFINE_string(
     "metrics", None, "The training run's metrics.json; default: metrics.json beside --model."
 )
 _REPORT = flags.DEFINE_string(
-    "report", None, "An evaluation report.json; default: report.json beside --model."
+    "report", None,
+    "An evaluation report.json; default: eval/report.json beside --model (apps/evaluate.py's default), "
+    "else report.json beside it."
 )
 
 flags.mark_flags_as_required(["model", "output_dir"])
 
 
-def _json_beside_model(flag: flags.FlagHolder, name: str) -> str:
-    """The flag's path, or `name` beside the model if that exists, or ""."""
+def _json_beside_model(flag: flags.FlagHolder, *names: str) -> str:
+    """The flag's path, or the first of `names` (relative to the model's directory) that exists, or ""."""
     if flag.value is not None:
         return flag.value
-    path = os.path.join(os.path.dirname(os.path.abspath(_MODEL.value)), name)
-    return path if os.path.exists(path) else ""
+    for name in names:
+        path = os.path.join(os.path.dirname(os.path.abspath(_MODEL.value)), name)
+        if os.path.exists(path):
+            return path
+    return ""
 
 
 def export() -> str:
@@ -55,7 +64,7 @@ def export() -> str:
 
     version = export_lib.resolve_version(_OUTPUT_DIR.value, _VERSION.value)
     metrics_path = _json_beside_model(_METRICS, "metrics.json")
-    report_path = _json_beside_model(_REPORT, "report.json")
+    report_path = _json_beside_model(_REPORT, os.path.join("eval", "report.json"), "report.json")
     metrics = read_json(metrics_path, "metrics") if metrics_path else None
     report = read_json(report_path, "evaluation report") if report_path else None
     model = load_model(_MODEL.value, saved_model=False)
@@ -72,5 +81,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     cli.run(main)

@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import os
 
+# Before TensorFlow loads (importing he_keras loads it): its C++ start-up logs stay quiet.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
 from absl import flags
 
 from he_keras import cli
@@ -174,5 +177,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     cli.run(main)

@@ -479,6 +479,25 @@ def side(units: dict, terms: Sequence[Term], seeds: Sequence[int]) -> np.ndarray
                      for s in seeds])
 
 
+def mixed_corruption_models(claim: Claim, units: dict, seeds: Sequence[int]) -> str:
+    """Why an `mCA` claim cannot pair its arms yet, or "" if it can.
+
+    `study.add_corruptions` scores a unit's own model, or a retraining of
+    its spec and seed whose history differs (a unit trained by older code).
+    Within a seed both sides must be of one kind, or a code change would
+    count as the arms' difference.
+    """
+    if not any(m == "mCA" for _, _, m in claim.a + claim.b):
+        return ""
+    arms = list(dict.fromkeys(arm for _, arm, m in claim.a + claim.b if m == "mCA"))
+    for s in seeds:
+        kinds = {units[arm][s]["corruptions"]["model"]["history_max_difference"] > 0 for arm in arms}
+        if len(kinds) > 1:
+            return (f"seed {s}: some arms' corruption benchmark ran on the unit's model, others on a "
+                    "retraining whose history differs (retrain them alike)")
+    return ""
+
+
 def arm_means(units: dict, arm: str, metrics: Sequence[str] = ("clean", "AutoAttack")) -> dict:
     """Mean over the arm's seeds of each metric's accuracy."""
     return {m: float(np.mean([outcome(r, m).mean() for r in units[arm].values()])) for m in metrics}
@@ -502,6 +521,9 @@ def decide(claim: Claim, units: dict, seeds_required: int, epochs: int, eps: flo
             a, b = side(units, claim.a, seeds), side(units, claim.b, seeds)
     except KeyError as err:  # a metric added to the protocol after some units ran
         return {"id": claim.id, "claim": claim.claim, "pending": err.args[0]}
+    mixed = mixed_corruption_models(claim, units, seeds)
+    if mixed:
+        return {"id": claim.id, "claim": claim.claim, "pending": mixed}
     effect = stats.paired_effect(a, b, scale=claim.scale)
     base = arm_means({claim.baseline: {s: units[claim.baseline][s] for s in seeds}}, claim.baseline)
     # The verdict is read off the rounded interval the record stores, so the

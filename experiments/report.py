@@ -119,6 +119,7 @@ def _wall(results: str, units_by_dataset: dict) -> tuple[float, list]:
     unit_seconds = sum(r["train"]["wall_seconds"] + r["eval_wall_seconds"]
                        + r.get("margins", {}).get("seconds", 0.0)
                        + r.get("corruptions", {}).get("seconds", 0.0)
+                       + r.get("corruptions", {}).get("model", {}).get("train_seconds", 0.0)
                        + sum(s["seconds"] for s in r.get("supplements", []))
                        for units in units_by_dataset.values() for by_seed in units.values()
                        for r in by_seed.values())

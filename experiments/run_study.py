@@ -88,7 +88,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                           meanwhile=measure if args.quick else None)
         # Second pass: analyses that became possible once later units ran
         # (margins need the standard model of the same seed), in fresh
-        # one-thread workers (this process's TensorFlow has timed steps).
+        # one-thread workers with --workers > 1 (this process's TensorFlow
+        # may have timed steps on all cores).
         study.run_workers(todo, results, runs, args.quick, args.workers)
         report.log_invocation(results, started, time.time(), invocation)
     records, pending = claims.decide_all(results, quick=args.quick)

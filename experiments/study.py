@@ -528,9 +528,15 @@ def work(todo: Sequence[tuple], results: str = RESULTS, runs: str = RUNS, quick:
             if missing_attacks(path):
                 supplement(path, runs, results, log)
             if margins_missing(path, results):
+                # Under the standard unit's lock: two margin arms of a seed
+                # must not retrain its standard model into one directory at once.
                 standard = unit_path(dataset, "standard", seed, results)
-                if regenerate(path, runs, results, log) and regenerate(standard, runs, results, log):
-                    add_margins(path, runs, log)
+                if claim(standard):
+                    try:
+                        if regenerate(path, runs, results, log) and regenerate(standard, runs, results, log):
+                            add_margins(path, runs, log)
+                    finally:
+                        release(standard)
             if weight_norms_missing(path) and regenerate(path, runs, results, log):
                 add_weight_norms(path, runs, log)
             if corruptions_missing(path):
@@ -606,10 +612,10 @@ def train_again(record: dict, directory: str, runs: str = RUNS) -> float:
     """Trains a unit's spec and seed into `directory` again.
 
     Returns:
-        The largest absolute difference between the new per-epoch history
-        and the unit's recorded one (0.0: identical, as a deterministic
-        runner on the same code and machine gives; inf if they do not have
-        the same entries).
+        0.0 if the new per-epoch history equals the unit's recorded one
+        element for element (as a deterministic runner on the same code and
+        machine gives), else the largest absolute difference between them
+        (inf if they do not have the same entries or a value is not finite).
     """
     import numpy as np
 
@@ -618,10 +624,13 @@ def train_again(record: dict, directory: str, runs: str = RUNS) -> float:
     n_eval = QUICK_N_TEST if record["quick"] else 0
     history = run(train_config(record["spec"], directory, n_eval, runs))["history"]
     recorded = record["train"]["history"]
-    if set(history) != set(recorded) or any(len(history[k]) != len(recorded[k]) for k in recorded):
+    pairs = [(np.asarray(history.get(k, []), np.float64), np.asarray(v, np.float64)) for k, v in recorded.items()]
+    if set(history) != set(recorded) or any(a.shape != b.shape for a, b in pairs):
         return float("inf")
-    return max(float(np.max(np.abs(np.asarray(history[k], np.float64) - np.asarray(recorded[k], np.float64)),
-                            initial=0.0)) for k in recorded)
+    if all(np.array_equal(a, b) for a, b in pairs):
+        return 0.0
+    difference = max(float(np.max(np.abs(a - b), initial=0.0)) for a, b in pairs)
+    return difference if np.isfinite(difference) and difference > 0 else float("inf")
 
 
 # === Margins along adversarial directions (HAT, Sec. 3 and Table 1) ===
@@ -784,7 +793,6 @@ def add_corruptions(path: str, runs: str = RUNS, log=print) -> None:
     the mCA claims pair arms by seed, whichever model a seed has.
     """
     import shutil
-    import tempfile
 
     import numpy as np
 
@@ -799,8 +807,10 @@ def add_corruptions(path: str, runs: str = RUNS, log=print) -> None:
     provenance = {"retrained": False, "history_max_difference": 0.0}
     scratch = None
     if not os.path.exists(os.path.join(directory, "model.keras")):
-        os.makedirs(os.path.dirname(directory), exist_ok=True)
-        scratch = tempfile.mkdtemp(prefix=f"seed{seed}.corruptions-", dir=os.path.dirname(directory))
+        # The caller holds the unit's lock: a scratch directory left by a
+        # killed worker is this unit's, and is started afresh.
+        scratch = directory.rstrip("/") + ".corruptions"
+        shutil.rmtree(scratch, ignore_errors=True)
         start = time.perf_counter()
         difference = train_again(record, scratch, runs)
         provenance = {"retrained": True, "history_max_difference": difference,
@@ -905,11 +915,13 @@ def run_workers(todo: Sequence[tuple], results: str = RESULTS, runs: str = RUNS,
                 workers: int = 1, meanwhile: Optional[Callable] = None) -> int:
     """Runs `todo` in `workers` spawned processes (in this one for 1); returns an exit code.
 
-    No more processes are spawned than units are `pending` (a spawned worker
-    pays a TensorFlow import before it finds out there is nothing to do);
-    units that are pending still go to spawned workers, never to this
-    process, whose TensorFlow may already run on more than one thread (a
-    retrained model must repeat its unit's one-thread history bit for bit).
+    With `workers` > 1, no more processes are spawned than units are
+    `pending` (a spawned worker pays a TensorFlow import before it finds out
+    there is nothing to do), and the pending units go to spawned workers,
+    not to this process, whose TensorFlow may already run on more than one
+    thread (a retrained model must repeat its unit's one-thread history bit
+    for bit); with `workers` = 1 this process runs them, on one thread only
+    if it has not started TensorFlow yet (`one_thread`).
     `meanwhile()`, if given, runs in this process while the workers run (the
     quick study times its steps then: toy timings decide nothing).
     """

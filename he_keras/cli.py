@@ -6,7 +6,9 @@ missing required flag, an unreadable flagfile), positional arguments,
 `ValueError` (how the library reports invalid values, files, models and
 data) and `he_keras.backends.BackendError` (a Keras backend other than
 TensorFlow). Each becomes one line on stderr, `error: <message>`, and exit
-status 2, with no traceback; anything else is a bug and keeps its traceback.
+status 2, with no traceback (the apps check their input before compute, so
+these come before it; a `ValueError` raised later is reported the same way);
+any other exception is a bug and keeps its traceback.
 
 Example:
 

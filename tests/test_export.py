@@ -176,7 +176,7 @@ def test_export_rejects_models_without_an_image_input(tmp_path):
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    """A finished one-epoch training run and an evaluation report beside it."""
+    """A finished one-epoch training run and evaluation reports beside it."""
     out = str(tmp_path_factory.mktemp("run"))
     config = TrainConfig(
         n_train=128, epochs=1, steps=2, step_size=0.15, n_eval=32, eval_steps=3,
@@ -191,8 +191,12 @@ def run_dir(tmp_path_factory):
         "robust_accuracy": 0.125,
         "attacks": [{"name": "FGSM"}, {"name": "PGD-20"}],
     }
-    with open(os.path.join(out, "report.json"), "w") as f:
+    # Where apps/evaluate.py writes by default; it wins over a report.json beside the model.
+    os.makedirs(os.path.join(out, "eval"))
+    with open(os.path.join(out, "eval", "report.json"), "w") as f:
         json.dump(report, f)
+    with open(os.path.join(out, "report.json"), "w") as f:
+        json.dump(dict(report, clean_accuracy=0.9), f)
     return out
 
 
@@ -216,7 +220,7 @@ def test_export_app_versions_and_model_card(run_dir, tmp_path):
     assert (card["framework"], card["head"], card["s"], card["m"]) == ("pgdat", "he", 15.0, 0.2)
     assert (card["eps"], card["dataset"], card["input_shape"]) == (0.3, "digits", [8, 8, 1])
     assert card["training_flags"] == metrics["config"]
-    # The evaluation report, found beside the model, is the last evaluation.
+    # The evaluation report found in eval/ beside the model is the last evaluation.
     assert card["evaluation"]["clean_accuracy"] == 0.5
     assert card["evaluation"]["robust_accuracy"] == 0.125
     assert card["evaluation"]["attack"]["attacks"] == ["FGSM", "PGD-20"]

@@ -84,6 +84,29 @@ def test_margin_claims_compare_gains_in_l2_units_and_wait_for_missing_margins():
     assert "unmoved" in claims.decide(claim, units, 5, 60, 0.2)["pending"]
 
 
+def test_mca_claim_pairs_per_point_fractions_and_never_mixes_model_provenance():
+    rng = np.random.default_rng(3)
+    labels = np.repeat(np.arange(10), 36)
+    configs = 70
+    units = {"fw": {}, "fw_he": {}}
+    for seed in range(5):
+        for arm, gain in (("fw", 0), ("fw_he", 4)):  # +HE: 4 more configurations per point
+            record = unit(arm, seed, labels, np.ones(360), np.ones(360), rng.random(360) < 0.5)
+            correct = np.minimum(rng.integers(40, 60, 360) + gain, configs)
+            record["corruptions"] = {"point_correct": correct.tolist(), "point_configs": configs,
+                                     "model": {"retrained": True, "history_max_difference": 0.05}}
+            units[arm][seed] = record
+    claim = claims.Claim("t", "+HE raises mCA", "test", ((1, "fw_he", "mCA"),), ((1, "fw", "mCA"),), "fw", "n/a")
+    record = claims.decide(claim, units, 5, 60, 0.2)
+    assert record["verdict"] == "reproduced" and 100 * 3 / configs < record["effect"] < 100 * 5 / configs
+    assert stats.check_record(record, {"digits": 360}) == []
+    # Seed 2 scored on the unit's own model for one arm only: no verdict.
+    units["fw"][2]["corruptions"]["model"] = {"retrained": False, "history_max_difference": 0.0}
+    assert "retraining whose history differs" in claims.decide(claim, units, 5, 60, 0.2)["pending"]
+    del units["fw"][2]["corruptions"]
+    assert "study.add_corruptions adds it" in claims.decide(claim, units, 5, 60, 0.2)["pending"]
+
+
 def test_vulnerable_class_drop_statistic_fires_only_when_weak_classes_lose_more():
     rng = np.random.default_rng(1)
     labels = np.tile(np.arange(10), 36)
