@@ -393,6 +393,10 @@ def _measure(
             key: float(np.mean(predict_logits(m, clean[0], batch_size).argmax(1) == clean[1]))
             for key, m in models.items()
         }
+    benchmark = [c for c in corruptions if c not in held_out]
+    if per_point and not benchmark:
+        raise ValueError("Per-point results need benchmark corruptions. "
+                         f"Received only held-out ones: corruptions={list(corruptions)}")
     grid, counts, point_hits = _accuracy_grid(models, corruptions, severities, batches, batch_size, verbose)
     out = {**settings, "model": names["model"], "n_per_config": counts,
            "held_out": [c for c in grid["model"] if c in held_out]}
@@ -400,10 +404,9 @@ def _measure(
         out["clean_accuracy"] = clean_accuracy["model"]
     out.update(_accuracy_summary(grid["model"], held_out))
     if per_point:
-        benchmark = [c for c in corruptions if c not in held_out]
-        if not point_hits or not benchmark:
-            raise ValueError("Per-point results need benchmark corruptions that each give every point. "
-                             f"Received: corruptions={list(corruptions)}, points per configuration {counts}")
+        if not point_hits:
+            raise ValueError("Per-point results need every configuration to give the same points. "
+                             f"Received: points per configuration {counts}")
         out["point_correct"] = [int(v) for v in sum(point_hits[c] for c in benchmark)]
         out["point_configs"] = len(benchmark) * len(severities)
     if "reference" in grid:
