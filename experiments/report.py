@@ -153,6 +153,9 @@ def _corruption_lines(units_by_dataset: dict) -> list:
                   *(_pct([c["per_corruption"][name] for c in done]) for done in arms.values())]
                  for name in names]
         lines += [f"### {dataset}", ""] + _table(["corruption", *arms], rows) + [""]
+        if first["not_applicable"]:
+            lines += [f"Not applicable to these images, so not in the means: {name} ({why})."
+                      for name, why in first["not_applicable"].items()] + [""]
     return lines
 
 

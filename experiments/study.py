@@ -768,11 +768,23 @@ CORRUPTION_SEED = 0  # one seed for every unit: each arm meets the same corrupte
 
 
 def corruptions_missing(path: str) -> bool:
-    """Whether a finished unit of `CORRUPTION_ARMS` lacks its corruption benchmark."""
+    """Whether a finished unit of `CORRUPTION_ARMS` lacks its corruption benchmark.
+
+    A benchmark is also missing when it ran another set of corruptions than
+    the ones that now apply to its images (`select_corruptions`), or
+    predates the record of its image shape.
+    """
+    from he_keras.evaluation.corruptions import select_corruptions
     from he_keras.files import read_json
 
     record = read_json(path, "study unit")
-    return record["arm"] in CORRUPTION_ARMS and "corruptions" not in record
+    if record["arm"] not in CORRUPTION_ARMS:
+        return False
+    done = record.get("corruptions")
+    if done is None or "image_shape" not in done:
+        return True
+    names, _ = select_corruptions("generated", record["dataset"], image_shape=done["image_shape"])
+    return set(names) != set(done["accuracy"])
 
 
 def add_corruptions(path: str, runs: str = RUNS, log=print) -> None:
@@ -785,12 +797,14 @@ def add_corruptions(path: str, runs: str = RUNS, log=print) -> None:
     per-point outcome `mCA` of the claims).
 
     Without the unit's model in `runs/`, the unit's spec and seed are
-    trained again (`train_again`) in a scratch directory, used for this
-    benchmark only and deleted. A retraining that repeats the unit's history
-    is the unit's model; one that does not (a unit trained by an earlier
-    version of the code) is a model of the same arm, seed and data order.
-    `corruptions.model` records which, with the largest history difference:
-    the mCA claims pair arms by seed, whichever model a seed has.
+    trained again (`train_again`) into `<run dir>.retrained`, which is kept
+    (outside git, like `runs/`) with its `provenance.json`, so that a changed
+    benchmark runs again on the same model instead of another retraining. A
+    retraining that repeats the unit's history is the unit's model; one that
+    does not (a unit trained by an earlier version of the code) is a model
+    of the same arm, seed and data order. `corruptions.model` records which,
+    with the largest history difference: the mCA claims pair arms by seed,
+    whichever model a seed has.
     """
     import shutil
 
@@ -805,31 +819,33 @@ def add_corruptions(path: str, runs: str = RUNS, log=print) -> None:
     dataset, arm, seed = record["dataset"], record["arm"], record["seed"]
     directory = _run_dir(runs, dataset, arm, seed)
     provenance = {"retrained": False, "history_max_difference": 0.0}
-    scratch = None
     if not os.path.exists(os.path.join(directory, "model.keras")):
-        # The caller holds the unit's lock: a scratch directory left by a
-        # killed worker is this unit's, and is started afresh.
-        scratch = directory.rstrip("/") + ".corruptions"
-        shutil.rmtree(scratch, ignore_errors=True)
-        start = time.perf_counter()
-        difference = train_again(record, scratch, runs)
-        provenance = {"retrained": True, "history_max_difference": difference,
-                      "train_seconds": time.perf_counter() - start}
-        log(f"  {dataset}/{arm}/seed{seed}: retrained for the corruptions, history "
-            + ("identical" if difference == 0.0 else f"differs by up to {difference:.3g}"))
-    try:
-        model = load_model(os.path.join(scratch or directory, "model.keras"))
-        x, y = to_numpy(load_dataset(dataset).test, QUICK_N_TEST if record["quick"] else None)
-        if not np.array_equal(y, record["eval"]["points"]["labels"]):
-            raise ValueError(f"{dataset}/{arm}/seed{seed}: the test points differ from the unit's evaluation")
-        result = corruption_benchmark(model, x, y, seed=CORRUPTION_SEED, batch_size=500, dataset=dataset,
-                                      model_name=f"{arm}/seed{seed}", per_point=True)
-    finally:
-        if scratch:
-            shutil.rmtree(scratch, ignore_errors=True)
+        directory = directory.rstrip("/") + ".retrained"
+        kept = os.path.join(directory, "provenance.json")
+        if os.path.exists(kept):
+            provenance = read_json(kept, "retraining provenance")
+            log(f"  {dataset}/{arm}/seed{seed}: corruptions on the kept retraining")
+        else:
+            # The caller holds the unit's lock: a directory without its
+            # provenance is a retraining a killed worker left; start afresh.
+            shutil.rmtree(directory, ignore_errors=True)
+            start = time.perf_counter()
+            difference = train_again(record, directory, runs)
+            provenance = {"retrained": True, "history_max_difference": difference,
+                          "train_seconds": time.perf_counter() - start}
+            write_json(kept, provenance)
+            log(f"  {dataset}/{arm}/seed{seed}: retrained for the corruptions, history "
+                + ("identical" if difference == 0.0 else f"differs by up to {difference:.3g}"))
+    model = load_model(os.path.join(directory, "model.keras"))
+    x, y = to_numpy(load_dataset(dataset).test, QUICK_N_TEST if record["quick"] else None)
+    if not np.array_equal(y, record["eval"]["points"]["labels"]):
+        raise ValueError(f"{dataset}/{arm}/seed{seed}: the test points differ from the unit's evaluation")
+    result = corruption_benchmark(model, x, y, seed=CORRUPTION_SEED, batch_size=500, dataset=dataset,
+                                  model_name=f"{arm}/seed{seed}", per_point=True)
     record["corruptions"] = {k: result[k] for k in (
         "seed", "severities", "not_applicable", "held_out", "clean_accuracy", "accuracy",
         "per_corruption", "mCA", "held_out_mCA", "point_correct", "point_configs", "seconds")}
+    record["corruptions"]["image_shape"] = list(x.shape[1:])
     record["corruptions"]["model"] = provenance
     write_json(path, record)
     log(f"  {dataset}/{arm}/seed{seed}: corruptions mCA {result['mCA']:.4f} ({result['seconds']:.0f}s)")

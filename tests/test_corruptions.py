@@ -15,7 +15,9 @@ from PIL import Image
 
 from helpers import digits_arrays, undefended_digits_model
 from he_keras import evaluation
-from he_keras.evaluation.corruption_ops import CORRUPTIONS, corrupt
+from he_keras.evaluation.corruption_ops import (
+    CORRUPTIONS, SEVERITIES, corrupt, largest_change, not_applicable_reason,
+)
 from he_keras.evaluation.corruptions import (
     CorruptionSettings,
     corruption_accuracy,
@@ -83,7 +85,7 @@ def test_which_corruptions_apply():
     assert select_corruptions("generated", "", image_shape=(32, 32, 3)) == (tuple(CORRUPTIONS), {})
     names, left_out = select_corruptions("generated", "", image_shape=(2, 2, 1))
     assert "glass_blur" not in names and "fog" in names and set(left_out) == {
-        "glass_blur", "elastic_transform", "saturate"
+        "glass_blur", "elastic_transform", "saturate", "defocus_blur", "gaussian_blur"
     }
     assert left_out["glass_blur"] == "glass_blur needs images of at least 3x3 pixels; received 2x2"
     assert len(evaluation.BENCHMARK_CORRUPTIONS) == 15
@@ -139,6 +141,24 @@ def test_defocus_blur_kernel_is_the_reference_disk_scaled_by_size():
     assert abs(out[c + 1, c + 1]) < 1e-3 and out.sum() == pytest.approx(1.0, abs=1e-5)
     # At 16 px the radius is 0.5: the disk is one pixel, and the blur vanishes.
     assert np.allclose(corrupt(impulse(16), "defocus_blur", 4), impulse(16), atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["defocus_blur", "gaussian_blur"])
+def test_a_blur_that_cannot_change_a_stored_pixel_does_not_apply(name):
+    # Scaled to 8x8 digits, both kernels keep all but < 1/255 of the weight
+    # on the centre pixel: the "corrupted" test set is the clean one.
+    rng = np.random.default_rng(0)
+    op = CORRUPTIONS[name].op
+    for size, applies in ((8, False), (16, True), (28, True)):
+        reason = not_applicable_reason(name, (size, size, 1))
+        assert (reason is None) == applies, (size, reason)
+        # The rule's bound holds on any image, and is reached by an impulse.
+        x = np.concatenate([rng.uniform(size=(8, size, size, 1)), impulse(size).astype(np.float64)])
+        change = max(np.abs(op(x, severity, rng) - x).max() for severity in SEVERITIES)
+        bound = largest_change(name, (size, size, 1))
+        assert change <= bound + 1e-9 and change == pytest.approx(bound, rel=1e-6)
+        assert (bound >= 1 / 255) == applies
+    assert "below 1/255" in not_applicable_reason(name, (8, 8, 3))
 
 
 def test_gaussian_blur_impulse_response_is_the_sampled_gaussian():
@@ -311,7 +331,8 @@ def digits_benchmark():
 
 def test_accuracy_falls_with_severity(digits_benchmark):
     result = digits_benchmark
-    assert result["n_per_config"] == [360] and result["not_applicable"].keys() == {"saturate"}
+    assert result["n_per_config"] == [360]
+    assert result["not_applicable"].keys() == {"saturate", "defocus_blur", "gaussian_blur"}
     accuracy = result["accuracy"]
     # Margins of several points, not of a prediction or two: any model trained
     # as `undefended_digits_model` loses about 9 points on average from
@@ -438,8 +459,10 @@ def test_benchmark_selection_rejects_before_any_compute():
         select_corruptions("tfds", "digits", None)
     with pytest.raises(ValueError, match="frosted_glass_blur"):
         select_corruptions("tfds", "cifar10", ["glass_blur"])
+    with pytest.raises(ValueError, match="defocus_blur changes no pixel of 8x8 images"):
+        select_corruptions("generated", "digits", ["defocus_blur"], (1,), (8, 8, 1))
     names, skipped = select_corruptions("generated", "digits", None, (1, 5), (8, 8, 1))
-    assert "saturate" not in names and set(skipped) == {"saturate"}
+    assert "saturate" not in names and set(skipped) == {"saturate", "defocus_blur", "gaussian_blur"}
     assert len(select_corruptions("tfds", "cifar10")[0]) == 19
 
 

@@ -167,8 +167,20 @@ def test_missing_models_are_retrained_only_if_they_repeat_the_unit_and_fine_tuni
     assert "margins" not in record
     assert not (out / "runs" / "digits" / "pgdat" / "seed0").exists()
     # The corruption benchmark needs a model of the arm and seed, not the
-    # unit's own: it ran on a retraining, says so, and left nothing behind.
-    assert record["corruptions"]["model"]["retrained"] is True
-    assert record["corruptions"]["model"]["history_max_difference"] == pytest.approx(0.01, abs=1e-6)
+    # unit's own: it ran on a retraining, says so, and kept it apart.
+    provenance = record["corruptions"]["model"]
+    assert provenance["retrained"] is True
+    assert provenance["history_max_difference"] == pytest.approx(0.01, abs=1e-6)
     assert len(record["corruptions"]["point_correct"]) == study.QUICK_N_TEST
-    assert sorted(os.listdir(out / "runs" / "digits" / "pgdat")) == ["seed1", "seed2"]
+    assert sorted(os.listdir(out / "runs" / "digits" / "pgdat")) == ["seed0.retrained", "seed1", "seed2"]
+    # A benchmark that no longer matches the corruptions that apply runs
+    # again, on the kept retraining: nothing is trained a second time.
+    record["corruptions"]["accuracy"].pop("fog")
+    record["margins"] = before  # (margins are not what this checks)
+    path.write_text(json.dumps(record))
+    assert study.corruptions_missing(str(path))
+    log = study_seed0(out, "pgdat")
+    assert "corruptions on the kept retraining" in log and "retrained for the corruptions" not in log, log
+    record = json.loads(path.read_text())
+    assert record["corruptions"]["model"] == provenance and "fog" in record["corruptions"]["accuracy"]
+    assert not study.corruptions_missing(str(path))

@@ -18,7 +18,10 @@ the image (pixelate factors, zoom factors, elastic magnitudes, which the
 reference writes as multiples of the image size) are applied to the actual
 size. Noise and digital parameters do not depend on the size. On an 8x8
 image (scale 1/4) the blurs stay below a pixel, as they would on the 32x32
-image the 8x8 digit was reduced from.
+image the 8x8 digit was reduced from; a blur whose kernel at that size keeps
+so much weight on the centre pixel that no image can change by 1/255 (the
+8-bit step) at any severity is not applicable there (`not_applicable_reason`):
+scored, it would only repeat the clean accuracy inside the mCA.
 
 Randomness comes from one `np.random.Generator` per call of `corrupt`,
 seeded from `(seed, corruption, severity)`; NumPy's global random state is
@@ -50,6 +53,9 @@ REFERENCE_SIZE = 32
 LUMA = np.array([0.299, 0.587, 0.114])
 # Images corrupted per step inside `corrupt` (bounds the temporary arrays).
 CHUNK = 256
+# A corruption that cannot change any pixel by this much (the 8-bit step)
+# leaves every stored image as it was.
+NO_CHANGE = 1 / 255
 
 
 def _scale(x: np.ndarray) -> float:
@@ -582,6 +588,9 @@ class Corruption:
         op: `(images, severity, rng) -> images`, float64, before clipping.
         min_size: Smallest image side it handles.
         channels: The channel counts it applies to.
+        linear: Whether `op` is a normalized non-negative convolution, so
+            that its largest possible change of a [0, 1] image is the
+            weight its kernel puts off the centre pixel (`largest_change`).
     """
 
     name: str
@@ -590,6 +599,7 @@ class Corruption:
     op: Callable[[np.ndarray, int, np.random.Generator], np.ndarray]
     min_size: int = 1
     channels: tuple = (1, 3)
+    linear: bool = False
 
 
 # In the order of the reference's table: the 15 benchmark corruptions (noise,
@@ -600,7 +610,7 @@ CORRUPTIONS = {
         Corruption("gaussian_noise", False, True, _gaussian_noise),
         Corruption("shot_noise", False, True, _shot_noise),
         Corruption("impulse_noise", False, True, _impulse_noise),
-        Corruption("defocus_blur", False, False, _defocus_blur),
+        Corruption("defocus_blur", False, False, _defocus_blur, linear=True),
         Corruption("glass_blur", False, True, _glass_blur, min_size=3),
         Corruption("motion_blur", False, True, _motion_blur_op),
         Corruption("zoom_blur", False, False, _zoom_blur),
@@ -613,7 +623,7 @@ CORRUPTIONS = {
         Corruption("pixelate", False, False, _pixelate, min_size=2),
         Corruption("jpeg_compression", False, False, _jpeg_compression),
         Corruption("speckle_noise", True, True, _speckle_noise),
-        Corruption("gaussian_blur", True, False, _gaussian_blur),
+        Corruption("gaussian_blur", True, False, _gaussian_blur, linear=True),
         Corruption("spatter", True, True, _spatter, min_size=2),
         Corruption("saturate", True, False, _saturate, channels=(3,)),
     )
@@ -654,7 +664,46 @@ def not_applicable_reason(corruption: str, image_shape: Sequence[int]) -> Option
     if min(height, width) < spec.min_size:
         return (f"{corruption} needs images of at least {spec.min_size}x{spec.min_size} pixels; "
                 f"received {height}x{width}")
+    if spec.linear:
+        change = largest_change(corruption, image_shape)
+        if change < NO_CHANGE:
+            return (f"{corruption} changes no pixel of {height}x{width} images by more than "
+                    f"{change:.2g} at any severity, below 1/255 (its kernel, scaled to the image, "
+                    "stays within one pixel)")
     return None
+
+
+def largest_change(corruption: str, image_shape: Sequence[int]) -> float:
+    """The most a linear corruption can change a pixel of a [0, 1] image.
+
+    For a normalized non-negative kernel `w`, `out - x` at a pixel is
+    `sum_{i != centre} w_i (x_i - x_centre)`, at most `1 - w_centre` in
+    absolute value. `w_centre` is read from the response to a unit impulse
+    in the middle of an image of `image_shape`, for each severity.
+
+    Args:
+        corruption: A name of `CORRUPTIONS` with `linear=True`.
+        image_shape: `(height, width, channels)`.
+
+    Returns:
+        The bound, maximized over the severities.
+
+    Example:
+
+    ```python
+    largest_change("gaussian_blur", (8, 8, 1))   # 0.0013: below 1/255
+    largest_change("gaussian_blur", (28, 28, 1))  # 0.79
+    ```
+    """
+    spec = CORRUPTIONS[corruption]
+    if not spec.linear:
+        raise ValueError(f"{corruption} is not a linear corruption")
+    height, width, channels = image_shape
+    impulse = np.zeros((1, height, width, channels))
+    impulse[0, height // 2, width // 2] = 1.0
+    rng = np.random.default_rng(0)
+    return max(1.0 - float(spec.op(impulse, severity, rng)[0, height // 2, width // 2, 0])
+               for severity in SEVERITIES)
 
 
 def check_severities(severities: Sequence[int]) -> None:
