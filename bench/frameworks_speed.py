@@ -61,7 +61,7 @@ def main(argv):
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     tf.config.threading.set_inter_op_parallelism_threads(FLAGS.inter_op_threads)
     tf.get_logger().setLevel("ERROR")
-    from he_keras.training.runner import make_strategy
+    from he_keras.runs.build import make_strategy
 
     model, size, batch = FLAGS.model, FLAGS.image_size, FLAGS.batch_size
     x, y = synthetic_batch(batch, size)

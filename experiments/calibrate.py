@@ -1,7 +1,7 @@
 """Calibration of the training regime (issue 14, item 1: "Regime first").
 
 Trains plain PGD-AT settings through the library's one training path
-(`he_keras.training.runner.run`) and evaluates each model on the whole test
+(`he_keras.runs.run`) and evaluates each model on the whole test
 split with the evaluation suite's `standard` preset (AutoAttack-standard:
 APGD-CE -> APGD-T -> FAB-T -> Square, then PGD-20 and the quick attacks; the
 same call `apps/evaluate.py --suite=standard` makes). A setting is *in the
@@ -165,7 +165,8 @@ def train(name: str, setting: dict, runs_dir: str) -> dict:
         The runner's metrics dictionary, with the wall time of this call and
         the load average around it.
     """
-    from he_keras.training.runner import TrainConfig, read_json, run
+    from he_keras.files import read_json
+    from he_keras.runs import TrainConfig, run
 
     output_dir = os.path.join(runs_dir, name)
     metrics_path = os.path.join(output_dir, "metrics.json")
@@ -488,7 +489,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     from he_keras.evaluation import write_report
     from he_keras.files import write_json
-    from he_keras.training.runner import read_json
+    from he_keras.files import read_json
 
     if args.autoattack_subset > 0:
         for name in names:

@@ -226,7 +226,7 @@ def render(results: str, doc: str, readme: Optional[str], quick: bool = False) -
         "`experiments/results/`; do not edit by hand.", "",
         "## Method", "",
         "- **Units.** An arm (a training setting) trained with one seed through the library's "
-        "runner (`he_keras.training.runner.run`, the path of `apps/train.py`) and evaluated once "
+        "runner (`he_keras.runs.run`, the path of `apps/train.py`) and evaluated once "
         "through `he_keras.evaluation.evaluate` on the **whole** test split; one JSON per unit "
         "with per-point outcomes (`experiments/study.py`). Arms of a dataset share its "
         "calibrated regime and are paired by seed (same initialization seed, same validation "

@@ -2,7 +2,7 @@
 
 A *unit* is one arm trained with one seed and evaluated once:
 
-1. training through the library's one path, `he_keras.training.runner.run`,
+1. training through the library's one path, `he_keras.runs.run`,
    in `runs/study/<dataset>/<arm>/seed<k>/` (a killed run resumes from its
    last checkpoint; a finished one is loaded, not retrained);
 2. evaluation through `he_keras.evaluation.evaluate(..., points=True)` on the
@@ -276,7 +276,7 @@ def run_unit(dataset: str, arm_name: str, seed: int, results: str = RESULTS, run
     from he_keras.data import load_dataset, to_numpy
     from he_keras.files import write_json
     from he_keras.models.io import load_model
-    from he_keras.training.runner import run
+    from he_keras.runs import run
 
     arm = ARMS[arm_name]
     spec = arm.spec(dataset, seed, quick)
@@ -407,7 +407,7 @@ def superseded(record: dict, results: str = RESULTS) -> Optional[str]:
 def spec_change(have: dict, want: dict) -> Optional[str]:
     """How training spec `have` differs from `want` (a missing setting counts
     as its `TrainConfig` default), or None if they are the same."""
-    from he_keras.training.runner import TrainConfig
+    from he_keras.runs import TrainConfig
 
     defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)
                 if f.default is not dataclasses.MISSING}
@@ -445,7 +445,7 @@ def retire_superseded(dataset: str, arm: str, seed: int, results: str = RESULTS,
     other settings) is renamed too.
     """
     from he_keras.files import read_json
-    from he_keras.training.runner import check_run_dir
+    from he_keras.runs.config import check_run_dir
 
     path = unit_path(dataset, arm, seed, results)
     if not claim(path):
@@ -567,7 +567,7 @@ def pending(todo: Sequence[tuple], results: str = RESULTS) -> list:
 def train_config(spec: dict, output_dir: str, n_eval: int, runs: str) -> Any:
     """The `TrainConfig` of a unit's spec (JSON lists back to tuples; `init_arm`
     becomes the `init_model` path of that arm's model in `runs`)."""
-    from he_keras.training.runner import TrainConfig
+    from he_keras.runs import TrainConfig
 
     fields = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()}
     init_arm = fields.pop("init_arm", "")
@@ -619,7 +619,7 @@ def train_again(record: dict, directory: str, runs: str = RUNS) -> float:
     """
     import numpy as np
 
-    from he_keras.training.runner import run
+    from he_keras.runs import run
 
     n_eval = QUICK_N_TEST if record["quick"] else 0
     history = run(train_config(record["spec"], directory, n_eval, runs))["history"]
@@ -679,7 +679,7 @@ def add_margins(path: str, runs: str = RUNS, log=print) -> None:
     from he_keras.evaluation import margin as margin_lib
     from he_keras.files import read_json, write_json
     from he_keras.models.io import load_model
-    from he_keras.training.runner import run
+    from he_keras.runs import run
 
     start = time.perf_counter()
     record = read_json(path, "study unit")

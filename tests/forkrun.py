@@ -53,7 +53,7 @@ SERVER_ENV["TF_CPP_MIN_LOG_LEVEL"] = "3"
 PRELOAD = (
     "numpy", "tensorflow", "keras", "absl.app", "absl.flags", "absl.logging", "sklearn.datasets",
     "matplotlib.pyplot", "he_keras", "he_keras.data", "he_keras.models", "he_keras.models.io",
-    "he_keras.attacks", "he_keras.training", "he_keras.training.runner", "he_keras.evaluation",
+    "he_keras.attacks", "he_keras.training", "he_keras.runs", "he_keras.evaluation",
     "he_keras.evaluation.checks", "he_keras.export", "he_keras.files",
 )
 

@@ -29,7 +29,7 @@ from he_keras.evaluation import evaluate
 from he_keras.models import build_model
 from he_keras.models.io import load_model
 from he_keras.training import PGDAT
-from he_keras.training.runner import TrainConfig, run
+from he_keras.runs import TrainConfig, run
 from he_keras.validation import validate_images, validate_labels
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -15,7 +15,7 @@ import tensorflow as tf
 from he_keras.attacks import core as attack_core
 from he_keras.models import build_model
 from he_keras.training import FRAMEWORKS, DistributedTrainLoop
-from he_keras.training.runner import make_strategy
+from he_keras.runs.build import make_strategy
 from helpers import digits_arrays
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -19,7 +19,7 @@ import tensorflow as tf
 from he_keras.models import build_model
 from he_keras.training import PGDAT, EpsilonWarmup, FreeAT
 from he_keras.training.eps_warmup import warmup_fraction
-from he_keras.training.runner import TrainConfig, run
+from he_keras.runs import TrainConfig, run
 from helpers import digits_arrays
 
 EPS = 0.3
@@ -100,7 +100,7 @@ class Interrupt(keras.callbacks.Callback):
 @pytest.mark.parametrize("loop", ["fit", "distributed_loop"])
 def test_an_interrupted_fit_leaves_the_attack_at_the_budget_it_found(loop):
     from he_keras.training import DistributedTrainLoop
-    from he_keras.training.runner import make_strategy
+    from he_keras.runs.build import make_strategy
 
     x, y, _, _ = digits_arrays()
     data = tf.data.Dataset.from_tensor_slices((x[:256], y[:256])).batch(64, drop_remainder=True)
@@ -120,7 +120,7 @@ def test_an_interrupted_fit_leaves_the_attack_at_the_budget_it_found(loop):
 
 
 def test_mirrored_replicas_attack_with_the_warmup_radius():
-    from he_keras.training.runner import make_strategy
+    from he_keras.runs.build import make_strategy
 
     strategy = make_strategy("mirrored")
     assert strategy.num_replicas_in_sync == 2, "conftest.py splits the CPU in two"

@@ -16,7 +16,7 @@ import pytest
 import forkrun
 from he_keras import export
 from he_keras.models import build_model, find_head
-from he_keras.training.runner import TrainConfig, run
+from he_keras.runs import TrainConfig, run
 from helpers import digits_arrays, undefended_digits_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -38,7 +38,9 @@ import forkrun
 from he_keras.layers import HypersphereDense
 from he_keras.models import build_model
 from he_keras.training import PGDAT
-from he_keras.training.runner import TrainConfig, run, training_checkpoint, write_atomic
+from he_keras.files import write_atomic
+from he_keras.runs import TrainConfig, run
+from he_keras.training.checkpointing import training_checkpoint
 from helpers import digits_arrays
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -71,7 +73,7 @@ from absl import flags
 
 sys.path.insert(0, os.path.join(sys.argv[1], "apps"))
 import train
-from he_keras.training import runner
+from he_keras.runs import run
 
 class SigkillMidEpoch(keras.callbacks.Callback):
     def __init__(self, epoch, batch):
@@ -87,7 +89,7 @@ class SigkillMidEpoch(keras.callbacks.Callback):
             os.kill(os.getpid(), signal.SIGKILL)
 
 flags.FLAGS(["train.py", *sys.argv[4:]])
-runner.run(train.config_from_flags(), [SigkillMidEpoch(int(sys.argv[2]), int(sys.argv[3]))])
+run(train.config_from_flags(), [SigkillMidEpoch(int(sys.argv[2]), int(sys.argv[3]))])
 """
 
 
@@ -238,7 +240,7 @@ import os
 import signal
 import sys
 
-from he_keras.training.runner import write_atomic
+from he_keras.files import write_atomic
 
 def half_then_die(tmp):
     with open(sys.argv[2], "rb") as src, open(tmp, "wb") as dst:

@@ -18,7 +18,7 @@ from he_keras.training import (
     FreeAT,
     Standard,
 )
-from he_keras.training.runner import TrainConfig, run
+from he_keras.runs import TrainConfig, run
 from helpers import digits_arrays, undefended_digits_model
 
 
@@ -378,19 +378,19 @@ def test_every_flagfile_parses_and_validates(tmp_path):
     assert not invalid, invalid
 
 
-def test_hat_prepare_run_uses_a_given_helper_or_refuses_a_missing_one(tmp_path):
+def test_hat_needs_no_helper_run_when_given_one_and_refuses_a_missing_one(tmp_path):
     path = str(tmp_path / "standard.keras")
     _helper().save(path)
     config = TrainConfig(framework="hat", framework_params={"helper_model": path},
                          output_dir=str(tmp_path / "run"))
-    assert HAT.prepare_run(config) is config
+    assert HAT.prerequisites(config) == {}
     trainer = HAT(_classifier(), helper_model=path)
     np.testing.assert_array_equal(trainer.helper_labels(_batch(4)[0]), np.full(4, 7))
     missing = TrainConfig(framework="hat", framework_params={"helper_model": str(tmp_path / "no.keras")})
     with pytest.raises(ValueError, match="no.keras"):
-        HAT.prepare_run(missing)
+        HAT.prerequisites(missing)
     with pytest.raises(ValueError, match="--helper_model"):
-        HAT.prepare_run(TrainConfig(framework="hat", strategy="multi_worker"))
+        HAT.prerequisites(TrainConfig(framework="hat", strategy="multi_worker"))
 
 
 def test_hat_with_gamma_zero_trains_exactly_like_trades():

@@ -10,7 +10,9 @@ import tensorflow as tf
 
 from he_keras.models import build_model
 from he_keras.training import FreeAT
-from he_keras.training.runner import TrainConfig, run, training_checkpoint, training_passes
+from he_keras.runs import TrainConfig, run
+from he_keras.runs.build import training_passes
+from he_keras.training.checkpointing import training_checkpoint
 from helpers import digits_arrays
 
 

@@ -167,7 +167,7 @@ spec.loader.exec_module(app)
 from absl import flags
 import tensorflow_datasets as tfds
 from he_keras.data import load_dataset
-from he_keras.training import runner
+from he_keras.runs import build, run
 
 def config(*overrides):
     flags.FLAGS.unparse_flags()
@@ -177,10 +177,10 @@ def config(*overrides):
 
 with tfds.testing.mock_data(num_examples=4):
     full = config()
-    trainer = runner.build_trainer(full, load_dataset(full.dataset, full.data_dir))
+    trainer = build.build_trainer(full, load_dataset(full.dataset, full.data_dir))
     built = {"model": full.model, "framework": type(trainer).__name__, "replays": trainer.replays,
              "input": list(trainer.classifier.input_shape), "output": list(trainer.classifier.output_shape)}
-    metrics = runner.run(config("--model=wide_resnet", "--depth=10", "--width=1", "--n_train=2", "--validation_split=0",
+    metrics = run(config("--model=wide_resnet", "--depth=10", "--width=1", "--n_train=2", "--validation_split=0",
                                 "--batch_size=2", "--epochs=1", "--n_eval=2", "--eval_steps=1"))
 print(json.dumps({"built": built, "metrics": metrics}, default=str))
 """

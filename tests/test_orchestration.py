@@ -1,15 +1,18 @@
 """The orchestration layer: one home per default and rule, one model loader,
 framework defaults reachable with None, imports without cycles."""
 
+import dataclasses
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
 import keras
 import numpy as np
 import pytest
+from absl import flags as absl_flags
 
 import forkrun
 from he_keras import defaults, export
@@ -17,8 +20,11 @@ from he_keras.data import load_dataset
 from he_keras.evaluation import preset_attacks
 from he_keras.models import build_model
 from he_keras.models.io import load_model
-from he_keras.training import HAT, PGDAT
-from he_keras.training.runner import TrainConfig, build_trainer
+from he_keras.runs import TrainConfig, execute
+from he_keras.runs import flags as run_flags
+from he_keras.runs.config import FRAMEWORK_PARAMETERS
+from he_keras.runs.build import build_trainer
+from he_keras.training import FRAMEWORKS, HAT, PGDAT
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)
@@ -46,7 +52,7 @@ sys.modules["he_keras.defaults"] = d
 from he_keras import export, layers, losses
 from he_keras.models import MODELS, build_model, find_head, make_head
 from he_keras.training import PGDAT
-from he_keras.training.runner import TrainConfig
+from he_keras.runs import TrainConfig
 app_spec = importlib.util.spec_from_file_location("train_app", os.path.join("apps", "train.py"))
 app = importlib.util.module_from_spec(app_spec)
 app_spec.loader.exec_module(app)
@@ -139,7 +145,7 @@ app = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(app)
 from absl import flags
 from he_keras.data import load_dataset
-from he_keras.training.runner import build_trainer
+from he_keras.runs.build import build_trainer
 data = load_dataset("digits")
 out = {}
 for name in sys.argv[1:]:
@@ -151,6 +157,28 @@ for name in sys.argv[1:]:
                  trainer.eps]
 print(json.dumps(out))
 """
+
+
+def test_every_setting_has_exactly_one_flag_with_its_default_and_help(tmp_path):
+    values = absl_flags.FlagValues()
+    run_flags.define_flags(values)
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    # One flag per setting (framework_params: one per framework hyperparameter).
+    assert set(values) == (fields.keys() - {"framework_params"}) | FRAMEWORK_PARAMETERS.keys()
+    declared = {name for cls in FRAMEWORKS.values() for name in cls.hyperparameters}
+    assert declared == FRAMEWORK_PARAMETERS.keys()
+    for name in fields.keys() - {"framework_params"}:
+        assert values[name].help == fields[name].metadata["help"], name
+    # Unset, the flags give the config's defaults; set, they reach it typed.
+    values(["train.py", f"--output_dir={tmp_path / 'a'}"])
+    assert run_flags.config_from_flags(values) == TrainConfig(output_dir=str(tmp_path / "a"))
+    values.unparse_flags()
+    values(["train.py", f"--output_dir={tmp_path / 'b'}", "--framework=trades", "--beta=5", "--noresume",
+            "--lr_decay_epochs=40,50", "--callbacks=he_lis", "--step_size=0.05", "--s=20"])
+    config = run_flags.config_from_flags(values)
+    assert (config.framework_params, config.resume, config.lr_decay_epochs, config.callbacks) == (
+        {"beta": 5.0}, False, (40.0, 50.0), ("he_lis",))
+    assert (config.step_size, config.s) == (0.05, 20.0)
 
 
 def test_framework_defaults_reachable_with_none_from_flagfiles():
@@ -185,8 +213,9 @@ import json, sys
 import he_keras.export, he_keras.models.io
 export_imports = sorted(m for m in sys.modules if m.startswith("he_keras."))
 from he_keras.training import hat
-runner_after_hat = "he_keras.training.runner" in sys.modules
-from he_keras.training.runner import FRAMEWORKS, CALLBACKS
+runner_after_hat = "he_keras.runs" in sys.modules
+import he_keras.runs
+from he_keras.training import FRAMEWORKS, CALLBACKS
 print(json.dumps([export_imports, runner_after_hat, sorted(FRAMEWORKS), sorted(CALLBACKS)]))
 """
 
@@ -195,11 +224,11 @@ def test_export_imports_no_training_and_registries_no_cycles():
     export_imports, runner_after_hat, frameworks, callbacks = _python(_IMPORTS)
     assert "he_keras.export" in export_imports and "he_keras.models.io" in export_imports
     assert not [m for m in export_imports if m.startswith(("he_keras.training", "he_keras.evaluation"))]
-    assert runner_after_hat is False  # HAT no longer imports the runner
+    assert runner_after_hat is False  # HAT does not import the run layer
     assert "hat" in frameworks and "he_lis" in callbacks
 
 
-def test_hat_trains_its_helper_through_the_run_it_is_given(tmp_path):
+def test_hat_declares_its_helper_run_and_the_run_layer_trains_it_first(tmp_path, monkeypatch):
     helper = tmp_path / "standard.keras"
     build_model("small_cnn", (8, 8, 1), 10).save(helper)
     calls = []
@@ -208,11 +237,19 @@ def test_hat_trains_its_helper_through_the_run_it_is_given(tmp_path):
         calls.append(config)
         return {"model_path": str(helper)}
 
+    monkeypatch.setattr(execute, "run", fake_run)
     config = TrainConfig(framework="hat", output_dir=str(tmp_path / "run"), callbacks=("he_lis",))
-    prepared = HAT.prepare_run(config, fake_run)
+    prepared = execute.with_prerequisites(config)
     assert [(c.framework, c.callbacks, c.output_dir) for c in calls] == [
         ("standard", (), str(tmp_path / "run" / "helper"))]
     assert prepared.framework_params["helper_model"] == str(helper)
+    # A helper run that finished is reused, not trained again.
+    os.makedirs(tmp_path / "run" / "helper")
+    shutil.copy(helper, tmp_path / "run" / "helper" / "model.keras")
+    again = execute.with_prerequisites(config)
+    assert len(calls) == 1 and again.framework_params["helper_model"] == str(tmp_path / "run" / "helper" / "model.keras")
+    # Other frameworks need nothing first.
+    assert execute.with_prerequisites(TrainConfig(output_dir=str(tmp_path / "pgdat"))).framework_params == {}
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import pytest
 from he_keras.attacks import ProjectedGradientAttack
 from he_keras.models import build_model
 from he_keras.training import PGDAT
-from he_keras.training.runner import TrainConfig, run
+from he_keras.runs import TrainConfig, run
 from helpers import accuracy, digits_arrays, undefended_digits_model
 
 

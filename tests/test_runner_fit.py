@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from he_keras.training.runner import TrainConfig, run
+from he_keras.runs import TrainConfig, run
 from he_keras.training.splits import split_validation, stratified_mask
 
 TINY = dict(
@@ -202,7 +202,7 @@ def test_distributed_loop_calls_the_hooks_fit_calls():
     callbacks the same epoch-level hooks, epochs and logs keys."""
     from he_keras.models import build_model
     from he_keras.training import PGDAT, DistributedTrainLoop
-    from he_keras.training.runner import make_strategy
+    from he_keras.runs.build import make_strategy
     from helpers import digits_arrays
 
     x, y, _, _ = digits_arrays()
@@ -285,7 +285,7 @@ def test_distributed_loop_trains_a_plain_keras_model():
     """The loop is not tied to `AdversarialTrainer`: a compiled Keras model
     without an attack budget trains through it too."""
     from he_keras.training import DistributedTrainLoop
-    from he_keras.training.runner import make_strategy
+    from he_keras.runs.build import make_strategy
 
     strategy = make_strategy("mirrored")
     with strategy.scope():

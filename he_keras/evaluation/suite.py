@@ -61,6 +61,7 @@ from he_keras.evaluation import margin as margin_lib
 from he_keras.evaluation.ensemble import (
     EnsembleResult,
     SuiteAttack,
+    evaluation_pgd,
     predict_logits,
     run_ensemble,
 )
@@ -344,13 +345,6 @@ def _headline(result: EnsembleResult, head: str) -> dict:
     return out
 
 
-def _pgd(eps: float, steps: int, step_size: float, norm: str, seed: int) -> core.ProjectedGradientAttack:
-    return core.ProjectedGradientAttack(
-        eps=eps, step_size=step_size, steps=steps, norm=norm,
-        random_start="uniform", keep_best=True, seed=seed,
-    )
-
-
 def _curve_accuracy(
     model: Callable, attack: core.ProjectedGradientAttack, x: np.ndarray, y: np.ndarray,
     norm: str, seed: int, batch_size: int,
@@ -382,7 +376,7 @@ def accuracy_vs_eps(
     One compiled PGD serves every point (`with_budget`), so the curve adds
     one trace per input shape.
     """
-    pgd = _pgd(eps, EPS_CURVE_STEPS, pgd_step_size(eps, EPS_CURVE_STEPS), norm, seed)
+    pgd = evaluation_pgd(eps, EPS_CURVE_STEPS, pgd_step_size(eps, EPS_CURVE_STEPS), norm, seed)
     points = []
     for value in curve_eps_values(eps, norm, int(np.prod(x.shape[1:]))):
         start = time.perf_counter()
@@ -410,7 +404,7 @@ def accuracy_vs_steps(
     One compiled PGD serves every point (`with_budget`).
     """
     step_size = probe_step_size(eps) if step_size is None else step_size
-    pgd = _pgd(eps, CURVE_STEPS[0], step_size, norm, seed)
+    pgd = evaluation_pgd(eps, CURVE_STEPS[0], step_size, norm, seed)
     points = []
     for steps in CURVE_STEPS:
         start = time.perf_counter()

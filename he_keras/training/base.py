@@ -18,7 +18,7 @@ for an HE or m-HE head (`he_keras.losses.margin_cross_entropy`).
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Iterator, Optional
 
 import keras
 import tensorflow as tf
@@ -168,23 +168,22 @@ class AdversarialTrainer(keras.Model):
         )
 
     @classmethod
-    def prepare_run(cls, config: Any, run: Optional[Callable[[Any], dict]] = None) -> Any:
-        """Completes a run's `TrainConfig` before the trainer is built.
+    def prerequisites(cls, config: Any) -> dict:
+        """Models this framework needs trained before its own run.
 
-        `he_keras.training.runner.run` calls this right after validating the
-        config. A framework that needs something produced by a run of its own
-        (HAT's standard helper model) produces it here with `run` and returns
-        the completed config. The default returns `config` unchanged.
+        The run layer (`he_keras.runs.run`) trains each prerequisite run
+        whose `model.keras` does not exist yet, before building the trainer,
+        and passes its model path as the named framework parameter. HAT
+        declares its standard helper model here; the default needs nothing.
 
         Args:
-            config: The validated `TrainConfig`.
-            run: The runner's `run(config) -> metrics` (passed down, so no
-                framework imports the runner).
+            config: The validated `TrainConfig` of the run.
 
         Returns:
-            The `TrainConfig` to train with.
+            `{framework parameter: TrainConfig overrides of the run that
+            trains its model}`.
         """
-        return config
+        return {}
 
     def checkpoint_state(self) -> dict:
         """Training state outside `variables` that a checkpoint must hold.
@@ -274,7 +273,7 @@ class AdversarialTrainer(keras.Model):
         NumPy / tensor images must be finite, in [0, 1] and of the
         classifier's input shape, and labels in `[0, classes)`; a bad batch
         raises ValueError before any training step. (Datasets are checked by
-        `he_keras.training.runner` for the apps.) The training attack's budget
+        `he_keras.runs.run` for the apps.) The training attack's budget
         is restored to its value before the call, also when `fit` raises, so a
         warm-up (`EpsilonWarmup`) never outlives the fit it ran in.
         """

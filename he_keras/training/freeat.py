@@ -37,7 +37,7 @@ class FreeAT(AdversarialTrainer):
     Epochs are the paper's budget: a run of `N` epochs makes `ceil(N /
     replays)` passes over the data (each minibatch replayed `replays` times),
     so it costs about as many forward/backward passes as `N` epochs of
-    standard training. `he_keras.training.runner.run` (and `apps/train.py
+    standard training. `he_keras.runs.run` (and `apps/train.py
     --epochs`) reads `epochs` that way; `fit` itself counts passes, so pass
     `epochs=ceil(N / replays)` when calling it directly. The optimizer makes
     `replays` updates per batch, which `updates_per_batch` reports so

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
-from typing import Any, Callable, Optional, Union
+from typing import Any, Optional, Union
 
 import keras
 import tensorflow as tf
@@ -73,8 +72,8 @@ class HAT(TRADES):
         self.helper_step = float(helper_step)
 
     @classmethod
-    def prepare_run(cls, config: Any, run: Optional[Callable[[Any], dict]] = None) -> Any:
-        """Trains the standard helper model first when no path is given.
+    def prerequisites(cls, config: Any) -> dict:
+        """The standard helper model's run, when no helper model is given.
 
         The helper is a `standard` run with the same data, model, head and
         optimizer settings in `<output_dir>/helper` (reused when its
@@ -82,41 +81,26 @@ class HAT(TRADES):
 
         Args:
             config: The validated `TrainConfig` of the HAT run.
-            run: The runner's `run(config) -> metrics`, which trains the
-                helper (needed only when no helper model is given).
 
         Returns:
-            The config with `framework_params["helper_model"]` set.
+            `{"helper_model": overrides}` for the helper's run, or `{}` when
+            `framework_params["helper_model"]` names a model (checked here).
+
+        Raises:
+            ValueError: for a helper model that cannot be loaded, or a
+                multi-worker run without one.
         """
         path = config.framework_params.get("helper_model")
         if path:
             load_helper_model(path)
-            return config
+            return {}
         if config.strategy == "multi_worker":
             raise ValueError(
                 "Multi-worker HAT needs a trained standard model: pass --helper_model. "
                 "Received: helper_model=None"
             )
-        helper_dir = os.path.join(config.output_dir, HELPER_DIR)
-        path = os.path.join(helper_dir, "model.keras")
-        if not os.path.exists(path):
-            if run is None:
-                raise ValueError(
-                    "HAT needs a standard helper model: pass helper_model, or the runner's "
-                    "`run` to train one. Received: helper_model=None"
-                )
-            path = run(
-                dataclasses.replace(
-                    config,
-                    framework="standard",
-                    framework_params={},
-                    callbacks=(),
-                    output_dir=helper_dir,
-                )
-            )["model_path"]
-        return dataclasses.replace(
-            config, framework_params={**config.framework_params, "helper_model": path}
-        )
+        return {"helper_model": dict(framework="standard", framework_params={}, callbacks=(),
+                                     output_dir=os.path.join(config.output_dir, HELPER_DIR))}
 
     def helper_labels(self, x_adv: tf.Tensor) -> tf.Tensor:
         """`argmax` of the frozen standard model on the adversarial examples."""
