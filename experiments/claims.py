@@ -39,6 +39,7 @@ import numpy as np
 
 import stats
 import study
+from he_keras.evaluation import points as points_lib
 
 Term = tuple  # (coefficient, arm, metric)
 
@@ -422,10 +423,6 @@ def study_record(path: str) -> dict:
     return read_json(path, "study unit")
 
 
-def _bits(flags: str) -> np.ndarray:
-    return np.frombuffer(flags.encode(), dtype=np.uint8) == ord("1")
-
-
 def outcome(record: dict, metric: str) -> np.ndarray:
     """Per-point outcome of `metric` in one unit: 0/1, or continuous (module docstring)."""
     if metric.startswith("worst:"):
@@ -433,16 +430,16 @@ def outcome(record: dict, metric: str) -> np.ndarray:
     points = record["eval"]["points"]
     survivors = points["survivors"]
     if metric == "AutoAttack (logits)":
-        return _bits(survivors["Square"])
+        return points_lib.chain_survivors(points)
     if metric == "clean":
-        return _bits(points["clean"])
+        return points_lib.decode_flags(points["clean"])
     if metric == "AutoAttack":
-        flags = _bits(survivors["Square"])
-        if "Square (logits/s)" in survivors:
-            flags &= _bits(survivors["Square (logits/s)"])
+        flags = points_lib.chain_survivors(points)
+        if points_lib.has_raw_chain(points):
+            flags &= points_lib.chain_survivors(points, raw=True)
         return flags
     if metric == "scale-invariant":
-        return _bits(record["scale_invariant"]["flags"])
+        return points_lib.decode_flags(record["scale_invariant"]["flags"])
     if metric.startswith(("margin:", "margin-gain:")):
         return _margins(record, metric)
     if metric == "mCA":
@@ -454,7 +451,7 @@ def outcome(record: dict, metric: str) -> np.ndarray:
     if metric not in survivors:
         raise KeyError(f"unit {record['arm']}/seed{record['seed']} has no metric {metric!r} "
                        "(study.supplement adds it)")
-    return _bits(survivors[metric])
+    return points_lib.decode_flags(survivors[metric])
 
 
 def _margins(record: dict, metric: str) -> np.ndarray:

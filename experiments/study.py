@@ -173,7 +173,7 @@ FN_STEPS = (1, 2)
 def fn_pair_names(steps: int) -> tuple[str, str]:
     return f"PGD-{steps} (CE)", f"PGD-{steps} (FN)"
 SI_CHAIN = "scale-invariant"
-SI_PARTS = ("APGD-T", "FAB-T", "Square")
+SI_PARTS = ("APGD-T", "FAB-T", "Square")  # AutoAttack-standard after APGD-CE
 
 
 def temperature_name(inverse_temperature: float) -> str:
@@ -244,13 +244,14 @@ def scale_invariant(model: Any, x: Any, y: Any, eps: float, seed: int, points: d
     """
     import numpy as np
 
+    from he_keras.evaluation import points as points_lib
     from he_keras.evaluation import run_ensemble
     from he_keras.evaluation.suite import autoattack_standard
 
     start = time.perf_counter()
-    bits = {k: np.array([c == "1" for c in v]) for k, v in points["survivors"].items()}
-    clean = np.array([c == "1" for c in points["clean"]])
-    after_ce, after_chain = bits["APGD-CE"], bits[SI_PARTS[-1]]
+    outcomes = points_lib.decode(points)
+    bits, clean = outcomes["survivors"], outcomes["clean"]
+    after_ce, after_chain = bits[points_lib.AUTOATTACK[0]], points_lib.chain_survivors(points)
     broken_by_ce = clean & ~after_ce
     chain, _ = autoattack_standard(eps, "linf", seed + 100, num_classes,
                                    budget=QUICK_AA_BUDGET if quick else 1.0)
@@ -261,7 +262,7 @@ def scale_invariant(model: Any, x: Any, y: Any, eps: float, seed: int, points: d
         extra = run_ensemble(model, x[idx], y[idx], chain, eps, "linf", 250)
         robust[idx] = extra.robust
     robust &= bits[APGD_DLR]
-    return {"flags": "".join("1" if v else "0" for v in robust), "accuracy": float(robust.mean()),
+    return {"flags": points_lib.encode_flags(robust), "accuracy": float(robust.mean()),
             "n_extra": int(len(idx)), "seconds": time.perf_counter() - start}
 
 
@@ -887,11 +888,11 @@ def supplement(path: str, runs: str = RUNS, results: str = RESULTS, log=print) -
     points = record["eval"]["points"]
     x, y = to_numpy(load_dataset(dataset).test, len(points["clean"]))
     result = run_ensemble(model, x, y, todo, record["spec"]["eps"], "linf", 250)
-    clean = "".join("1" if v else "0" for v in result.clean_correct)
+    clean = points_lib.encode_flags(result.clean_correct)
     if clean != points["clean"] or [int(v) for v in y] != points["labels"]:
         raise ValueError(f"{path}: the saved model or test points differ from the unit's evaluation")
     for attack in result.attacks:
-        points["survivors"][attack.name] = "".join("1" if v else "0" for v in attack.survivors)
+        points["survivors"][attack.name] = points_lib.encode_flags(attack.survivors)
         record["eval"]["attacks"].append(attack.to_json())
     record.setdefault("supplements", []).append({
         "attacks": [a.name for a in todo], "seconds": time.perf_counter() - start,

@@ -17,6 +17,7 @@ from he_keras.attacks import Attack
 from he_keras.attacks.core import ProjectedGradientAttack, fgsm
 from he_keras.defaults import pgd_step_size
 from he_keras.evaluation import AttackResult, SuiteAttack, checks, evaluate, run_ensemble, suite
+from he_keras.evaluation import points as points_lib
 from he_keras.evaluation import report as report_lib
 from he_keras.evaluation.ensemble import threat_model_projection
 from he_keras.evaluation.raw_output import (
@@ -509,10 +510,14 @@ def test_points_report_per_point_outcomes_that_add_up_to_the_reported_accuracies
                SuiteAttack("strong", strong, strong.config(), standalone=False)]
     report = evaluate(model, x, y, 10, attacks=attacks, eps=EPS, curves=False, points=True)
     points = report["points"]
-    flags = {k: np.array([c == "1" for c in v]) for k, v in points["survivors"].items()}
-    assert points["labels"] == [int(v) for v in y]
-    assert np.mean([c == "1" for c in points["clean"]]) == report["clean_accuracy"]
-    assert np.mean([c == "1" for c in points["robust"]]) == report["robust_accuracy"]
+    outcomes = points_lib.decode(points)
+    flags = outcomes["survivors"]
+    # The format's owner reads what the suite wrote: one character per point.
+    assert all(set(v) <= {"0", "1"} and len(v) == len(y) for v in points["survivors"].values())
+    assert points_lib.encode_flags(flags["weak"]) == points["survivors"]["weak"]
+    assert points["labels"] == [int(v) for v in y] and np.array_equal(outcomes["labels"], y)
+    assert outcomes["clean"].mean() == report["clean_accuracy"]
+    assert outcomes["robust"].mean() == report["robust_accuracy"]
     by_name = {a["name"]: a for a in report["attacks"]}
     assert flags["weak"].mean() == by_name["weak"]["accuracy"]
     assert flags["chain-2"].mean() == by_name["chain-2"]["chain_accuracy"]
@@ -520,3 +525,15 @@ def test_points_report_per_point_outcomes_that_add_up_to_the_reported_accuracies
     assert flags["strong"].mean() == by_name["strong"]["cumulative_accuracy"]
     assert 0 < flags["strong"].mean() < flags["weak"].mean()  # the attacks really differ here
     assert "points" not in evaluate(model, x, y, 10, attacks=attacks[:1], eps=EPS, curves=False)
+
+
+def test_chain_survivors_read_the_last_attack_of_each_autoattack_chain():
+    points = {"labels": [0, 1, 2], "clean": "111", "robust": "000",
+              "survivors": {"APGD-CE": "110", "Square": "100", "Square (logits/s)": "010"}}
+    assert points_lib.chain_survivors(points).tolist() == [True, False, False]
+    assert points_lib.chain_survivors(points, raw=True).tolist() == [False, True, False]
+    assert points_lib.has_raw_chain(points)
+    del points["survivors"]["Square (logits/s)"]
+    assert not points_lib.has_raw_chain(points)
+    with pytest.raises(KeyError):
+        points_lib.chain_survivors(points, raw=True)

@@ -12,6 +12,7 @@ from he_keras.evaluation.ensemble import (
     AttackResult,
     EnsembleResult,
     SuiteAttack,
+    pgd_accuracy,
     run_ensemble,
 )
 from he_keras.evaluation.report import write_corruption_report, write_report
@@ -28,6 +29,7 @@ __all__ = [
     "corruption_accuracy",
     "corruption_benchmark",
     "evaluate",
+    "pgd_accuracy",
     "preset_attacks",
     "run_ensemble",
     "write_corruption_report",

@@ -65,6 +65,8 @@ from he_keras.evaluation.ensemble import (
     predict_logits,
     run_ensemble,
 )
+from he_keras.evaluation import points as points_lib
+from he_keras.evaluation.points import AA_CHAIN, AA_RAW_CHAIN, AUTOATTACK, RAW_SUFFIX
 from he_keras.evaluation.raw_output import OnRawOutput
 from he_keras.models import head_kind
 from he_keras.models.heads import walk_layers
@@ -73,11 +75,6 @@ from he_keras.validation import validate_images, validate_labels
 SUITES = ("quick", "standard", "full")
 FGSM_NAME = "FGSM"
 PGD_NAME = "PGD-20"
-AUTOATTACK = ("APGD-CE", "APGD-T", "FAB-T", "Square")
-# The AutoAttack chains: on the logits, and (HE / m-HE heads) on logits / s.
-AA_CHAIN = "AutoAttack-standard"
-AA_RAW_CHAIN = "AutoAttack-standard on logits / s"
-RAW_SUFFIX = " (logits/s)"
 # (logits, raw output `logits / s`) of the HE and m-HE heads.
 RAW_OUTPUT = {"he": ("s·cos θ", "raw cosines cos θ"), "mhe": ("-s·θ", "raw angles -θ")}
 EPS_MULTIPLES = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
@@ -545,7 +542,7 @@ def evaluate(
         "checks": [c.to_json() for c in found],
     }
     if points:
-        report["points"] = _points(result)
+        report["points"] = points_lib.encode(result)
     if suite != "quick":
         report["classwise"] = classwise_lib.classwise_report(result, clean_logits, num_classes, model)
     if suite == "full":
@@ -556,20 +553,6 @@ def evaluate(
             report["corruptions"] = _corruptions(model, dataset, len(x), data_dir, batch_size)
     report["seconds"] = time.perf_counter() - started
     return report
-
-
-def _flags(values: np.ndarray) -> str:
-    return "".join("1" if v else "0" for v in values)
-
-
-def _points(result: EnsembleResult) -> dict:
-    """Per-point outcomes of an ensemble run as compact "0"/"1" strings."""
-    return {
-        "labels": [int(v) for v in result.labels],
-        "clean": _flags(result.clean_correct),
-        "robust": _flags(result.robust),
-        "survivors": {r.name: _flags(r.survivors) for r in result.attacks},
-    }
 
 
 def _corruptions(

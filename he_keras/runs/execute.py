@@ -10,7 +10,7 @@ whether or not the run was resumed. A seeded, stratified
 `validation_split` of the training data is attacked after every epoch
 (`val_clean_accuracy`, `val_adv_accuracy`); the test split is evaluated once,
 at the end, through the library's evaluation path
-(`he_keras.evaluation.ensemble.pgd_accuracy`). A run writes into
+(`he_keras.evaluation.pgd_accuracy`). A run writes into
 `output_dir`:
 
 - `checkpoints/` — a TF checkpoint after every epoch, the last two kept
@@ -46,7 +46,7 @@ import tensorflow as tf
 
 from he_keras.data import batches, load_dataset, to_numpy
 from he_keras.defaults import pgd_step_size
-from he_keras.evaluation.ensemble import pgd_accuracy
+from he_keras.evaluation import pgd_accuracy
 from he_keras.files import read_json, write_atomic, write_json
 from he_keras.runs.build import (
     build_trainer,
