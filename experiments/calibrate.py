@@ -24,21 +24,31 @@ whose JSON exists is skipped, and training resumes from its last checkpoint
 under `--runs_dir`, so a re-run after a kill continues where it stopped.
 
 Usage:
-  nice -n 10 python experiments/calibrate.py --settings=digits_e30_s7_ep30
-  python experiments/calibrate.py --list
+  nice -n 10 python -m experiments.calibrate --settings=digits_e30_s7_ep30
+  python -m experiments.calibrate --list
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
 from typing import Optional, Sequence
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import keras
+import numpy as np
 
-import numpy as np  # noqa: E402
+from he_keras.attacks.core import ProjectedGradientAttack
+from he_keras.data import load_dataset, to_numpy
+from he_keras.defaults import pgd_step_size
+from he_keras.evaluation import evaluate, run_ensemble, write_report
+from he_keras.evaluation.suite import autoattack_standard
+from he_keras.files import read_json, write_atomic, write_json
+from he_keras.models.io import load_model
+from he_keras.runs import TrainConfig, run
+from he_keras.training.splits import split_validation
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS_DIR = os.path.join(HERE, "results", "calibration")
@@ -165,9 +175,6 @@ def train(name: str, setting: dict, runs_dir: str) -> dict:
         The runner's metrics dictionary, with the wall time of this call and
         the load average around it.
     """
-    from he_keras.files import read_json
-    from he_keras.runs import TrainConfig, run
-
     output_dir = os.path.join(runs_dir, name)
     metrics_path = os.path.join(output_dir, "metrics.json")
     if os.path.exists(metrics_path):
@@ -189,15 +196,11 @@ def evaluate_test(model_path: str, dataset: str, eps: float, seed: int = 0) -> d
     Returns:
         The suite's report, with the wall time and load average around it.
     """
-    import keras
 
-    import he_keras  # noqa: F401  (registers the custom layers)
-    from he_keras.data import load_dataset, to_numpy
-    from he_keras.evaluation import evaluate
 
     data = load_dataset(dataset)
     x, y = to_numpy(data.test)
-    model = keras.saving.load_model(model_path, safe_mode=True)
+    model = load_model(model_path)
     load = os.getloadavg()[0]
     started = time.time()
     report = evaluate(model, x, y, data.num_classes, suite="standard", eps=eps, seed=seed,
@@ -209,9 +212,6 @@ def evaluate_test(model_path: str, dataset: str, eps: float, seed: int = 0) -> d
 
 def validation_arrays(config: dict) -> tuple[np.ndarray, np.ndarray]:
     """The runner's seeded validation split of a run's settings, as arrays."""
-    from he_keras.data import load_dataset, to_numpy
-    from he_keras.training.splits import split_validation
-
     data = load_dataset(config["dataset"])
     train = data.train.take(config["n_train"]) if config.get("n_train") else data.train
     _, validation, _, _ = split_validation(train, config["validation_split"], config["seed"])
@@ -221,9 +221,6 @@ def validation_arrays(config: dict) -> tuple[np.ndarray, np.ndarray]:
 def validation_pgd(config: dict, seed: int):
     """The trainer's validation attack (PGD, CE, `val_steps` steps of
     2.5 eps / steps, uniform random start, last iterate) with `seed`."""
-    from he_keras.attacks.core import ProjectedGradientAttack
-    from he_keras.defaults import pgd_step_size
-
     steps = config.get("val_steps", 10)
     return ProjectedGradientAttack(
         eps=config["eps"], step_size=pgd_step_size(config["eps"], steps), steps=steps,
@@ -231,7 +228,13 @@ def validation_pgd(config: dict, seed: int):
 
 
 def attacked_accuracy(model, pgd, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> float:
-    """Accuracy of `model` on `pgd`'s adversarial examples of `(x, y)`."""
+    """Accuracy of `model` on `pgd`'s adversarial examples of `(x, y)`.
+
+    What the trainer's `test_step` measures (every point attacked, the last
+    iterate predicted), not `he_keras.evaluation.pgd_accuracy` (clean-correct
+    points, best iterate): the calibration compares it with the logged
+    `val_adv_accuracy`.
+    """
     correct = 0
     for i in range(0, len(x), batch_size):
         x_adv = pgd(model, x[i:i + batch_size], y[i:i + batch_size])
@@ -248,8 +251,6 @@ def fixed_seed_validation(config: dict, seed: int = FIXED_VAL_SEED):
     and the plateau criterion measures the model, not the attack's random
     start (see `validation_attack_noise`).
     """
-    import keras
-
     x, y = validation_arrays(config)
     pgd = validation_pgd(config, seed)
 
@@ -273,13 +274,11 @@ def validation_attack_noise(metrics: dict, seeds: int = VAL_NOISE_SEEDS) -> dict
     Returns:
         `{"n", "seeds", "accuracies", "mean", "std", "span"}`.
     """
-    import keras
 
-    import he_keras  # noqa: F401  (registers the custom layers)
 
     config = metrics["config"]
     x, y = validation_arrays(config)
-    model = keras.saving.load_model(metrics["model_path"], safe_mode=True)
+    model = load_model(metrics["model_path"])
     accuracies = [attacked_accuracy(model, validation_pgd(config, seed), x, y)
                   for seed in range(seeds)]
     return {"n": len(x), "seeds": seeds, "accuracies": accuracies, "mean": float(np.mean(accuracies)),
@@ -297,16 +296,11 @@ def autoattack_subset(model_path: str, dataset: str, eps: float, n: int, seed: i
     Returns:
         `{"n", "eps", "clean_accuracy", "autoattack_accuracy", "attacks"}`.
     """
-    import keras
 
-    import he_keras  # noqa: F401  (registers the custom layers)
-    from he_keras.data import load_dataset, to_numpy
-    from he_keras.evaluation import run_ensemble
-    from he_keras.evaluation.suite import autoattack_standard
 
     data = load_dataset(dataset)
     x, y = to_numpy(data.test, limit=n)
-    model = keras.saving.load_model(model_path, safe_mode=True)
+    model = load_model(model_path)
     attacks, _ = autoattack_standard(eps, "linf", seed, data.num_classes)
     load = os.getloadavg()[0]
     result = run_ensemble(model, x, y, attacks, eps, "linf", 128)
@@ -411,14 +405,12 @@ def derive(record: dict) -> dict:
 
 def plot(results_dir: str) -> Optional[str]:
     """Draws `calibration.png` from every record in `results_dir`."""
-    import json
-
+    # Here, not at the top: the headless backend is chosen before pyplot loads,
+    # and only the plot needs matplotlib.
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from he_keras.files import write_atomic
 
     records = []
     # Evaluated records, then trained-but-unevaluated and stopped runs
@@ -487,9 +479,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for name in names:
             print(name, SETTINGS[name])
         return 0
-    from he_keras.evaluation import write_report
-    from he_keras.files import write_json
-    from he_keras.files import read_json
 
     if args.autoattack_subset > 0:
         for name in names:

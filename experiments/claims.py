@@ -17,13 +17,13 @@ head); `worst:<m1>|<m2>|...` (per-point worst case of several metrics);
 `Temperature-PGD 1/T=<t>`; any attack name of the unit's evaluation.
 Continuous metrics (claims with `scale=1` and their own `unit`):
 `margin:<R>` (the final model's margin along the direction set R of
-`study.add_margins`, L2, capped) and `margin-gain:<R>` (that margin minus the
+`analyses.add_margins`, L2, capped) and `margin-gain:<R>` (that margin minus the
 standard model's margin along the same directions). `mCA` (the fraction of
-benchmark corruption x severity configurations of `study.add_corruptions`
+benchmark corruption x severity configurations of `analyses.add_corruptions`
 the point survives; its mean is the mean corruption accuracy) is continuous
 too but in [0, 1], in percentage points like the 0/1 metrics.
 
-A claim is computed once every seed of the dataset (`study.SEEDS`) is done for
+A claim is computed once every seed of the dataset (`arms.SEEDS`) is done for
 all of its arms; until then it is listed as pending, never given a verdict.
 """
 
@@ -37,9 +37,9 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-import stats
-import study
 from he_keras.evaluation import points as points_lib
+
+from experiments import analyses, arms, lifecycle, protocol, stats, timing
 
 Term = tuple  # (coefficient, arm, metric)
 
@@ -191,15 +191,15 @@ def _claims() -> list:
              "+10.17 pts (84.88 vs 74.71, CIFAR-10)"),
     ]
     for steps, paper in ((1, "+4.20 pts (67.09 -> 62.89, CIFAR-10)"), (2, "+16.62 pts (50.37 -> 33.75, CIFAR-10)")):
-        ce, fn = study.fn_pair_names(steps)
+        ce, fn = protocol.fn_pair_names(steps)
         out.append(Claim(
             f"7-pgd{steps}", f"FN in the attack objective makes PGD-{steps} stronger against a standard "
             f"model (accuracy under PGD-{steps} with CE on the logits minus with CE on the FN logits)",
             "HE paper, Table 7", ((1, "standard", ce),), ((1, "standard", fn),), "pgdat", paper))
     # HAT Sec. 3: margins along the initial adversarial directions R0 (the
     # standard model's PGD directions) and along R1 / R5 (the trained
-    # model's own PGD directions after epochs 1 and 5), `study.add_margins`.
-    margin = dict(unit=f"L2 distance (mean over points, capped at {study.MARGIN_CAP:g})", scale=1.0)
+    # model's own PGD directions after epochs 1 and 5), `analyses.add_margins`.
+    margin = dict(unit=f"L2 distance (mean over points, capped at {analyses.MARGIN_CAP:g})", scale=1.0)
     out += [
         Claim("hat-table1-margin", "A larger TRADES beta (6 vs 1) gives a larger margin along the initial "
               "adversarial directions R0", "HAT paper, Table 1", ((1, "trades", "margin:R0"),),
@@ -232,7 +232,7 @@ def _claims() -> list:
                  f"{gain} pts under PGD-50 (CIFAR-10)"),
         ]
     # mCA of the paper's CIFAR-10-C (PGD-AT, ALP, TRADES) and ImageNet-C (FreeAT) rows; here on the
-    # corruptions generated from the test points (`study.add_corruptions`).
+    # corruptions generated from the test points (`analyses.add_corruptions`).
     for fw, name, paper in (("pgdat", "PGD-AT", "+0.06 pts (77.29 vs 77.23, CIFAR-10-C)"),
                             ("alp", "ALP", "+2.82 pts (80.55 vs 77.73, CIFAR-10-C)"),
                             ("trades", "TRADES", "+0.42 pts (75.78 vs 75.36, CIFAR-10-C)"),
@@ -263,7 +263,7 @@ def _claims() -> list:
     return out
 
 
-TEMPERATURE_GRID = tuple(f"Temperature-PGD 1/T={t:g}" for t in study.TEMPERATURES)
+TEMPERATURE_GRID = tuple(f"Temperature-PGD 1/T={t:g}" for t in arms.TEMPERATURES)
 WORST_TEMPERATURE = "worst:" + "|".join(("PGD-20",) + TEMPERATURE_GRID)
 
 
@@ -281,7 +281,7 @@ def temperature_claims(arm: str, name: str, fall: str, lead: str) -> list:
               "(on the cosines)", "Seed 003, Table 6", ((1, arm, TEMPERATURE_GRID[0]),),
               ((1, arm, "Temperature-PGD 1/T=50"),), "pgdat", f"{fall} pts (CIFAR-10)"),
         Claim(f"16-{key}-lead", f"{name}'s PGD-20 lead over PGD-AT shrinks under the worst case of PGD-20 "
-              f"and Temperature-PGD (1/T in {', '.join(f'{t:g}' for t in sorted(study.TEMPERATURES))})",
+              f"and Temperature-PGD (1/T in {', '.join(f'{t:g}' for t in sorted(arms.TEMPERATURES))})",
               "Seed 003, Table 6", ((1, arm, "PGD-20"), (-1, "pgdat", "PGD-20")),
               ((1, arm, WORST_TEMPERATURE), (-1, "pgdat", WORST_TEMPERATURE)), "pgdat",
               f"lead {lead} pts, PGD-20 vs worst case over 1/T in 1-300 (CIFAR-10)"),
@@ -365,7 +365,7 @@ def weight_norm_covariance(units: dict, arm: str, seeds: Sequence[int], metric: 
     for record in records:
         if "class_weight_norms" not in record:
             raise KeyError(f"unit {arm}/seed{record['seed']} has no class weight norms "
-                           "(study.add_weight_norms adds them)")
+                           "(analyses.add_weight_norms adds them)")
         norms = np.asarray(record["class_weight_norms"], np.float64)[classes]
         z = (norms - norms.mean()) / norms.std()
         weight = dict(zip(classes, z * len(labels) / (len(classes) * counts)))
@@ -407,12 +407,12 @@ def load_units(results: str, dataset: str) -> dict:
     """`{arm: {seed: record}}` of every finished unit of `dataset`.
 
     A unit trained under other settings than its arm's current spec
-    (`study.superseded`, e.g. before a regime was recalibrated) is left out.
+    (`lifecycle.superseded`, e.g. before a regime was recalibrated) is left out.
     """
     units: dict = {}
     for path in sorted(glob.glob(os.path.join(results, dataset, "*", "seed*.json"))):
         record = study_record(path)
-        if study.superseded(record, results) is None:
+        if lifecycle.superseded(record, results) is None:
             units.setdefault(record["arm"], {})[record["seed"]] = record
     return units
 
@@ -445,12 +445,12 @@ def outcome(record: dict, metric: str) -> np.ndarray:
     if metric == "mCA":
         if "corruptions" not in record:
             raise KeyError(f"unit {record['arm']}/seed{record['seed']} has no corruption benchmark "
-                           "(study.add_corruptions adds it)")
+                           "(analyses.add_corruptions adds it)")
         corruptions = record["corruptions"]
         return np.asarray(corruptions["point_correct"], np.float64) / corruptions["point_configs"]
     if metric not in survivors:
         raise KeyError(f"unit {record['arm']}/seed{record['seed']} has no metric {metric!r} "
-                       "(study.supplement adds it)")
+                       "(units.supplement adds it)")
     return points_lib.decode_flags(survivors[metric])
 
 
@@ -461,7 +461,7 @@ def _margins(record: dict, metric: str) -> np.ndarray:
     final = margins.get(directions)
     initial = margins.get("initial", {}).get(directions)
     if final is None or (kind == "margin-gain" and initial is None):
-        raise KeyError(f"{name} has no {metric!r} (study.add_margins adds it)")
+        raise KeyError(f"{name} has no {metric!r} (analyses.add_margins adds it)")
     values = np.array([np.nan if v is None else v for v in final], np.float64)
     if kind == "margin-gain":
         values = values - np.array([np.nan if v is None else v for v in initial], np.float64)
@@ -479,7 +479,7 @@ def side(units: dict, terms: Sequence[Term], seeds: Sequence[int]) -> np.ndarray
 def mixed_corruption_models(claim: Claim, units: dict, seeds: Sequence[int]) -> str:
     """Why an `mCA` claim cannot pair its arms yet, or "" if it can.
 
-    `study.add_corruptions` scores a unit's own model, or a retraining of
+    `analyses.add_corruptions` scores a unit's own model, or a retraining of
     its spec and seed whose history differs (a unit trained by older code).
     Within a seed both sides must be of one kind, or a code change would
     count as the arms' difference.
@@ -548,12 +548,10 @@ def decide_all(results: str, quick: bool = False) -> tuple[list, list]:
                         for c in CLAIMS if c.dataset == dataset]
             continue
         spec = next(iter(next(iter(units.values())).values()))["spec"]
-        required = study.QUICK_SEEDS if quick else study.SEEDS[dataset]
+        required = arms.QUICK_SEEDS if quick else arms.SEEDS[dataset]
         for claim in (c for c in CLAIMS if c.dataset == dataset):
             out = decide(claim, units, required, spec["epochs"], spec["eps"])
             (pending if "pending" in out else records).append(out)
-    import timing
-
     timed, not_timed = timing.records(results)
     return records + timed, pending + not_timed
 
@@ -563,15 +561,15 @@ def test_split_sizes(quick: bool = False) -> dict:
     from he_keras.data import load_dataset
 
     if quick:
-        return {d: study.QUICK_N_TEST for d in study.REGIMES}
-    return {d: int(load_dataset(d).test.cardinality()) for d in study.REGIMES}
+        return {d: arms.QUICK_N_TEST for d in arms.REGIMES}
+    return {d: int(load_dataset(d).test.cardinality()) for d in arms.REGIMES}
 
 
 def check(records: Sequence[dict], split_sizes: dict, quick: bool = False) -> list:
     """Every rule a record breaks (`stats.check_record`, and the dataset's seed count)."""
     problems = [p for r in records for p in stats.check_record(r, split_sizes)]
     for r in records:
-        required = study.QUICK_SEEDS if quick else study.SEEDS.get(r["dataset"], 3)
+        required = arms.QUICK_SEEDS if quick else arms.SEEDS.get(r["dataset"], 3)
         if r.get("regime_applies", True) and r["seeds"] < required:
             problems.append(f"{r['id']}: {r['seeds']} seeds ({r['dataset']} needs {required})")
     return problems

@@ -2,7 +2,7 @@
 
 1. The timing claims' paired step timings (`timing.py`) not measured yet,
    alone on the machine (in `--quick`, while the units run: toy timings
-   decide nothing); then every unfinished unit (arm x seed, `study.py`) of `ORDER` is trained
+   decide nothing); then every unfinished unit (arm x seed, `experiments.units`) of `ORDER` is trained
    and evaluated by `--workers` processes; finished units and timings are
    never redone, so a re-run after a kill continues where it stopped.
 2. `claims.decide_all` writes `summary.json` (one record per decided claim;
@@ -15,7 +15,7 @@ iterations, FastAT's step timing only) into
 `experiments/results/quick/` and renders the document there.
 
 Usage:
-  python experiments/run_study.py [--workers=2] [--report-only]
+  python -m experiments.run_study [--workers=2] [--report-only]
 """
 
 from __future__ import annotations
@@ -27,13 +27,9 @@ import sys
 import time
 from typing import Optional, Sequence
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
+from experiments import arms, claims, report, timing, workers
 
-import claims  # noqa: E402
-import report  # noqa: E402
-import study  # noqa: E402
-import timing  # noqa: E402
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 # Run order of the arms (within a group seed by seed), most important claims first.
 ORDER = (
@@ -66,8 +62,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--readme", default=None, help="README whose summary line is rewritten")
     p.add_argument("--report-only", action="store_true", help="only decide and render")
     args = p.parse_args(argv)
-    results = args.results or (os.path.join(HERE, "results", "quick") if args.quick else study.RESULTS)
-    runs = os.path.join(results, "runs") if args.quick else study.RUNS
+    results = args.results or (os.path.join(HERE, "results", "quick") if args.quick else arms.RESULTS)
+    runs = os.path.join(results, "runs") if args.quick else arms.RUNS
     doc = args.doc or (os.path.join(results, "REPRODUCTION.md") if args.quick
                        else os.path.join(os.path.dirname(HERE), "docs", "REPRODUCTION.md"))
     readme = args.readme or (None if args.quick else os.path.join(os.path.dirname(HERE), "README.md"))
@@ -75,22 +71,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         started = time.time()
         invocation = report.log_invocation(results, started)
         measure = functools.partial(timing.run, results, pairs=QUICK_PAIRS if args.quick else timing.PAIRS,
-                                    log=study.log,
+                                    log=workers.log,
                                     frameworks=QUICK_TIMED if args.quick else tuple(timing.FRAMEWORKS))
         if not args.quick:
             measure()  # alone on the machine, before any unit
-        seeds = study.QUICK_SEEDS if args.quick else None
+        seeds = arms.QUICK_SEEDS if args.quick else None
         # One list for all workers: a worker that finishes a group's last unit
         # goes on with the next group instead of waiting.
         todo = [unit for dataset, arms in (QUICK_ORDER if args.quick else ORDER)
-                for unit in study.units(dataset, arms, seeds or study.SEEDS[dataset])]
-        study.run_workers(todo, results, runs, args.quick, args.workers,
+                for unit in arms.units(dataset, arms, seeds or arms.SEEDS[dataset])]
+        workers.run_workers(todo, results, runs, args.quick, args.workers,
                           meanwhile=measure if args.quick else None)
         # Second pass: analyses that became possible once later units ran
         # (margins need the standard model of the same seed), in fresh
         # one-thread workers with --workers > 1 (this process's TensorFlow
         # may have timed steps on all cores).
-        study.run_workers(todo, results, runs, args.quick, args.workers)
+        workers.run_workers(todo, results, runs, args.quick, args.workers)
         report.log_invocation(results, started, time.time(), invocation)
     records, pending = claims.decide_all(results, quick=args.quick)
     problems = claims.check(records, claims.test_split_sizes(args.quick), args.quick)

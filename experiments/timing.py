@@ -23,8 +23,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-import stats
-import study
+from experiments import arms, stats, workers
 
 PAIRS = 60
 SEEDS = 3
@@ -49,7 +48,7 @@ def measure(framework: str, seed: int, pairs: int = PAIRS, dataset: str = "digit
     from he_keras.models import build_model
     from he_keras.training import FRAMEWORKS as TRAINERS
 
-    regime = study.REGIMES[dataset]
+    regime = arms.REGIMES[dataset]
     data = load_dataset(dataset)
     x, y = to_numpy(data.train, regime["batch_size"])
     params, _ = FRAMEWORKS[framework]
@@ -81,7 +80,7 @@ def run(results: str, seeds: int = SEEDS, pairs: int = PAIRS, log=print,
     thread, as the study's units train)."""
     from he_keras.files import write_json
 
-    study.one_thread()
+    workers.one_thread()
     for framework in frameworks:
         for seed in range(seeds):
             path = timing_path(results, framework, seed)
@@ -118,7 +117,7 @@ def records(results: str, seeds: int = SEEDS) -> tuple[list, list]:
             "width": round(high - low, 3), "unit": f"percent of step time ({THRESHOLD:g} % - HE overhead)",
             "seeds": len(runs), "n_eval": int(len(he)), "baseline": framework, "baseline_clean": None,
             "baseline_autoattack": None, "regime_applies": False, "dataset": runs[0]["dataset"],
-            "eps": study.REGIMES[runs[0]["dataset"]]["eps"], "epochs": None,
+            "eps": arms.REGIMES[runs[0]["dataset"]]["eps"], "epochs": None,
             "paper": f"+{paper} % training time (CIFAR-10, GPU)",
             "overhead_percent": round(100 * (ratio["ratio"] - 1), 3),
             "load_average": [r["load_average"] for r in runs],
@@ -130,7 +129,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     import argparse
 
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--results", default=study.RESULTS)
+    p.add_argument("--results", default=arms.RESULTS)
     p.add_argument("--seeds", type=int, default=SEEDS)
     p.add_argument("--pairs", type=int, default=PAIRS)
     args = p.parse_args(argv)

@@ -125,7 +125,8 @@ def _get_server():
 def run(args, *, cwd=ROOT, env=None, timeout=600) -> subprocess.CompletedProcess:
     """`subprocess.run([sys.executable, *args], capture_output=True, text=True)`, forked.
 
-    `args` is a script path or `-c`, code, followed by the program's arguments.
+    `args` is a script path, `-c` and code, or `-m` and a module, followed by
+    the program's arguments.
     """
     args = [str(a) for a in args]
     if env is None:
@@ -173,22 +174,34 @@ def _child(request, channel):
         import types
 
         argv = request["argv"]
-        if argv[0] == "-c":
-            source, filename, sys.argv = argv[1], "<string>", ["-c", *argv[2:]]
-            sys.path[0] = ""
+        if argv[0] == "-m":
+            import runpy
+
+            # As `python -m`: the working directory first on the path.
+            sys.argv, sys.path[0] = [argv[1], *argv[2:]], os.getcwd()
+
+            def program():
+                runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
         else:
-            filename = os.path.abspath(argv[0])
-            with open(filename) as f:
-                source = f.read()
-            sys.argv = list(argv)
-            sys.path[0] = os.path.dirname(filename)
-        main = types.ModuleType("__main__")
-        main.__builtins__ = builtins
-        if filename != "<string>":
-            main.__file__ = filename
-        sys.modules["__main__"] = main
+            if argv[0] == "-c":
+                source, filename, sys.argv = argv[1], "<string>", ["-c", *argv[2:]]
+                sys.path[0] = ""
+            else:
+                filename = os.path.abspath(argv[0])
+                with open(filename) as f:
+                    source = f.read()
+                sys.argv = list(argv)
+                sys.path[0] = os.path.dirname(filename)
+            main = types.ModuleType("__main__")
+            main.__builtins__ = builtins
+            if filename != "<string>":
+                main.__file__ = filename
+            sys.modules["__main__"] = main
+
+            def program():
+                exec(compile(source, filename, "exec"), main.__dict__)
         try:
-            exec(compile(source, filename, "exec"), main.__dict__)
+            program()
             code = 0
         except SystemExit as exit:
             if exit.code is None:

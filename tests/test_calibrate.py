@@ -1,11 +1,6 @@
 """The regime check of experiments/calibrate.py fires on each criterion."""
 
-import os
-import sys
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments"))
-
-import calibrate  # noqa: E402
+from experiments import calibrate
 
 FLAT = [0.10, 0.30, 0.400, 0.405, 0.400, 0.402, 0.404]
 

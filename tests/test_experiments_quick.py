@@ -3,17 +3,14 @@
 import json
 import os
 import shutil
-import sys
 
 import pytest
 
 import forkrun
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "experiments"))
+from experiments import analyses, arms, stats, workers
 
-import stats  # noqa: E402
-import study  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 # A guard against a hung study, not a speed test: a quick study takes about
@@ -23,7 +20,7 @@ TIMEOUT = 1800
 
 def run_quick(out, doc):
     proc = forkrun.run(
-        [os.path.join(ROOT, "experiments", "run_study.py"), "--quick", "--workers=2",
+        ["-m", "experiments.run_study", "--quick", "--workers=2",
          "--results", str(out), "--doc", str(doc)], timeout=TIMEOUT,
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
@@ -42,11 +39,11 @@ def quick_study(tmp_path_factory):
 def test_quick_study_trains_evaluates_decides_renders_and_resumes(quick_study):
     out, doc = quick_study
     units = sorted((out / "digits").glob("*/seed*.json"))
-    assert len(units) == 3 * study.QUICK_SEEDS  # PGD-AT, PGD-AT+HE and standard, every seed
+    assert len(units) == 3 * arms.QUICK_SEEDS  # PGD-AT, PGD-AT+HE and standard, every seed
     for path in units:
         record = json.loads(path.read_text())
         points = record["eval"]["points"]
-        assert len(points["clean"]) == study.QUICK_N_TEST == record["eval"]["settings"]["n"]
+        assert len(points["clean"]) == arms.QUICK_N_TEST == record["eval"]["settings"]["n"]
         # AutoAttack-standard ran complete, on the logits and (HE) on logits / s.
         chains = {a["chain"] for a in record["eval"]["attacks"] if a["chain"]}
         assert chains == ({"AutoAttack-standard", "AutoAttack-standard on logits / s"}
@@ -66,7 +63,7 @@ def test_quick_study_trains_evaluates_decides_renders_and_resumes(quick_study):
             margins = record["margins"]
             assert margins["replay_matches_unit"] is True
             assert {"R0", "R1"} <= set(margins) and set(margins["initial"]) == {"R0", "R1"}
-            assert len(margins["R0"]) == study.QUICK_N_TEST
+            assert len(margins["R0"]) == arms.QUICK_N_TEST
             assert len(record["class_weight_norms"]) == 10
         else:
             assert "margins" not in record and "class_weight_norms" not in record
@@ -76,15 +73,15 @@ def test_quick_study_trains_evaluates_decides_renders_and_resumes(quick_study):
             assert "corruptions" not in record
             continue
         corruptions = record["corruptions"]
-        assert corruptions["seed"] == study.CORRUPTION_SEED and corruptions["severities"] == [1, 2, 3, 4, 5]
-        assert len(corruptions["point_correct"]) == study.QUICK_N_TEST
-        assert sum(corruptions["point_correct"]) / corruptions["point_configs"] / study.QUICK_N_TEST \
+        assert corruptions["seed"] == analyses.CORRUPTION_SEED and corruptions["severities"] == [1, 2, 3, 4, 5]
+        assert len(corruptions["point_correct"]) == arms.QUICK_N_TEST
+        assert sum(corruptions["point_correct"]) / corruptions["point_configs"] / arms.QUICK_N_TEST \
             == pytest.approx(corruptions["mCA"])
     summary = json.loads((out / "summary.json").read_text())
     assert summary["claims"], summary
     assert "table5-pgdat-mca" in {r["id"] for r in summary["claims"]}
     for record in summary["claims"]:
-        assert stats.check_record(record, {"digits": study.QUICK_N_TEST}) == []
+        assert stats.check_record(record, {"digits": arms.QUICK_N_TEST}) == []
     text = doc.read_text()
     assert "QUICK mode" in text
     assert "## Common corruptions" in text and "| **mCA** |" in text
@@ -104,27 +101,27 @@ def test_a_study_with_nothing_pending_spawns_no_worker(quick_study, tmp_path, mo
 
     out = tmp_path / "results"
     shutil.copytree(quick_study[0], out, ignore=shutil.ignore_patterns("runs"))
-    todo = study.units("digits", ("standard", "pgdat", "pgdat_he"), study.QUICK_SEEDS)
-    assert study.pending(todo, str(out)) == []
+    todo = arms.units("digits", ("standard", "pgdat", "pgdat_he"), arms.QUICK_SEEDS)
+    assert workers.pending(todo, str(out)) == []
 
     def no_spawn(*args, **kwargs):
         raise AssertionError("a worker process was spawned")
 
     monkeypatch.setattr(multiprocessing, "get_context", no_spawn)
-    assert study.run_workers(todo, str(out), str(out / "runs"), quick=True, workers=2) == 0
+    assert workers.run_workers(todo, str(out), str(out / "runs"), quick=True, workers=2) == 0
     path = out / "digits" / "pgdat" / "seed1.json"
     record = json.loads(path.read_text())
     del record["class_weight_norms"]
     path.write_text(json.dumps(record))
-    assert study.pending(todo, str(out)) == [("digits", "pgdat", 1)]
+    assert workers.pending(todo, str(out)) == [("digits", "pgdat", 1)]
 
 
-def study_seed0(out, arms):
-    """`study.py` on seed 0 of `arms` (quick sizes). The quick study trained
+def study_seed0(out, arm_names):
+    """`experiments.study` on seed 0 of `arm_names` (quick sizes). The quick study trained
     its units in spawned worker processes (fresh interpreters), so a
     retraining here repeats a run made by an independent process."""
     proc = forkrun.run(
-        [os.path.join(ROOT, "experiments", "study.py"), "--quick", f"--arms={arms}",
+        ["-m", "experiments.study", "--quick", f"--arms={arm_names}",
          "--seeds=1", "--results", str(out), "--runs", str(out / "runs")], timeout=TIMEOUT,
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
@@ -171,16 +168,16 @@ def test_missing_models_are_retrained_only_if_they_repeat_the_unit_and_fine_tuni
     provenance = record["corruptions"]["model"]
     assert provenance["retrained"] is True
     assert provenance["history_max_difference"] == pytest.approx(0.01, abs=1e-6)
-    assert len(record["corruptions"]["point_correct"]) == study.QUICK_N_TEST
+    assert len(record["corruptions"]["point_correct"]) == arms.QUICK_N_TEST
     assert sorted(os.listdir(out / "runs" / "digits" / "pgdat")) == ["seed0.retrained", "seed1", "seed2"]
     # A benchmark that no longer matches the corruptions that apply runs
     # again, on the kept retraining: nothing is trained a second time.
     record["corruptions"]["accuracy"].pop("fog")
     record["margins"] = before  # (margins are not what this checks)
     path.write_text(json.dumps(record))
-    assert study.corruptions_missing(str(path))
+    assert analyses.corruptions_missing(str(path))
     log = study_seed0(out, "pgdat")
     assert "corruptions on the kept retraining" in log and "retrained for the corruptions" not in log, log
     record = json.loads(path.read_text())
     assert record["corruptions"]["model"] == provenance and "fog" in record["corruptions"]["accuracy"]
-    assert not study.corruptions_missing(str(path))
+    assert not analyses.corruptions_missing(str(path))

@@ -1,15 +1,12 @@
 """The study's claim arithmetic on synthetic units (experiments/claims.py)."""
 
 import os
-import sys
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments"))
-
-import claims  # noqa: E402
-import stats  # noqa: E402
+from experiments import arms, claims, lifecycle, stats, timing, workers
+from experiments import units as unit_lib
 
 
 def flags(values):
@@ -104,7 +101,7 @@ def test_mca_claim_pairs_per_point_fractions_and_never_mixes_model_provenance():
     units["fw"][2]["corruptions"]["model"] = {"retrained": False, "history_max_difference": 0.0}
     assert "retraining whose history differs" in claims.decide(claim, units, 5, 60, 0.2)["pending"]
     del units["fw"][2]["corruptions"]
-    assert "study.add_corruptions adds it" in claims.decide(claim, units, 5, 60, 0.2)["pending"]
+    assert "analyses.add_corruptions adds it" in claims.decide(claim, units, 5, 60, 0.2)["pending"]
 
 
 def test_vulnerable_class_drop_statistic_fires_only_when_weak_classes_lose_more():
@@ -194,8 +191,6 @@ def _timing_run(path, seed, he, linear):
 
 @pytest.mark.parametrize("overhead,verdict", [(0.002, "reproduced"), (0.05, "contradicted")])
 def test_timing_claim_is_decided_by_the_interval_of_the_paired_ratio(tmp_path, overhead, verdict):
-    import timing
-
     rng = np.random.default_rng(0)
     for framework in timing.FRAMEWORKS:
         for seed in range(timing.SEEDS):
@@ -216,53 +211,49 @@ def test_timing_claim_is_decided_by_the_interval_of_the_paired_ratio(tmp_path, o
 def test_units_of_an_earlier_regime_are_retired_and_used_by_no_claim(tmp_path):
     import json
 
-    import study
-
     results = str(tmp_path)
-    current = study.ARMS["pgdat"].spec("mnist5k", 0)
+    current = arms.ARMS["pgdat"].spec("mnist5k", 0)
     old = dict(current, eps=0.25)
     old.pop("eps_warmup_epochs", None)
     for seed, spec in ((0, json.loads(json.dumps(current))), (1, old)):
-        path = study.unit_path("mnist5k", "pgdat", seed, results)
+        path = arms.unit_path("mnist5k", "pgdat", seed, results)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "w") as f:
             json.dump({"arm": "pgdat", "dataset": "mnist5k", "seed": seed, "quick": False,
                        "spec": dict(spec, seed=seed), "finished": "2026-12-01 12:16:36 UTC"}, f)
-    stale = claims.study_record(study.unit_path("mnist5k", "pgdat", 1, results))
-    assert study.superseded(claims.study_record(study.unit_path("mnist5k", "pgdat", 0, results))) is None
-    why = study.superseded(stale)
+    stale = claims.study_record(arms.unit_path("mnist5k", "pgdat", 1, results))
+    assert lifecycle.superseded(claims.study_record(arms.unit_path("mnist5k", "pgdat", 0, results))) is None
+    why = lifecycle.superseded(stale)
     assert "eps=0.25 (now 0.3)" in why and "eps_warmup_epochs=0.0 (now 3)" in why
     assert sorted(claims.load_units(results, "mnist5k")["pgdat"]) == [0]
-    moved = study.retire(study.unit_path("mnist5k", "pgdat", 1, results), results)
+    moved = lifecycle.retire(arms.unit_path("mnist5k", "pgdat", 1, results), results)
     assert moved == os.path.join(results, "superseded", "mnist5k", "pgdat", "seed1.20261201121636.json")
     assert claims.study_record(moved) == stale
-    assert not os.path.exists(study.unit_path("mnist5k", "pgdat", 1, results))
+    assert not os.path.exists(arms.unit_path("mnist5k", "pgdat", 1, results))
 
 
 def test_a_unit_started_from_another_arms_model_goes_with_that_model(tmp_path):
     import json
     import shutil
 
-    import study
-
     results, runs = str(tmp_path / "results"), str(tmp_path / "runs")
     log = []
 
     def setup():
         for arm in ("standard", "pgdat_ft"):  # real digits units, pgdat_ft finished a day later
-            path = study.unit_path("digits", arm, 0, results)
+            path = arms.unit_path("digits", arm, 0, results)
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            shutil.copy(study.unit_path("digits", arm, 0), path)
+            shutil.copy(arms.unit_path("digits", arm, 0), path)
             os.makedirs(os.path.join(runs, "digits", arm, "seed0"), exist_ok=True)  # its finished run
 
     def moved(arm):
         return sorted(os.listdir(os.path.join(runs, "digits", arm)))
 
     setup()
-    finetuned = claims.study_record(study.unit_path("digits", "pgdat_ft", 0, results))
-    source_path = study.unit_path("digits", "standard", 0, results)
+    finetuned = claims.study_record(arms.unit_path("digits", "pgdat_ft", 0, results))
+    source_path = arms.unit_path("digits", "standard", 0, results)
     source = claims.study_record(source_path)
-    assert study.superseded(finetuned, results) is None
+    assert lifecycle.superseded(finetuned, results) is None
 
     def write_source(**changes):
         with open(source_path, "w") as f:
@@ -271,9 +262,9 @@ def test_a_unit_started_from_another_arms_model_goes_with_that_model(tmp_path):
     # The standard model was trained again after pgdat_ft started from it: the
     # unit and its run go (a resume of that run would only re-evaluate the old model).
     write_source(finished="2026-12-31 00:00:00 UTC")
-    assert "trained from an earlier standard/seed0" in study.superseded(finetuned, results)
-    study.retire_superseded("digits", "pgdat_ft", 0, results, runs, log=log.append)
-    assert not os.path.exists(study.unit_path("digits", "pgdat_ft", 0, results))
+    assert "trained from an earlier standard/seed0" in lifecycle.superseded(finetuned, results)
+    lifecycle.retire_superseded("digits", "pgdat_ft", 0, results, runs, log=log.append)
+    assert not os.path.exists(arms.unit_path("digits", "pgdat_ft", 0, results))
     assert moved("pgdat_ft")[0].startswith("seed0.superseded-") and len(moved("pgdat_ft")) == 1
     assert moved("standard") == ["seed0"]
 
@@ -281,13 +272,13 @@ def test_a_unit_started_from_another_arms_model_goes_with_that_model(tmp_path):
     shutil.rmtree(runs)
     setup()
     write_source(spec=dict(source["spec"], epochs=source["spec"]["epochs"] + 1))
-    assert "its initial model's unit standard/seed0 is superseded" in study.superseded(finetuned, results)
+    assert "its initial model's unit standard/seed0 is superseded" in lifecycle.superseded(finetuned, results)
     assert "pgdat_ft" not in claims.load_units(results, "digits")
-    study.retire_superseded("digits", "standard", 0, results, runs, log=log.append)
+    lifecycle.retire_superseded("digits", "standard", 0, results, runs, log=log.append)
     for arm in ("standard", "pgdat_ft"):
-        assert not os.path.exists(study.unit_path("digits", arm, 0, results))
+        assert not os.path.exists(arms.unit_path("digits", arm, 0, results))
         assert [d.startswith("seed0.superseded-") for d in moved(arm)] == [True]
-    assert "no longer in the study" in study.superseded(finetuned, results)
+    assert "no longer in the study" in lifecycle.superseded(finetuned, results)
 
 
 def test_a_worker_never_trains_from_a_stale_source(tmp_path, monkeypatch):
@@ -296,42 +287,37 @@ def test_a_worker_never_trains_from_a_stale_source(tmp_path, monkeypatch):
     import json
     import shutil
 
-    import study
-
     results, runs = str(tmp_path / "results"), str(tmp_path / "runs")
     for arm in ("standard", "pgdat_ft"):
-        path = study.unit_path("digits", arm, 0, results)
+        path = arms.unit_path("digits", arm, 0, results)
         os.makedirs(os.path.dirname(path))
-        shutil.copy(study.unit_path("digits", arm, 0), path)
-    source_path = study.unit_path("digits", "standard", 0, results)
+        shutil.copy(arms.unit_path("digits", arm, 0), path)
+    source_path = arms.unit_path("digits", "standard", 0, results)
     source = claims.study_record(source_path)
     with open(source_path, "w") as f:
         json.dump(dict(source, spec=dict(source["spec"], epochs=source["spec"]["epochs"] + 1)), f)
     started = []
-    monkeypatch.setattr(study, "regenerate", lambda path, *a, **k: started.append(path) or False)
-    monkeypatch.setattr(study, "run_unit", lambda *a, **k: started.append(a))
+    monkeypatch.setattr(workers, "regenerate", lambda path, *a, **k: started.append(path) or False)
+    monkeypatch.setattr(workers, "run_unit", lambda *a, **k: started.append(a))
     log = []
-    assert study.work([("digits", "pgdat_ft", 0)], results, runs, log=log.append) == 0
+    assert workers.work([("digits", "pgdat_ft", 0)], results, runs, log=log.append) == 0
     assert started == [] and "waits for standard/seed0" in log[-1]
     assert sorted(os.listdir(os.path.join(results, "superseded", "digits"))) == ["pgdat_ft", "standard"]
 
 
 def test_a_missing_setting_counts_as_its_default_and_quick_scales_the_warmup():
-    import study
 
-    spec = study.ARMS["pgdat"].spec("digits", 0)
-    assert study.spec_change(dict(spec, eps_warmup_epochs=0.0), spec) is None
-    assert "steps=3 (now 7)" in study.spec_change(dict(spec, steps=3), spec)
-    quick = study.ARMS["pgdat"].spec("mnist5k", 0, quick=True)
-    full = study.ARMS["pgdat"].spec("mnist5k", 0)
+    spec = arms.ARMS["pgdat"].spec("digits", 0)
+    assert lifecycle.spec_change(dict(spec, eps_warmup_epochs=0.0), spec) is None
+    assert "steps=3 (now 7)" in lifecycle.spec_change(dict(spec, steps=3), spec)
+    quick = arms.ARMS["pgdat"].spec("mnist5k", 0, quick=True)
+    full = arms.ARMS["pgdat"].spec("mnist5k", 0)
     assert quick["eps_warmup_epochs"] / quick["epochs"] == full["eps_warmup_epochs"] / full["epochs"]
 
 
 def test_an_unfinished_run_of_other_settings_is_moved_aside(tmp_path):
     import dataclasses
     import json
-
-    import study
 
     results, runs = str(tmp_path / "results"), str(tmp_path / "runs")
     for arm, eps in (("pgdat", 0.25), ("pgdat_he", 0.3)):
@@ -340,10 +326,10 @@ def test_an_unfinished_run_of_other_settings_is_moved_aside(tmp_path):
         with open(os.path.join(run_dir, "checkpoints", "checkpoint"), "w") as f:
             f.write('model_checkpoint_path: "ckpt-6"\n')
         open(os.path.join(run_dir, "checkpoints", "ckpt-6.index"), "w").close()
-        config = study.train_config(study.ARMS[arm].spec("mnist5k", 2), run_dir, 0, runs)
+        config = unit_lib.train_config(arms.ARMS[arm].spec("mnist5k", 2), run_dir, 0, runs)
         with open(os.path.join(run_dir, "metrics.json"), "w") as f:
             json.dump({"config": dict(dataclasses.asdict(config), eps=eps)}, f)
-        study.retire_superseded("mnist5k", arm, 2, results, runs, log=lambda msg: None)
+        lifecycle.retire_superseded("mnist5k", arm, 2, results, runs, log=lambda msg: None)
     moved = sorted(os.listdir(os.path.join(runs, "mnist5k", "pgdat")))
     assert len(moved) == 1 and moved[0].startswith("seed2.superseded-")
     assert os.listdir(os.path.join(runs, "mnist5k", "pgdat_he")) == ["seed2"]  # same settings: resumes

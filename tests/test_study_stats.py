@@ -1,13 +1,9 @@
 """The reproduction study's statistics: paired two-way bootstrap, verdicts, record rules."""
 
-import os
-import sys
-
 import numpy as np
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "experiments"))
-import stats  # noqa: E402
+from experiments import stats
 
 
 def test_certain_effect_is_reproduced_and_its_mirror_contradicted():

@@ -437,5 +437,5 @@ def pgd_accuracy(
         "n_examples": int(len(x)),
         "clean_accuracy": result.clean_accuracy,
         "robust_accuracy": result.robust_accuracy,
-        "attack": {"name": name, **pgd.config()},
+        "attack": {**pgd.config(), "name": name},
     }
