@@ -25,12 +25,10 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app, flags  # noqa: E402
+from absl import app, flags
 
 _BATCH = flags.DEFINE_integer("batch_size", 128, "Images in the timed batch.")
 _EPS = flags.DEFINE_float("eps", 0.3, "L-inf radius.")

@@ -25,16 +25,13 @@ from __future__ import annotations
 
 import os
 import statistics
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from absl import app, flags  # noqa: E402
+from absl import app, flags
 
 # Defines --model, --image_size, --batch_size, --repeats, --inter_op_threads.
-from he_overhead import interleaved_medians, make_trainer, synthetic_batch  # noqa: E402
+from he_overhead import interleaved_medians, make_trainer, synthetic_batch
 
 FLAGS = flags.FLAGS
 _EXAMPLES = flags.DEFINE_integer("examples", 1024, "Training examples of the total-time runs.")

@@ -24,13 +24,11 @@ from __future__ import annotations
 
 import os
 import statistics
-import sys
 import time
 from typing import Callable
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app, flags  # noqa: E402
+from absl import app, flags
 
 _MODEL = flags.DEFINE_string("model", "small_cnn", "Backbone (he_keras.models.MODELS).")
 _IMAGE = flags.DEFINE_integer("image_size", 32, "Height and width of the inputs.")

@@ -250,6 +250,34 @@ def test_seeded_attacks_are_reproducible_and_compiled_once(name):
     assert getattr(attack, "trace_count", None) == traces
 
 
+# Every attack with a compiled loop, at a small budget.
+COMPILED = {
+    "pgd": lambda: ProjectedGradientAttack(EPS, 0.05, 3, seed=0),
+    "apgd": lambda: APGD(EPS, steps=5, seed=0),
+    "apgd_t": lambda: APGDTargeted(EPS, steps=5, n_target_classes=2, seed=0),
+    "fab_t": lambda: FABTargeted(0.02, steps=3, n_target_classes=1, restarts=2, seed=0),
+    "square": lambda: Square(0.05, n_queries=10, seed=0),
+    "cw_l2": lambda: CarliniWagnerL2(1.0, steps=3, binary_search_steps=1),
+    "deepfool": lambda: DeepFool(EPS, max_iter=3),
+    "rays": lambda: RayS(0.05, query_limit=20, seed=0),
+    "nes": lambda: NES(0.05, 0.01, steps=2, samples=4, seed=0),
+    "zoo": lambda: ZOO(0.05, steps=2, coords_per_step=4, seed=0),
+}
+
+
+@pytest.mark.parametrize("name", sorted(COMPILED))
+def test_a_compiled_attack_traces_once_whatever_the_number_of_points(name):
+    # A chain hands each attack the points its earlier attacks left robust:
+    # a different number each call, one trace for them all.
+    model = undefended_digits_model()
+    x, y = _data(16)
+    attack = COMPILED[name]()
+    attack(model, x[:7], y[:7])
+    traces = attack.trace_count
+    for n in (3, 16, 5, 1):
+        assert np.asarray(attack(model, x[:n], y[:n])).shape == x[:n].shape
+    assert traces >= 1 and attack.trace_count == traces, (traces, attack.trace_count)
+
 def _all_attacks() -> list:
     return [make() for make in WHITE_BOX.values()] + [
         CarliniWagnerL2(1.0),

@@ -71,9 +71,12 @@ import sys
 import keras
 from absl import flags
 
-sys.path.insert(0, os.path.join(sys.argv[1], "apps"))
-import train
+import importlib.util
 from he_keras.runs import run
+
+spec = importlib.util.spec_from_file_location("train_app", os.path.join(sys.argv[1], "apps", "train.py"))
+train = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(train)
 
 class SigkillMidEpoch(keras.callbacks.Callback):
     def __init__(self, epoch, batch):

@@ -36,7 +36,6 @@ from he_keras import losses
 from he_keras.attacks.base import (
     Attack,
     batch_mask,
-    batch_spec,
     check_int,
     check_target_classes,
     logits_of,
@@ -136,8 +135,7 @@ class APGD(Attack):
         self.seed = seed
         self.name = f"apgd-{loss}"
         self.rng = make_generator(seed)
-        self.trace_count = 0
-        self._compiled = tf.function(self._run)
+        self._compile(self._run)
 
     def config(self) -> dict:
         """The attack's settings as a JSON-ready dict."""
@@ -179,14 +177,11 @@ class APGD(Attack):
             x_adv = x
             robust = tf.equal(predict(model, x), y)
         best_loss = tf.fill(tf.shape(y), -float("inf"))
-        self._compiled.get_concrete_function(
-            model, batch_spec(x), batch_spec(y), batch_spec(target)
-        )
         for _ in range(runs):
             index = tf.where(robust)
             if index.shape[0] == 0:
                 break
-            run_x, run_broken, run_loss = self._compiled(
+            run_x, run_broken, run_loss = self._run_compiled(
                 model,
                 tf.gather_nd(x, index),
                 tf.gather_nd(y, index),
@@ -222,7 +217,6 @@ class APGD(Attack):
         self, model: Callable, x: tf.Tensor, y: tf.Tensor, target: tf.Tensor
     ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         """One APGD run; returns (x_out, broken, best loss)."""
-        self.trace_count += 1
         steps = self.steps
         # Per iteration: whether a check follows it, and the steps since the
         # previous check.

@@ -235,6 +235,41 @@ class Attack(abc.ABC):
         """
         return {"name": self.name, "eps": self.eps, "norm": self.norm}
 
+    def _compile(self, loop: Callable) -> None:
+        """Compiles an attack's loop as one `tf.function`, counting its traces.
+
+        The compile policy of every attack that calls it: `_run_compiled`
+        traces the loop once per input shape, with the batch dimension left
+        unknown, so the subsets of still-robust points a chain hands the
+        attack (a different number each call) reuse that one trace.
+        `trace_count` says how often it was traced.
+
+        Args:
+            loop: `loop(model, *batches, *static) -> outputs`, written for a
+                batch of unknown size.
+        """
+        self.trace_count = 0
+
+        def counted(*args: Any) -> Any:
+            self.trace_count += 1  # runs while tracing only
+            return loop(*args)
+
+        self._compiled = tf.function(counted)
+
+    def _run_compiled(self, model: Callable, *batches: tf.Tensor, static: tuple = ()) -> Any:
+        """Runs the loop of `_compile` on per-example `batches`.
+
+        Args:
+            model: The model under attack.
+            *batches: Tensors whose first dimension is the batch.
+            static: Python values the loop is traced for (one trace each).
+
+        Returns:
+            The loop's outputs.
+        """
+        self._compiled.get_concrete_function(model, *(batch_spec(b) for b in batches), *static)
+        return self._compiled(model, *batches, *static)
+
     @abc.abstractmethod
     def _attack(self, model: Callable, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
         """Crafts adversarial examples from float32 `x` and int32 `y`."""

@@ -23,6 +23,7 @@ ever differentiates through the model.
 from __future__ import annotations
 
 import abc
+import math
 from typing import Callable, Optional
 
 import tensorflow as tf
@@ -61,11 +62,10 @@ class _ScoreBasedAttack(Attack):
         self.steps = int(steps)
         self.seed = seed
         self.rng = make_generator(seed)
-        self.trace_count = 0
-        self._compiled = tf.function(self._run)
+        self._compile(self._run)
 
     def _attack(self, model: Callable, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
-        return self._compiled(model, x, y)
+        return self._run_compiled(model, x, y)
 
     def _init_state(self, x: tf.Tensor) -> tuple:
         return ()
@@ -77,7 +77,6 @@ class _ScoreBasedAttack(Attack):
         """One step: the next iterate and the next optimizer state."""
 
     def _run(self, model: Callable, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
-        self.trace_count += 1
         x_adv = x
         broken = tf.not_equal(predict(model, x), y)
         best = x
@@ -228,7 +227,8 @@ class ZOO(_ScoreBasedAttack):
         return tf.maximum(-_log_prob_margin(model, x, y), -self.kappa)
 
     def _init_state(self, x: tf.Tensor) -> tuple:
-        flat = tf.zeros_like(tf.reshape(x, [tf.shape(x)[0], -1]))
+        # The input dimension stays static (the batch size may not be known).
+        flat = tf.zeros_like(tf.reshape(x, [-1, math.prod(x.shape[1:])]))
         return flat, flat, flat
 
     def _update(

@@ -101,9 +101,8 @@ class CarliniWagnerL2(Attack):
         self.confidence = float(confidence)
         self.norm = norm
         self.seed = seed
-        self.trace_count = 0
         self.last_norms = None
-        self._compiled = tf.function(self._run)
+        self._compile(self._run)
 
     def config(self) -> dict:
         """The attack's settings as a JSON-ready dict."""
@@ -118,14 +117,13 @@ class CarliniWagnerL2(Attack):
         }
 
     def _attack(self, model: Callable, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
-        x_found, found = self._compiled(model, x, y)
+        x_found, found = self._run_compiled(model, x, y)
         x_adv, self.last_norms = minimal_norm_output(x, x_found, found, self.eps, self.norm)
         return x_adv
 
     def _run(
         self, model: Callable, x: tf.Tensor, y: tf.Tensor
     ) -> tuple[tf.Tensor, tf.Tensor]:
-        self.trace_count += 1
         w_start = tf.atanh((2.0 * x - 1.0) * 0.999999)
         batch = tf.shape(y)
         lower = tf.zeros(batch)

@@ -80,9 +80,8 @@ class DeepFool(Attack):
         self.eps = float(eps)
         self.norm = norm
         self.overshoot = float(overshoot)
-        self.trace_count = 0
         self.last_norms = None
-        self._compiled = tf.function(self._run)
+        self._compile(self._run)
 
     def config(self) -> dict:
         """The attack's settings as a JSON-ready dict."""
@@ -94,7 +93,7 @@ class DeepFool(Attack):
         }
 
     def _attack(self, model: Callable, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
-        x_found, found = self._compiled(model, x, y)
+        x_found, found = self._run_compiled(model, x, y)
         x_adv, self.last_norms = minimal_norm_output(x, x_found, found, self.eps, self.norm)
         return x_adv
 
@@ -120,7 +119,6 @@ class DeepFool(Attack):
     def _run(
         self, model: Callable, x: tf.Tensor, y: tf.Tensor
     ) -> tuple[tf.Tensor, tf.Tensor]:
-        self.trace_count += 1
         logits = logits_of(model, x)
         k = min(self.n_candidates, logits.shape[-1])
         candidates = tf.math.top_k(logits, k=k).indices

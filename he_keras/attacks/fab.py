@@ -29,7 +29,6 @@ import tensorflow as tf
 from he_keras.attacks.base import (
     Attack,
     batch_mask,
-    batch_spec,
     check_int,
     check_target_classes,
     logits_of,
@@ -150,9 +149,8 @@ class FABTargeted(Attack):
         self.restarts = check_int("restarts", restarts)
         self.seed = seed
         self.rng = make_generator(seed)
-        self.trace_count = 0
         self.last_norms = None
-        self._compiled = tf.function(self._run)
+        self._compile(self._run)
 
     def config(self) -> dict:
         """The attack's settings as a JSON-ready dict."""
@@ -188,15 +186,12 @@ class FABTargeted(Attack):
             index = tf.where(best > self.eps)
             if index.shape[0] == 0:
                 break
-            self._compiled.get_concrete_function(
-                model, batch_spec(x), batch_spec(y), batch_spec(y), random_start
-            )
-            run_x, run_norm = self._compiled(
+            run_x, run_norm = self._run_compiled(
                 model,
                 tf.gather_nd(x, index),
                 tf.gather_nd(y, index),
                 tf.gather_nd(ranked_class(logits, rank), index),
-                random_start,
+                static=(random_start,),
             )
             closer = run_norm < tf.gather_nd(best, index)
             closer_index = tf.boolean_mask(index, closer)
@@ -220,7 +215,6 @@ class FABTargeted(Attack):
         random_start: bool,
     ) -> tuple[tf.Tensor, tf.Tensor]:
         """One FAB-T run toward `target`; returns (closest adversarial, norm)."""
-        self.trace_count += 1
         flat_x = tf.reshape(x, [tf.shape(x)[0], -1])
         x_k = x
         if random_start:

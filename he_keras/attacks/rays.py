@@ -100,10 +100,9 @@ class RayS(Attack):
         self.early_stopping = bool(early_stopping)
         self.seed = seed
         self.rng = None if seed is None else make_generator(seed)
-        self.trace_count = 0
         self.last_distances = None
         self.last_queries = None
-        self._compiled = tf.function(self._run)
+        self._compile(self._run)
 
     def config(self) -> dict:
         """The attack's settings as a JSON-ready dict."""
@@ -116,7 +115,7 @@ class RayS(Attack):
         }
 
     def _attack(self, model: Callable, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
-        x_found, found, queries = self._compiled(model, x, y)
+        x_found, found, queries = self._run_compiled(model, x, y)
         x_adv, self.last_distances = minimal_norm_output(
             x, x_found, found, self.eps, "linf"
         )
@@ -131,7 +130,6 @@ class RayS(Attack):
     def _run(
         self, model: Callable, x: tf.Tensor, y: tf.Tensor
     ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-        self.trace_count += 1
         batch = tf.shape(x)[0]
         flat_x = tf.reshape(x, [batch, -1])
         dims = int(np.prod(x.shape[1:]))

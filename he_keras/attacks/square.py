@@ -34,7 +34,7 @@ from typing import Callable, Optional
 import tensorflow as tf
 
 from he_keras.attacks.adaptive import boundary_margin
-from he_keras.attacks.base import Attack, batch_mask, batch_spec, check_int, require
+from he_keras.attacks.base import Attack, batch_mask, check_int, require
 from he_keras.attacks.core import make_generator, project, validate_attack_params
 
 # Iterations after which the window fraction p is halved again.
@@ -109,9 +109,8 @@ class Square(Attack):
         self.p_init = float(p_init)
         self.seed = seed
         self.rng = make_generator(seed)
-        self.trace_count = 0
         self.last_queries = None
-        self._compiled = tf.function(self._run)
+        self._compile(self._run)
 
     def config(self) -> dict:
         """The attack's settings as a JSON-ready dict."""
@@ -131,10 +130,7 @@ class Square(Attack):
             raise ValueError(
                 f"Square needs NHWC images (rank 4). Received: shape={x.shape}"
             )
-        # One trace for any number of points: a chain hands Square only the
-        # points its earlier attacks left robust, a different count each time.
-        self._compiled.get_concrete_function(model, batch_spec(x), batch_spec(y))
-        x_adv, queries = self._compiled(model, x, y)
+        x_adv, queries = self._run_compiled(model, x, y)
         self.last_queries = queries
         return x_adv
 
@@ -171,7 +167,6 @@ class Square(Attack):
     def _run(
         self, model: Callable, x: tf.Tensor, y: tf.Tensor
     ) -> tuple[tf.Tensor, tf.Tensor]:
-        self.trace_count += 1
         batch, width, channels = tf.shape(x)[0], x.shape[2], x.shape[3]
         stripes = tf.sign(self.rng.uniform([batch, 1, width, channels]) - 0.5)
         x_best = tf.clip_by_value(x + self.eps * stripes, 0.0, 1.0)
