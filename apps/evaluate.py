@@ -38,6 +38,10 @@ from absl import flags
 from he_keras import cli
 from he_keras.defaults import default_eps
 
+# The library's TensorFlow parts are imported inside the functions that use
+# them, after the flags are parsed: under another Keras backend that import
+# raises `BackendError`, which `cli.run` turns into one `error:` line.
+
 if TYPE_CHECKING:
     from he_keras.evaluation.corruptions import CorruptionSettings
 

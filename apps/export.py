@@ -26,6 +26,10 @@ from absl import flags
 
 from he_keras import cli
 
+# The library's TensorFlow parts are imported inside `export`, after the flags
+# are parsed: under another Keras backend that import raises `BackendError`,
+# which `cli.run` turns into one `error:` line.
+
 _MODEL = flags.DEFINE_string("model", None, "The classifier to export (.keras file).")
 _OUTPUT_DIR = flags.DEFINE_string(
     "output_dir", None, "Model base path: the version is written to <output_dir>/<version>/."

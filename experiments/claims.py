@@ -37,7 +37,9 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from he_keras.data import load_dataset
 from he_keras.evaluation import points as points_lib
+from he_keras.files import read_json
 
 from experiments import analyses, arms, lifecycle, protocol, stats, timing
 
@@ -418,8 +420,7 @@ def load_units(results: str, dataset: str) -> dict:
 
 
 def study_record(path: str) -> dict:
-    from he_keras.files import read_json
-
+    """The unit JSON at `path`."""
     return read_json(path, "study unit")
 
 
@@ -558,8 +559,6 @@ def decide_all(results: str, quick: bool = False) -> tuple[list, list]:
 
 def test_split_sizes(quick: bool = False) -> dict:
     """Test-split size per study dataset (what every record's `n_eval` must be)."""
-    from he_keras.data import load_dataset
-
     if quick:
         return {d: arms.QUICK_N_TEST for d in arms.REGIMES}
     return {d: int(load_dataset(d).test.cardinality()) for d in arms.REGIMES}

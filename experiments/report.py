@@ -85,6 +85,7 @@ def _arm_rows(units: dict) -> list:
 
 def validation_figure(results: str, dataset: str, units: dict, arms: Sequence[str] = ("pgdat", "pgdat_he")) -> str:
     """`<results>/<dataset>_validation.png`: validation PGD-10 accuracy per epoch, one line per unit."""
+    # Here, not at the top: the headless backend is chosen before pyplot loads.
     import matplotlib
 
     matplotlib.use("Agg")

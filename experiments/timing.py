@@ -17,11 +17,19 @@ interval of the overhead lies below 1 %.
 
 from __future__ import annotations
 
+import argparse
 import os
+import sys
 import time
 from typing import Optional, Sequence
 
+import keras
 import numpy as np
+
+from he_keras.data import load_dataset, to_numpy
+from he_keras.files import read_json, write_json
+from he_keras.models import build_model
+from he_keras.training import FRAMEWORKS as TRAINERS
 
 from experiments import arms, stats, workers
 
@@ -42,12 +50,6 @@ def timing_path(results: str, framework: str, seed: int) -> str:
 
 def measure(framework: str, seed: int, pairs: int = PAIRS, dataset: str = "digits") -> dict:
     """Interleaved step times of the linear and the HE head (seconds per step)."""
-    import keras
-
-    from he_keras.data import load_dataset, to_numpy
-    from he_keras.models import build_model
-    from he_keras.training import FRAMEWORKS as TRAINERS
-
     regime = arms.REGIMES[dataset]
     data = load_dataset(dataset)
     x, y = to_numpy(data.train, regime["batch_size"])
@@ -78,8 +80,6 @@ def run(results: str, seeds: int = SEEDS, pairs: int = PAIRS, log=print,
         frameworks: Sequence[str] = tuple(FRAMEWORKS)) -> None:
     """Measures every framework (of `frameworks`) x seed not measured yet (one
     thread, as the study's units train)."""
-    from he_keras.files import write_json
-
     workers.one_thread()
     for framework in frameworks:
         for seed in range(seeds):
@@ -91,8 +91,6 @@ def run(results: str, seeds: int = SEEDS, pairs: int = PAIRS, log=print,
 
 def records(results: str, seeds: int = SEEDS) -> tuple[list, list]:
     """`(records, pending)` of the timing claims (`summary.json` fields)."""
-    from he_keras.files import read_json
-
     done, pending = [], []
     for framework, (_, paper) in FRAMEWORKS.items():
         name = {"fastat": "FastAT", "freeat": "FreeAT"}[framework]
@@ -126,8 +124,6 @@ def records(results: str, seeds: int = SEEDS) -> tuple[list, list]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    import argparse
-
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--results", default=arms.RESULTS)
     p.add_argument("--seeds", type=int, default=SEEDS)
@@ -138,6 +134,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    import sys
-
     sys.exit(main())
