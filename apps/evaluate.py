@@ -43,7 +43,7 @@ from he_keras.defaults import default_eps
 # raises `BackendError`, which `cli.run` turns into one `error:` line.
 
 if TYPE_CHECKING:
-    from he_keras.evaluation.corruptions import CorruptionSettings
+    from he_keras.evaluation.corruption_selection import CorruptionSettings
 
 _MODEL = flags.DEFINE_string("model", None, "Path of a .keras file or a SavedModel directory.")
 _DATASET = flags.DEFINE_string(
@@ -127,7 +127,7 @@ def validate_corruption_flags() -> tuple[Optional[CorruptionSettings], Optional[
             if flags.FLAGS[name].present:
                 raise FlagError(f"--{name} is only read by the corruption benchmark: pass --corruptions")
         return None, None
-    from he_keras.evaluation.corruptions import corruption_settings
+    from he_keras.evaluation.corruption_selection import corruption_settings
 
     try:
         settings = corruption_settings(
@@ -270,6 +270,7 @@ def run_corruptions(
     Raises:
         FlagError: if the tfds corrupted dataset cannot be read.
     """
+    from he_keras.evaluation import corruption_selection
     from he_keras.evaluation import corruptions as corruptions_lib
 
     common = dict(
@@ -282,14 +283,14 @@ def run_corruptions(
             model, x, y, settings.corruptions, seed=_SEED.value, dataset=_DATASET.value, **common
         )
     # `all` is every corruption the builder has, held-out ones included.
-    names, _ = corruptions_lib.select_corruptions("tfds", _DATASET.value, settings.corruptions)
+    names, _ = corruption_selection.select_corruptions("tfds", _DATASET.value, settings.corruptions)
     try:
         return corruptions_lib.corruption_accuracy(
             model, _DATASET.value, len(x), names, data_dir=_DATA_DIR.value, clean=(x, y), **common
         )
     except Exception as err:  # tfds raises many types when data is missing offline.
         raise FlagError(
-            f"--corruption_source=tfds: {corruptions_lib.corrupted_version(_DATASET.value)} "
+            f"--corruption_source=tfds: {corruption_selection.corrupted_version(_DATASET.value)} "
             f"could not be read from --data_dir={_DATA_DIR.value}: {type(err).__name__}: {err}"
         ) from err
 
@@ -318,8 +319,8 @@ def run(
     tf.config.threading.set_intra_op_parallelism_threads(_INTRA_OP.value)
     from he_keras.data import load_dataset, to_numpy
     from he_keras.evaluation import evaluate, write_corruption_report, write_report
-    from he_keras.evaluation.corruptions import select_corruptions
-    from he_keras.evaluation.report import corruption_table
+    from he_keras.evaluation.corruption_selection import select_corruptions
+    from he_keras.evaluation.corruption_report import corruption_table
 
     try:
         data = load_dataset(_DATASET.value, data_dir=_DATA_DIR.value)

@@ -19,7 +19,7 @@ import numpy as np
 from he_keras.data import load_dataset, to_numpy
 from he_keras.evaluation import corruption_benchmark
 from he_keras.evaluation import margin as margin_lib
-from he_keras.evaluation.corruptions import select_corruptions
+from he_keras.evaluation.corruption_selection import select_corruptions
 from he_keras.files import read_json, write_json
 from he_keras.models.io import load_model
 from he_keras.runs import run

@@ -44,7 +44,7 @@ from he_keras.attacks.core import ProjectedGradientAttack
 from he_keras.data import load_dataset, to_numpy
 from he_keras.defaults import pgd_step_size
 from he_keras.evaluation import evaluate, run_ensemble, write_report
-from he_keras.evaluation.suite import autoattack_standard
+from he_keras.evaluation.presets import autoattack_standard
 from he_keras.files import read_json, write_atomic, write_json
 from he_keras.models.io import load_model
 from he_keras.runs import TrainConfig, run

@@ -14,7 +14,7 @@ from he_keras.defaults import EVAL_PGD_STEPS, pgd_step_size, probe_step_size
 from he_keras.evaluation import SuiteAttack, run_ensemble
 from he_keras.evaluation import points as points_lib
 from he_keras.evaluation.raw_output import OnFeatureNormalized, OnRawOutput
-from he_keras.evaluation.suite import autoattack_standard
+from he_keras.evaluation.presets import autoattack_standard
 
 from experiments.arms import Arm, QUICK_AA_BUDGET
 

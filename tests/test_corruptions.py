@@ -18,15 +18,9 @@ from he_keras import evaluation
 from he_keras.evaluation.corruption_ops import (
     CORRUPTIONS, SEVERITIES, corrupt, largest_change, not_applicable_reason,
 )
-from he_keras.evaluation.corruptions import (
-    CorruptionSettings,
-    corruption_accuracy,
-    corruption_benchmark,
-    corruption_errors,
-    corruption_settings,
-    select_corruptions,
-)
-from he_keras.evaluation.report import (
+from he_keras.evaluation.corruption_selection import CorruptionSettings, corruption_settings, select_corruptions
+from he_keras.evaluation.corruptions import corruption_accuracy, corruption_benchmark, corruption_errors
+from he_keras.evaluation.corruption_report import (
     CORRUPTION_REPORT_FILES,
     corruption_table,
     write_corruption_report,

@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from he_keras.evaluation import corruptions, margin
+from he_keras.evaluation import corruption_selection, corruptions, margin
 from he_keras.evaluation.report import write_report
 
 
@@ -80,8 +80,8 @@ def test_corruption_accuracy_with_mocked_tfds():
     values = [v for c in result["accuracy"].values() for v in c.values()]
     assert all(0.0 <= v <= 1.0 for v in values)
     assert result["mCA"] == pytest.approx(np.mean(values))
-    assert corruptions.corrupted_version("cifar10") == "cifar10_corrupted"
-    assert corruptions.corrupted_version("digits") is None
+    assert corruption_selection.corrupted_version("cifar10") == "cifar10_corrupted"
+    assert corruption_selection.corrupted_version("digits") is None
     with pytest.raises(ValueError, match="frosted_glass"):
         corruptions.corruption_accuracy(model, "cifar10", 5, corruptions=["glass_blur"])
 

@@ -16,7 +16,7 @@ from helpers import digits_arrays, undefended_digits_model
 from he_keras.attacks import Attack
 from he_keras.attacks.core import ProjectedGradientAttack, fgsm
 from he_keras.defaults import pgd_step_size
-from he_keras.evaluation import AttackResult, SuiteAttack, checks, evaluate, run_ensemble, suite
+from he_keras.evaluation import AttackResult, SuiteAttack, checks, evaluate, presets, run_ensemble, suite
 from he_keras.evaluation import points as points_lib
 from he_keras.evaluation import report as report_lib
 from he_keras.evaluation.ensemble import threat_model_projection
@@ -49,9 +49,9 @@ def test_pgd_and_fgsm_implement_attack_and_the_suite_reports_their_config():
         "keep_best": True, "training": False, "seed": 5,
     }
     assert fgsm(0.1).config()["name"] == "fgsm" and fgsm(0.1).config()["random_start"] == "zero"
-    for spec in suite.quick_attacks(EPS, "linf", seed=3)[:2]:
+    for spec in presets.quick_attacks(EPS, "linf", seed=3)[:2]:
         assert spec.config == spec.attack.config()
-    fgsm_spec, pgd_spec = suite.quick_attacks(EPS, "linf", seed=3)[:2]
+    fgsm_spec, pgd_spec = presets.quick_attacks(EPS, "linf", seed=3)[:2]
     assert (fgsm_spec.config["steps"], pgd_spec.config["steps"]) == (1, 20)
     assert pgd_spec.config["seed"] == 4 and pgd_spec.config["step_size"] == pytest.approx(pgd_step_size(EPS, 20))
 
@@ -162,7 +162,7 @@ def load_app():
 def test_checks_that_did_not_run_say_not_run_in_json_markdown_and_app_output(tmp_path):
     x, y = eval_points(48)
     report = evaluate(undefended_digits_model(), x, y, 10, suite="quick", eps=EPS, seed=0,
-                      attacks=suite.quick_attacks(EPS, "linf", 0)[:2])
+                      attacks=presets.quick_attacks(EPS, "linf", 0)[:2])
     status = {c["name"]: c["status"] for c in report["checks"]}
     assert status["black_box_beats_white_box"] == "not run"
     assert status["accuracy_vs_eps"] == "not run"  # quick computes no eps curve
@@ -178,7 +178,7 @@ def test_checks_that_did_not_run_say_not_run_in_json_markdown_and_app_output(tmp
     assert "check black_box_beats_white_box: not run" in summary
     assert "check single_step_beats_iterative: passed" in summary
     without = evaluate(undefended_digits_model(), x, y, 10, suite="standard", eps=EPS, seed=0,
-                       attacks=suite.quick_attacks(EPS, "linf", 0)[:2], curves=False)
+                       attacks=presets.quick_attacks(EPS, "linf", 0)[:2], curves=False)
     status = {c["name"]: c for c in without["checks"]}
     for name in ("accuracy_vs_steps", "accuracy_vs_eps"):
         assert status[name]["status"] == "not run" and "curves=False" in str(status[name])
@@ -354,34 +354,34 @@ def test_fn_objective_changes_the_attack_only_where_the_feature_norm_varies():
 
 
 def test_standard_preset_runs_autoattack_on_both_outputs_of_an_he_head():
-    he_attacks, _ = suite.autoattack_standard(8 / 255, "linf", 0, 10, head="he")
+    he_attacks, _ = presets.autoattack_standard(8 / 255, "linf", 0, 10, head="he")
     names = [a.name for a in he_attacks]
-    assert names == list(suite.AUTOATTACK) + [n + " (logits/s)" for n in suite.AUTOATTACK]
-    assert {a.chain for a in he_attacks[:4]} == {suite.AA_CHAIN}
-    assert {a.chain for a in he_attacks[4:]} == {suite.AA_RAW_CHAIN}
+    assert names == list(points_lib.AUTOATTACK) + [n + " (logits/s)" for n in points_lib.AUTOATTACK]
+    assert {a.chain for a in he_attacks[:4]} == {points_lib.AA_CHAIN}
+    assert {a.chain for a in he_attacks[4:]} == {points_lib.AA_RAW_CHAIN}
     for logits_attack, raw_attack in zip(he_attacks[:4], he_attacks[4:]):
         assert isinstance(raw_attack.attack, OnRawOutput)
         assert raw_attack.config["output"] == "logits / s"
         assert raw_attack.kind == logits_attack.kind and not raw_attack.standalone
-    linear, _ = suite.autoattack_standard(8 / 255, "linf", 0, 10, head="linear")
-    assert [a.name for a in linear] == list(suite.AUTOATTACK)
-    _, skipped = suite.autoattack_standard(8 / 255, "linf", 0, 10, head="unknown")
-    assert suite.AA_RAW_CHAIN in [s["name"] for s in skipped]
+    linear, _ = presets.autoattack_standard(8 / 255, "linf", 0, 10, head="linear")
+    assert [a.name for a in linear] == list(points_lib.AUTOATTACK)
+    _, skipped = presets.autoattack_standard(8 / 255, "linf", 0, 10, head="unknown")
+    assert points_lib.AA_RAW_CHAIN in [s["name"] for s in skipped]
 
 
 def test_autoattack_budget_scales_every_attack_of_the_chain():
     def iterations(attacks):
         return {a.name: a.config.get("steps", a.config.get("n_queries")) for a in attacks}
 
-    full, _ = suite.autoattack_standard(8 / 255, "linf", 0, 10)
+    full, _ = presets.autoattack_standard(8 / 255, "linf", 0, 10)
     assert iterations(full) == {"APGD-CE": 100, "APGD-T": 100, "FAB-T": 100, "Square": 5000}
-    tenth, _ = suite.autoattack_standard(8 / 255, "linf", 0, 10, budget=0.1)
+    tenth, _ = presets.autoattack_standard(8 / 255, "linf", 0, 10, budget=0.1)
     assert iterations(tenth) == {"APGD-CE": 10, "APGD-T": 10, "FAB-T": 10, "Square": 500}
     assert [a.attack.steps for a in tenth[:3]] == [10, 10, 10] and tenth[3].attack.n_queries == 500
     assert {a.config["n_target_classes"] for a in tenth[1:3]} == {9}  # targets are not cut
     for bad in (0.0, 1.5):
         with pytest.raises(ValueError, match="budget"):
-            suite.autoattack_standard(8 / 255, "linf", 0, 10, budget=bad)
+            presets.autoattack_standard(8 / 255, "linf", 0, 10, budget=bad)
 
 
 def test_headline_bookkeeping_with_fake_chains():
@@ -417,11 +417,11 @@ def test_headline_bookkeeping_with_fake_chains():
             return xb
 
     first_a, first_b = Breaks(a_ids, False), Breaks(b_ids, True)
-    specs = [SuiteAttack(n, first_a if i == 0 else Breaks(set(), False), {}, "white-box", False, suite.AA_CHAIN)
-             for i, n in enumerate(suite.AUTOATTACK)]
-    specs += [SuiteAttack(n + suite.RAW_SUFFIX, OnRawOutput(first_b if i == 0 else Breaks(set(), True)), {},
-                          "white-box", False, suite.AA_RAW_CHAIN)
-              for i, n in enumerate(suite.AUTOATTACK)]
+    specs = [SuiteAttack(n, first_a if i == 0 else Breaks(set(), False), {}, "white-box", False, points_lib.AA_CHAIN)
+             for i, n in enumerate(points_lib.AUTOATTACK)]
+    specs += [SuiteAttack(n + points_lib.RAW_SUFFIX, OnRawOutput(first_b if i == 0 else Breaks(set(), True)), {},
+                          "white-box", False, points_lib.AA_RAW_CHAIN)
+              for i, n in enumerate(points_lib.AUTOATTACK)]
     result = run_ensemble(model, x, y, specs, eps=1.0, batch_size=16)
     headline = suite._headline(result, "he")
     n, c = len(x), len(correct)

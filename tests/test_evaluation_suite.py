@@ -11,7 +11,7 @@ from he_keras.attacks.apgd import APGDTargeted
 from he_keras.attacks.core import ProjectedGradientAttack
 from he_keras.attacks.square import Square
 from he_keras.evaluation import SuiteAttack, evaluate
-from he_keras.evaluation.suite import quick_attacks
+from he_keras.evaluation.presets import quick_attacks
 
 EPS = 0.3
 

@@ -105,7 +105,7 @@ def test_one_step_rule_for_evaluation_pgd(monkeypatch):
 
 def test_eps_probe_step_and_autoattack_budgets_have_one_home(monkeypatch):
     from he_keras.evaluation.margin import direction_attack
-    from he_keras.evaluation.suite import autoattack_standard
+    from he_keras.evaluation.presets import autoattack_standard
     from he_keras.training import FRAMEWORKS, CatastrophicOverfittingStop
 
     # Radius: 0.3 on the digit datasets, 8/255 on natural images, everywhere.

@@ -12,11 +12,13 @@ from he_keras.evaluation.ensemble import (
     AttackResult,
     EnsembleResult,
     SuiteAttack,
-    pgd_accuracy,
     run_ensemble,
 )
-from he_keras.evaluation.report import write_corruption_report, write_report
-from he_keras.evaluation.suite import SUITES, evaluate, preset_attacks
+from he_keras.evaluation.corruption_report import write_corruption_report
+from he_keras.evaluation.pgd_eval import pgd_accuracy
+from he_keras.evaluation.presets import SUITES, preset_attacks
+from he_keras.evaluation.report import write_report
+from he_keras.evaluation.suite import evaluate
 
 __all__ = [
     "AttackResult",
