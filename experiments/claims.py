@@ -487,9 +487,9 @@ def mixed_corruption_models(claim: Claim, units: dict, seeds: Sequence[int]) -> 
     """
     if not any(m == "mCA" for _, _, m in claim.a + claim.b):
         return ""
-    arms = list(dict.fromkeys(arm for _, arm, m in claim.a + claim.b if m == "mCA"))
+    arm_names = list(dict.fromkeys(arm for _, arm, m in claim.a + claim.b if m == "mCA"))
     for s in seeds:
-        kinds = {units[arm][s]["corruptions"]["model"]["history_max_difference"] > 0 for arm in arms}
+        kinds = {units[arm][s]["corruptions"]["model"]["history_max_difference"] > 0 for arm in arm_names}
         if len(kinds) > 1:
             return (f"seed {s}: some arms' corruption benchmark ran on the unit's model, others on a "
                     "retraining whose history differs (retrain them alike)")
@@ -504,12 +504,12 @@ def arm_means(units: dict, arm: str, metrics: Sequence[str] = ("clean", "AutoAtt
 def decide(claim: Claim, units: dict, seeds_required: int, epochs: int, eps: float) -> dict:
     """The `summary.json` record of `claim`, or `{"id", "pending": why}`."""
     seeds = list(range(seeds_required))
-    arms = list(dict.fromkeys(claim.arms + [claim.baseline]))
-    missing = {arm: sum(s not in units.get(arm, {}) for s in seeds) for arm in arms}
+    arm_names = list(dict.fromkeys(claim.arms + [claim.baseline]))
+    missing = {arm: sum(s not in units.get(arm, {}) for s in seeds) for arm in arm_names}
     missing = {arm: n for arm, n in missing.items() if n > 0}
     if missing:
         return {"id": claim.id, "claim": claim.claim, "pending": missing}
-    labels = {tuple(units[arm][s]["eval"]["points"]["labels"]) for arm in arms for s in seeds}
+    labels = {tuple(units[arm][s]["eval"]["points"]["labels"]) for arm in arm_names for s in seeds}
     if len(labels) != 1:
         raise ValueError(f"claim {claim.id}: its units were evaluated on different test points")
     try:

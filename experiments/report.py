@@ -83,7 +83,8 @@ def _arm_rows(units: dict) -> list:
     return rows
 
 
-def validation_figure(results: str, dataset: str, units: dict, arms: Sequence[str] = ("pgdat", "pgdat_he")) -> str:
+def validation_figure(results: str, dataset: str, units: dict,
+                      arm_names: Sequence[str] = ("pgdat", "pgdat_he")) -> str:
     """`<results>/<dataset>_validation.png`: validation PGD-10 accuracy per epoch, one line per unit."""
     # Here, not at the top: the headless backend is chosen before pyplot loads.
     import matplotlib
@@ -92,7 +93,7 @@ def validation_figure(results: str, dataset: str, units: dict, arms: Sequence[st
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
-    for arm, color in zip(arms, ("tab:blue", "tab:orange")):
+    for arm, color in zip(arm_names, ("tab:blue", "tab:orange")):
         for i, (seed, record) in enumerate(sorted(units.get(arm, {}).items())):
             values = 100 * np.asarray(record["train"]["history"].get("val_adv_accuracy", []))
             ax.plot(np.arange(1, len(values) + 1), values, color=color, alpha=0.7, lw=1,
@@ -132,27 +133,27 @@ def _corruption_lines(units_by_dataset: dict) -> list:
     """"Common corruptions" section: accuracy per corruption (mean over severities and seeds) per arm."""
     lines = []
     for dataset, units in units_by_dataset.items():
-        arms = {arm: [r["corruptions"] for r in by_seed.values() if "corruptions" in r]
+        by_arm = {arm: [r["corruptions"] for r in by_seed.values() if "corruptions" in r]
                 for arm, by_seed in units.items() if arm in analyses.CORRUPTION_ARMS}
-        arms = {arm: done for arm, done in arms.items() if done}
-        if not arms:
+        by_arm = {arm: done for arm, done in by_arm.items() if done}
+        if not by_arm:
             continue
         if not lines:
             lines += ["## Common corruptions", "",
                       "Accuracy in % under each generated corruption, mean over severities 1-5 and seeds "
                       "(mCA: over the benchmark corruptions; held-out corruptions marked *); the `table5-*` "
                       "verdicts above test the mCA differences.", ""]
-        first = next(iter(arms.values()))[0]
+        first = next(iter(by_arm.values()))[0]
         names = [c for c in first["accuracy"] if c not in first["held_out"]] + list(first["held_out"])
-        rows = [["seeds", *(str(len(done)) for done in arms.values())],
+        rows = [["seeds", *(str(len(done)) for done in by_arm.values())],
                 ["of them on a retraining whose history differs from the unit's",
-                 *(str(sum(c["model"]["history_max_difference"] > 0 for c in done)) for done in arms.values())],
-                ["clean", *(_pct([c["clean_accuracy"] for c in done]) for done in arms.values())],
-                ["**mCA**", *(_pct([c["mCA"] for c in done]) for done in arms.values())]]
+                 *(str(sum(c["model"]["history_max_difference"] > 0 for c in done)) for done in by_arm.values())],
+                ["clean", *(_pct([c["clean_accuracy"] for c in done]) for done in by_arm.values())],
+                ["**mCA**", *(_pct([c["mCA"] for c in done]) for done in by_arm.values())]]
         rows += [[name + ("*" if name in first["held_out"] else ""),
-                  *(_pct([c["per_corruption"][name] for c in done]) for done in arms.values())]
+                  *(_pct([c["per_corruption"][name] for c in done]) for done in by_arm.values())]
                  for name in names]
-        lines += [f"### {dataset}", ""] + _table(["corruption", *arms], rows) + [""]
+        lines += [f"### {dataset}", ""] + _table(["corruption", *by_arm], rows) + [""]
         if first["not_applicable"]:
             lines += [f"Not applicable to these images, so not in the means: {name} ({why})."
                       for name, why in first["not_applicable"].items()] + [""]

@@ -78,10 +78,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         seeds = arms.QUICK_SEEDS if args.quick else None
         # One list for all workers: a worker that finishes a group's last unit
         # goes on with the next group instead of waiting.
-        todo = [unit for dataset, arms in (QUICK_ORDER if args.quick else ORDER)
-                for unit in arms.units(dataset, arms, seeds or arms.SEEDS[dataset])]
+        todo = [unit for dataset, arm_names in (QUICK_ORDER if args.quick else ORDER)
+                for unit in arms.units(dataset, arm_names, seeds or arms.SEEDS[dataset])]
         workers.run_workers(todo, results, runs, args.quick, args.workers,
-                          meanwhile=measure if args.quick else None)
+                            meanwhile=measure if args.quick else None)
         # Second pass: analyses that became possible once later units ran
         # (margins need the standard model of the same seed), in fresh
         # one-thread workers with --workers > 1 (this process's TensorFlow
