@@ -10,9 +10,10 @@ experiments`), `python -m experiments.study`, `python -m experiments.calibrate`.
 - `analyses`: margins, class weight norms, common corruptions.
 - `locks`, `workers`: worker processes claiming units.
 - `study`: the units' command line.
-- `claims`, `stats`, `report`, `timing`, `calibrate`, `run_study`: the claims
-  and their statistics, the document, step timings, the regimes' calibration,
-  `make experiments`.
+- `catalogue`, `outcomes`, `claims`, `stats`: the claims, the per-point
+  outcomes their sides sum, their decision and its statistics.
+- `report`, `timing`, `calibrate`, `run_study`: the document, step timings,
+  the regimes' calibration, `make experiments`.
 """
 
 import os

@@ -17,7 +17,7 @@ import numpy as np
 
 from he_keras.files import read_json, write_atomic, write_json
 
-from experiments import analyses, arms, claims, lifecycle, stats
+from experiments import analyses, arms, claims, lifecycle, outcomes, stats
 
 README_BEGIN = "<!-- study-summary:begin -->"
 README_END = "<!-- study-summary:end -->"
@@ -68,9 +68,9 @@ def _arm_rows(units: dict) -> list:
         records = [by_seed[s] for s in sorted(by_seed)]
         cells = []
         for metric in ARM_METRICS:
-            cells.append(_pct([claims.outcome(r, metric).mean() for r in records]))
+            cells.append(_pct([outcomes.outcome(r, metric).mean() for r in records]))
         if any("PGD-20 (logits/s)" in r["eval"]["points"]["survivors"] for r in records):
-            raw = _pct([claims.outcome(r, "PGD-20 (logits/s)").mean() for r in records])
+            raw = _pct([outcomes.outcome(r, "PGD-20 (logits/s)").mean() for r in records])
         else:
             raw = "—"
         changes = [c for c in (claims.plateau(r) for r in records) if c is not None]
@@ -213,7 +213,7 @@ def render(results: str, doc: str, readme: Optional[str], quick: bool = False) -
     """Renders the document from `<results>/summary.json` and the unit JSONs."""
     summary = read_json(os.path.join(results, "summary.json"), "study summary")
     records, pending = summary["claims"], summary["pending"]
-    units_by_dataset = {d: claims.load_units(results, d) for d in sorted(arms.REGIMES)}
+    units_by_dataset = {d: outcomes.load_units(results, d) for d in sorted(arms.REGIMES)}
     unit_seconds, invocations = _wall(results, units_by_dataset)
     finished = [w for w in invocations if w is not None]
     problems = summary.get("problems", [])

@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from experiments import arms, claims, lifecycle, stats, timing, workers
+from experiments import arms, catalogue, claims, lifecycle, outcomes, stats, timing, workers
 from experiments import units as unit_lib
 
 
@@ -24,10 +24,10 @@ def unit(arm, seed, labels, clean, pgd, square, raw_square=None, si=None):
 
 def test_autoattack_outcome_is_the_worst_case_of_both_chains_of_an_he_head():
     record = unit("x_he", 0, [0, 1, 2, 3], [1, 1, 1, 1], [1, 1, 1, 0], [1, 1, 0, 0], [1, 0, 1, 0])
-    assert claims.outcome(record, "AutoAttack").tolist() == [True, False, False, False]
-    assert claims.outcome(record, "PGD-20").tolist() == [True, True, True, False]
+    assert outcomes.outcome(record, "AutoAttack").tolist() == [True, False, False, False]
+    assert outcomes.outcome(record, "PGD-20").tolist() == [True, True, True, False]
     with pytest.raises(KeyError, match="no metric"):
-        claims.outcome(record, "FAB-T")
+        outcomes.outcome(record, "FAB-T")
 
 
 def test_paired_claim_effect_sign_and_verdict():
@@ -39,12 +39,12 @@ def test_paired_claim_effect_sign_and_verdict():
         better = base | (rng.random(360) < 0.3)  # strictly more robust points
         units["base"][seed] = unit("base", seed, labels, np.ones(360), base, base)
         units["better"][seed] = unit("better", seed, labels, np.ones(360), better, better)
-    claim = claims.Claim("t", "better is more robust", "test", ((1, "better", "AutoAttack"),),
+    claim = catalogue.Claim("t", "better is more robust", "test", ((1, "better", "AutoAttack"),),
                          ((1, "base", "AutoAttack"),), "base", "n/a")
     record = claims.decide(claim, units, 5, 60, 0.2)
     assert record["effect"] > 10 and record["ci_low"] > 0 and record["verdict"] == "reproduced"
     assert stats.check_record(record, {"digits": 360}) == []
-    flipped = claims.Claim("t2", "base is more robust", "test", claim.b, claim.a, "base", "n/a")
+    flipped = catalogue.Claim("t2", "base is more robust", "test", claim.b, claim.a, "base", "n/a")
     assert claims.decide(flipped, units, 5, 60, 0.2)["verdict"] == "contradicted"
     # A baseline at the floor decides nothing.
     floor = {k: {s: dict(r, eval={"points": dict(r["eval"]["points"], clean=flags(np.zeros(360)))})
@@ -65,7 +65,7 @@ def test_margin_claims_compare_gains_in_l2_units_and_wait_for_missing_margins():
                              "initial": {"R0": list(start), "R1": list(start)}}
         units["pgdat_ft"][seed] = record
     units["pgdat"] = units["pgdat_ft"]  # the regime's baseline
-    claim = next(c for c in claims.CLAIMS if c.id == "hat-fig4-r1")
+    claim = next(c for c in catalogue.CLAIMS if c.id == "hat-fig4-r1")
     record = claims.decide(claim, units, 5, 60, 0.2)
     assert record["effect"] == pytest.approx(1.5) and record["unit"].startswith("L2")
     assert record["verdict"] == "reproduced" and stats.check_record(record, {"digits": 360}) == []
@@ -75,7 +75,7 @@ def test_margin_claims_compare_gains_in_l2_units_and_wait_for_missing_margins():
         r["margins"]["initial"]["R1"] = list(np.asarray(r["margins"]["R1"]) - 2.0)
     assert claims.decide(claim, units, 5, 60, 0.2)["effect"] == pytest.approx(0.0, abs=1e-9)
     # R5 was not recorded (its replay did not repeat the run): pending, no verdict.
-    r5 = next(c for c in claims.CLAIMS if c.id == "hat-fig4-r5")
+    r5 = next(c for c in catalogue.CLAIMS if c.id == "hat-fig4-r5")
     assert "R5" in claims.decide(r5, units, 5, 60, 0.2)["pending"]
     units["pgdat_ft"][0]["margins"]["R0"][3] = None  # PGD left a point unmoved
     assert "unmoved" in claims.decide(claim, units, 5, 60, 0.2)["pending"]
@@ -93,7 +93,7 @@ def test_mca_claim_pairs_per_point_fractions_and_never_mixes_model_provenance():
             record["corruptions"] = {"point_correct": correct.tolist(), "point_configs": configs,
                                      "model": {"retrained": True, "history_max_difference": 0.05}}
             units[arm][seed] = record
-    claim = claims.Claim("t", "+HE raises mCA", "test", ((1, "fw_he", "mCA"),), ((1, "fw", "mCA"),), "fw", "n/a")
+    claim = catalogue.Claim("t", "+HE raises mCA", "test", ((1, "fw_he", "mCA"),), ((1, "fw", "mCA"),), "fw", "n/a")
     record = claims.decide(claim, units, 5, 60, 0.2)
     assert record["verdict"] == "reproduced" and 100 * 3 / configs < record["effect"] < 100 * 5 / configs
     assert stats.check_record(record, {"digits": 360}) == []
@@ -119,11 +119,11 @@ def test_vulnerable_class_drop_statistic_fires_only_when_weak_classes_lose_more(
 
     seeds = list(range(5))
     larger_for_weak = units_with(np.linspace(0.25, 0.02, 10))
-    a, b = claims.vulnerable_minus_robust_drop(larger_for_weak, "pgdat", seeds)
+    a, b = catalogue.vulnerable_minus_robust_drop(larger_for_weak, "pgdat", seeds)
     effect = stats.paired_effect(a, b)
     assert effect["ci_low"] > 5  # about 23 - 4 = 19 points by construction
     even = units_with(np.full(10, 0.1))
-    a, b = claims.vulnerable_minus_robust_drop(even, "pgdat", seeds)
+    a, b = catalogue.vulnerable_minus_robust_drop(even, "pgdat", seeds)
     effect = stats.paired_effect(a, b)
     assert effect["ci_low"] < 0 < effect["ci_high"]
 
@@ -143,13 +143,13 @@ def test_class_gap_statistic_is_cross_fitted_so_chance_gaps_do_not_fire():
         return units
 
     seeds = list(range(5))
-    a, b = claims.robust_minus_vulnerable(units_with(np.linspace(0.3, 0.9, 10), 3), "pgdat", seeds)
+    a, b = catalogue.robust_minus_vulnerable(units_with(np.linspace(0.3, 0.9, 10), 3), "pgdat", seeds)
     assert stats.paired_effect(a, b)["ci_low"] > 20  # 0.80 - 0.40 = 40 points by construction
     flat = units_with(np.full(10, 0.6), 4)
-    a, b = claims.robust_minus_vulnerable(flat, "pgdat", seeds)
+    a, b = catalogue.robust_minus_vulnerable(flat, "pgdat", seeds)
     effect = stats.paired_effect(a, b)
     assert effect["ci_low"] < 0 < effect["ci_high"]
-    per_class = [np.mean([claims.outcome(flat["pgdat"][s], "AutoAttack")[labels == c].mean() for s in seeds])
+    per_class = [np.mean([outcomes.outcome(flat["pgdat"][s], "AutoAttack")[labels == c].mean() for s in seeds])
                  for c in range(10)]
     assert 100 * (max(per_class) - min(per_class)) > 5  # the naive gap is not 0
 
@@ -168,16 +168,16 @@ def test_weight_norm_statistic_fires_only_when_robust_classes_have_larger_weight
         return units
 
     seeds = list(range(5))
-    a, b = claims.weight_norm_covariance(units_with(np.linspace(1.0, 2.0, 10)), "pgdat", seeds)
+    a, b = catalogue.weight_norm_covariance(units_with(np.linspace(1.0, 2.0, 10)), "pgdat", seeds)
     effect = stats.paired_effect(a, b)
     assert effect["ci_low"] > 10  # sd of the class accuracies (about 19 points) x correlation 1
     # Norms unrelated to the class accuracy (orthogonal to its linear trend).
     unrelated = units_with([2.0, 1.0, 1.0, 2.0, 2.0, 1.0, 1.0, 2.0, 2.0, 1.0])
-    effect = stats.paired_effect(*claims.weight_norm_covariance(unrelated, "pgdat", seeds))
+    effect = stats.paired_effect(*catalogue.weight_norm_covariance(unrelated, "pgdat", seeds))
     assert effect["ci_low"] < 0 < effect["ci_high"]
     del unrelated["pgdat"][0]["class_weight_norms"]
     with pytest.raises(KeyError, match="class weight norms"):
-        claims.weight_norm_covariance(unrelated, "pgdat", seeds)
+        catalogue.weight_norm_covariance(unrelated, "pgdat", seeds)
 
 
 def _timing_run(path, seed, he, linear):
@@ -221,14 +221,14 @@ def test_units_of_an_earlier_regime_are_retired_and_used_by_no_claim(tmp_path):
         with open(path, "w") as f:
             json.dump({"arm": "pgdat", "dataset": "mnist5k", "seed": seed, "quick": False,
                        "spec": dict(spec, seed=seed), "finished": "2026-12-01 12:16:36 UTC"}, f)
-    stale = claims.study_record(arms.unit_path("mnist5k", "pgdat", 1, results))
-    assert lifecycle.superseded(claims.study_record(arms.unit_path("mnist5k", "pgdat", 0, results))) is None
+    stale = outcomes.study_record(arms.unit_path("mnist5k", "pgdat", 1, results))
+    assert lifecycle.superseded(outcomes.study_record(arms.unit_path("mnist5k", "pgdat", 0, results))) is None
     why = lifecycle.superseded(stale)
     assert "eps=0.25 (now 0.3)" in why and "eps_warmup_epochs=0.0 (now 3)" in why
-    assert sorted(claims.load_units(results, "mnist5k")["pgdat"]) == [0]
+    assert sorted(outcomes.load_units(results, "mnist5k")["pgdat"]) == [0]
     moved = lifecycle.retire(arms.unit_path("mnist5k", "pgdat", 1, results), results)
     assert moved == os.path.join(results, "superseded", "mnist5k", "pgdat", "seed1.20261201121636.json")
-    assert claims.study_record(moved) == stale
+    assert outcomes.study_record(moved) == stale
     assert not os.path.exists(arms.unit_path("mnist5k", "pgdat", 1, results))
 
 
@@ -250,9 +250,9 @@ def test_a_unit_started_from_another_arms_model_goes_with_that_model(tmp_path):
         return sorted(os.listdir(os.path.join(runs, "digits", arm)))
 
     setup()
-    finetuned = claims.study_record(arms.unit_path("digits", "pgdat_ft", 0, results))
+    finetuned = outcomes.study_record(arms.unit_path("digits", "pgdat_ft", 0, results))
     source_path = arms.unit_path("digits", "standard", 0, results)
-    source = claims.study_record(source_path)
+    source = outcomes.study_record(source_path)
     assert lifecycle.superseded(finetuned, results) is None
 
     def write_source(**changes):
@@ -273,7 +273,7 @@ def test_a_unit_started_from_another_arms_model_goes_with_that_model(tmp_path):
     setup()
     write_source(spec=dict(source["spec"], epochs=source["spec"]["epochs"] + 1))
     assert "its initial model's unit standard/seed0 is superseded" in lifecycle.superseded(finetuned, results)
-    assert "pgdat_ft" not in claims.load_units(results, "digits")
+    assert "pgdat_ft" not in outcomes.load_units(results, "digits")
     lifecycle.retire_superseded("digits", "standard", 0, results, runs, log=log.append)
     for arm in ("standard", "pgdat_ft"):
         assert not os.path.exists(arms.unit_path("digits", arm, 0, results))
@@ -293,7 +293,7 @@ def test_a_worker_never_trains_from_a_stale_source(tmp_path, monkeypatch):
         os.makedirs(os.path.dirname(path))
         shutil.copy(arms.unit_path("digits", arm, 0), path)
     source_path = arms.unit_path("digits", "standard", 0, results)
-    source = claims.study_record(source_path)
+    source = outcomes.study_record(source_path)
     with open(source_path, "w") as f:
         json.dump(dict(source, spec=dict(source["spec"], epochs=source["spec"]["epochs"] + 1)), f)
     started = []
