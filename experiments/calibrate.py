@@ -37,18 +37,19 @@ import sys
 import time
 from typing import Optional, Sequence
 
-import keras
 import numpy as np
 
-from he_keras.attacks.core import ProjectedGradientAttack
 from he_keras.data import load_dataset, to_numpy
-from he_keras.defaults import pgd_step_size
 from he_keras.evaluation import evaluate, run_ensemble, write_report
 from he_keras.evaluation.presets import autoattack_standard
-from he_keras.files import read_json, write_atomic, write_json
+# pyplot with the headless backend chosen before it loads.
+from he_keras.evaluation.report_io import plt, save_figure
+from he_keras.files import read_json, write_json
 from he_keras.models.io import load_model
 from he_keras.runs import TrainConfig, run
-from he_keras.training.splits import split_validation
+
+from experiments.calibration_settings import SETTINGS
+from experiments.validation_noise import fixed_seed_validation, validation_attack_noise
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS_DIR = os.path.join(HERE, "results", "calibration")
@@ -59,65 +60,6 @@ CLEAN_MIN = 0.90
 AUTOATTACK_RANGE = (0.25, 0.85)
 PLATEAU_EPOCHS = 5
 PLATEAU_SPAN = 0.01
-# Attack seeds of the validation-noise measurement.
-VAL_NOISE_SEEDS = 10
-# Seed of the fixed-seed validation attack (100 + the attack seeds above).
-FIXED_VAL_SEED = 100
-
-# Shared by every setting: plain PGD-AT, Adam, batch 64, validation split 0.1.
-BASE = dict(framework="pgdat", head="linear", optimizer="adam", batch_size=64, seed=0,
-            validation_split=0.1)
-DIGITS = dict(BASE, dataset="digits", model="small_cnn", lr=2e-3)
-MNIST5K = dict(BASE, dataset="mnist5k", model="small_cnn", lr=1e-3)
-
-
-def _pgd(eps: float, steps: int) -> dict:
-    """Training attack: `steps` steps of 2.5 eps / steps (the library's rule)."""
-    return dict(eps=eps, steps=steps, step_size=round(2.5 * eps / steps, 6))
-
-
-# Settings in the order they are run; names say dataset, eps, PGD steps,
-# epochs, schedule ("step": x0.1 at the listed epochs) and head.
-SETTINGS: dict = {
-    "digits_e30_s7_ep30": dict(DIGITS, **_pgd(0.3, 7), epochs=30),
-    "digits_e30_s7_ep60_step40-50": dict(
-        DIGITS, **_pgd(0.3, 7), epochs=60, lr_schedule="piecewise", lr_decay_epochs=(40, 50)),
-    "digits_e20_s7_ep60_step40-50": dict(
-        DIGITS, **_pgd(0.2, 7), epochs=60, lr_schedule="piecewise", lr_decay_epochs=(40, 50)),
-    "digits_e30_s7_ep60_step40-50_he": dict(
-        DIGITS, **_pgd(0.3, 7), epochs=60, lr_schedule="piecewise", lr_decay_epochs=(40, 50),
-        head="he"),
-    # At eps 0.3 both Adam 1e-3 / batch 64 (mnist5k_e30_s10_ep20_step14-18)
-    # and Adam 3e-4 / batch 32 (mnist5k_e30_s10_ep15_lr3e-4_b32_step10-13)
-    # collapsed to a constant prediction (loss ln 10) within 2-3 epochs and
-    # were stopped; the library's PGD-AT has no clean warm-up or eps ramp.
-    "digits_e30_s7_ep100_step60-80": dict(
-        DIGITS, **_pgd(0.3, 7), epochs=100, lr_schedule="piecewise", lr_decay_epochs=(60, 80)),
-    "digits_e30_s7_ep60_step40-50_val20": dict(
-        DIGITS, **_pgd(0.3, 7), epochs=60, lr_schedule="piecewise", lr_decay_epochs=(40, 50),
-        validation_split=0.2),
-    "digits_e20_s7_ep60_step40-50_he": dict(
-        DIGITS, **_pgd(0.2, 7), epochs=60, lr_schedule="piecewise", lr_decay_epochs=(40, 50),
-        head="he"),
-    "digits_e20_s7_ep60_step40-50_seed1": dict(
-        DIGITS, **_pgd(0.2, 7), epochs=60, lr_schedule="piecewise", lr_decay_epochs=(40, 50),
-        seed=1),
-    "mnist5k_e20_s10_ep15_step10-13": dict(
-        MNIST5K, **_pgd(0.2, 10), epochs=15, lr_schedule="piecewise", lr_decay_epochs=(10, 13)),
-    # eps 0.3 with the LR warmed up from lr / 25 over the first 25 % (one-
-    # cycle) collapsed as well in epoch 2 (mnist5k_e30_s10_ep20_onecycle,
-    # stopped after 4 epochs).
-    "mnist5k_e25_s10_ep15_step10-13": dict(
-        MNIST5K, **_pgd(0.25, 10), epochs=15, lr_schedule="piecewise", lr_decay_epochs=(10, 13)),
-    # The study's first mnist5k regime (the setting above, calibrated on seed
-    # 0 only) stalled at the constant predictor from epoch 1 in seeds 1 and 2
-    # of plain PGD-AT. The settings below grow the training eps linearly from
-    # 0 over the first 3 epochs (`--eps_warmup_epochs`), each on 3 seeds.
-    **{f"mnist5k_e{round(100 * eps)}_s10_ep15_step10-13_warm3_seed{seed}": dict(
-        MNIST5K, **_pgd(eps, 10), epochs=15, lr_schedule="piecewise", lr_decay_epochs=(10, 13),
-        eps_warmup_epochs=3, seed=seed) for eps in (0.3, 0.25) for seed in range(3)},
-}
-
 
 def plateau(values: Sequence[float], window: int = PLATEAU_EPOCHS) -> dict:
     """How much the last `window` values still move.
@@ -208,81 +150,6 @@ def evaluate_test(model_path: str, dataset: str, eps: float, seed: int = 0) -> d
     report["wall_seconds"] = time.time() - started
     report["load_average"] = {"start": load, "end": os.getloadavg()[0]}
     return report
-
-
-def validation_arrays(config: dict) -> tuple[np.ndarray, np.ndarray]:
-    """The runner's seeded validation split of a run's settings, as arrays."""
-    data = load_dataset(config["dataset"])
-    train = data.train.take(config["n_train"]) if config.get("n_train") else data.train
-    _, validation, _, _ = split_validation(train, config["validation_split"], config["seed"])
-    return to_numpy(validation)
-
-
-def validation_pgd(config: dict, seed: int):
-    """The trainer's validation attack (PGD, CE, `val_steps` steps of
-    2.5 eps / steps, uniform random start, last iterate) with `seed`."""
-    steps = config.get("val_steps", 10)
-    return ProjectedGradientAttack(
-        eps=config["eps"], step_size=pgd_step_size(config["eps"], steps), steps=steps,
-        norm=config.get("norm", "linf"), random_start="uniform", objective="ce", seed=seed)
-
-
-def attacked_accuracy(model, pgd, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> float:
-    """Accuracy of `model` on `pgd`'s adversarial examples of `(x, y)`.
-
-    What the trainer's `test_step` measures (every point attacked, the last
-    iterate predicted), not `he_keras.evaluation.pgd_accuracy` (clean-correct
-    points, best iterate): the calibration compares it with the logged
-    `val_adv_accuracy`.
-    """
-    correct = 0
-    for i in range(0, len(x), batch_size):
-        x_adv = pgd(model, x[i:i + batch_size], y[i:i + batch_size])
-        pred = np.asarray(model(x_adv, training=False)).argmax(1)
-        correct += int(np.sum(pred == y[i:i + batch_size]))
-    return correct / len(x)
-
-
-def fixed_seed_validation(config: dict, seed: int = FIXED_VAL_SEED):
-    """A Keras callback logging `val_adv_fixed_accuracy` after every epoch.
-
-    The validation attack restarts from the same seed every epoch (common
-    random numbers), so a model that stopped changing gives the same number
-    and the plateau criterion measures the model, not the attack's random
-    start (see `validation_attack_noise`).
-    """
-    x, y = validation_arrays(config)
-    pgd = validation_pgd(config, seed)
-
-    class FixedSeedValidation(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            pgd.rng.reset_from_seed(seed)
-            if logs is not None:
-                logs["val_adv_fixed_accuracy"] = attacked_accuracy(self.model.classifier, pgd, x, y)
-
-    return FixedSeedValidation()
-
-
-def validation_attack_noise(metrics: dict, seeds: int = VAL_NOISE_SEEDS) -> dict:
-    """Spread of the per-epoch validation number for one fixed model.
-
-    Re-runs the trainer's validation attack on the final model and the same
-    seeded validation split with `seeds` different attack seeds. Its spread
-    is the part of an epoch-to-epoch change of `val_adv_accuracy` that comes
-    from the attack's random start alone.
-
-    Returns:
-        `{"n", "seeds", "accuracies", "mean", "std", "span"}`.
-    """
-
-
-    config = metrics["config"]
-    x, y = validation_arrays(config)
-    model = load_model(metrics["model_path"])
-    accuracies = [attacked_accuracy(model, validation_pgd(config, seed), x, y)
-                  for seed in range(seeds)]
-    return {"n": len(x), "seeds": seeds, "accuracies": accuracies, "mean": float(np.mean(accuracies)),
-            "std": float(np.std(accuracies, ddof=1)), "span": max(accuracies) - min(accuracies)}
 
 
 def autoattack_subset(model_path: str, dataset: str, eps: float, n: int, seed: int = 0) -> dict:
@@ -405,13 +272,6 @@ def derive(record: dict) -> dict:
 
 def plot(results_dir: str) -> Optional[str]:
     """Draws `calibration.png` from every record in `results_dir`."""
-    # Here, not at the top: the headless backend is chosen before pyplot loads,
-    # and only the plot needs matplotlib.
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     records = []
     # Evaluated records, then trained-but-unevaluated and stopped runs
     # (their histories only).
@@ -449,9 +309,7 @@ def plot(results_dir: str) -> Optional[str]:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     path = os.path.join(results_dir, "calibration.png")
-    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"),
-                 suffix=".png")
-    plt.close(fig)
+    save_figure(fig, path)
     return path
 
 

@@ -20,7 +20,8 @@ from he_keras.attacks import (
     Square,
     TemperaturePGD,
 )
-from he_keras.attacks.adaptive import HE_OBJECTIVES, boundary_margin
+from he_keras.attacks.adaptive import boundary_margin
+from he_keras.attacks.he_adaptive import HE_OBJECTIVES
 from he_keras.attacks.apgd import checkpoint_schedule
 from he_keras.attacks.square import window_sides
 from he_keras.models.heads import find_head

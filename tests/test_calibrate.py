@@ -1,6 +1,6 @@
 """The regime check of experiments/calibrate.py fires on each criterion."""
 
-from experiments import calibrate
+from experiments import calibrate, calibration_settings, validation_noise
 
 FLAT = [0.10, 0.30, 0.400, 0.405, 0.400, 0.402, 0.404]
 
@@ -32,7 +32,7 @@ def test_regime_fires_on_each_criterion():
 
 
 def test_every_setting_is_plain_pgdat_in_the_issue_bounds():
-    for name, setting in calibrate.SETTINGS.items():
+    for name, setting in calibration_settings.SETTINGS.items():
         assert setting["framework"] == "pgdat", name
         minimum = 7 if setting["dataset"] == "digits" else 10
         assert setting["steps"] >= minimum, name
@@ -42,8 +42,8 @@ def test_every_setting_is_plain_pgdat_in_the_issue_bounds():
 def test_validation_attack_is_the_trainers():
     from he_keras.defaults import pgd_step_size
 
-    setting = calibrate.SETTINGS["mnist5k_e25_s10_ep15_step10-13"]
-    pgd = calibrate.validation_pgd(setting, seed=3)
+    setting = calibration_settings.SETTINGS["mnist5k_e25_s10_ep15_step10-13"]
+    pgd = validation_noise.validation_pgd(setting, seed=3)
     assert (pgd.eps, pgd.steps, pgd.step_size) == (0.25, 10, pgd_step_size(0.25, 10))
     assert pgd.random_start == "uniform" and pgd.seed == 3 and not pgd.keep_best
 

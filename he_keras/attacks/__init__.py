@@ -5,7 +5,7 @@ from he_keras.attacks.core import ProjectedGradientAttack, fgsm, project
 __all__ = ["ProjectedGradientAttack", "fgsm", "project"]
 
 # Evaluation attacks (issue 4).
-from he_keras.attacks.adaptive import HEAdaptivePGD, PGDRestarts, TemperaturePGD
+from he_keras.attacks.adaptive import PGDRestarts, TemperaturePGD
 from he_keras.attacks.apgd import APGD, APGDTargeted
 from he_keras.attacks.base import Attack
 from he_keras.attacks.blackbox import NES, ZOO
@@ -13,6 +13,7 @@ from he_keras.attacks.cleverhans_adapter import CleverHansAttack
 from he_keras.attacks.cw import CarliniWagnerL2, CWLinf
 from he_keras.attacks.deepfool import DeepFool
 from he_keras.attacks.fab import FABTargeted
+from he_keras.attacks.he_adaptive import HEAdaptivePGD
 from he_keras.attacks.feature import FeatureAttack
 from he_keras.attacks.rays import RayS, adbd
 from he_keras.attacks.square import Square

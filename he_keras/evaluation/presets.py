@@ -32,6 +32,7 @@ from he_keras.attacks import (
     deepfool,
     fab,
     feature,
+    he_adaptive,
     rays,
     square,
     transfer,
@@ -72,7 +73,7 @@ def quick_attacks(eps: float, norm: str, seed: int) -> list:
         _named(core.fgsm(eps, norm), FGSM_NAME),
         _named(pgd, PGD_NAME),
         _named(cw.CWLinf(eps, step, 30, norm=norm, seed=seed + 2), "CW-Linf"),
-        _named(adaptive.HEAdaptivePGD(eps, step, 20, norm=norm, seed=seed + 3), "HE-adaptive"),
+        _named(he_adaptive.HEAdaptivePGD(eps, step, 20, norm=norm, seed=seed + 3), "HE-adaptive"),
         _named(adaptive.TemperaturePGD(eps, step, 20, norm=norm, seed=seed + 10), "Temperature-PGD"),
     ]
 
