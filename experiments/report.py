@@ -245,7 +245,9 @@ def render(results: str, doc: str, readme: Optional[str], quick: bool = False) -
         "`experiments/stats.py`). Verdicts: **reproduced** (interval above 0), **contradicted** "
         "(below 0), **inconclusive** (contains 0; its width is given), **uninformative** (the "
         f"claim's baseline arm has clean < {stats.MIN_CLEAN:.0%} or AutoAttack outside "
-        f"[{stats.AUTOATTACK_RANGE[0]:.0%}, {stats.AUTOATTACK_RANGE[1]:.0%}]).",
+        f"[{stats.AUTOATTACK_RANGE[0]:.0%}, {stats.AUTOATTACK_RANGE[1]:.0%}]; a timing claim whose "
+        f"timed runs saw a 1-minute load average above {stats.MAX_TIMING_LOAD:g}, i.e. other work "
+        "on the cores).",
         "- **Margins** (HAT claims). Per test point, the L2 distance along a unit direction until "
         "the model's prediction changes (capped at "
         f"{analyses.MARGIN_CAP:g}, step {analyses.MARGIN_PRECISION:g}), along R0 = the standard model's "
@@ -326,7 +328,8 @@ def render(results: str, doc: str, readme: Optional[str], quick: bool = False) -
              f"{r['width']:.{_digits(r)}f}",
              f"{r['seeds']} × {r['n_eval']}" + ("" if r.get("regime_applies", True) else " pairs"),
              (f"{100 * r['baseline_clean']:.1f} / {100 * r['baseline_autoattack']:.1f} ({r['baseline']})"
-              if r.get("regime_applies", True) else "— (timing)"),
+              if r.get("regime_applies", True)
+              else f"— (timing; load {max(r['load_average']):.1f})"),
              f"**{r['verdict']}**"] for r in records]
     lines += _table(["id", "claim (source)", "paper", "effect [95 % CI], pts unless noted", "CI width",
                      "seeds × points", "baseline clean / AA %", "verdict"], rows) + [""]

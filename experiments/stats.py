@@ -14,11 +14,13 @@ Verdicts (nothing else is ever written):
 - `inconclusive`: the interval contains 0 (its width says how much was learnt);
 - `uninformative`: the baseline missed the regime in which the claim can be
   decided (clean accuracy below `MIN_CLEAN`, or AutoAttack accuracy outside
-  `AUTOATTACK_RANGE`), whatever the interval says.
+  `AUTOATTACK_RANGE`), whatever the interval says; or a timing was measured
+  while other work shared the cores.
 
 A timing claim (`regime_applies=False`) has no accuracy baseline: its
 interval, on a ratio of interleaved paired step times (`ratio_interval`),
-alone decides it.
+decides it, if every timed run had the machine to itself (a 1-minute load
+average of at most `MAX_TIMING_LOAD`, the timed process included).
 
 Example:
 
@@ -40,6 +42,9 @@ import numpy as np
 VERDICTS = ("reproduced", "contradicted", "inconclusive", "uninformative")
 MIN_CLEAN = 0.90
 AUTOATTACK_RANGE = (0.25, 0.85)
+# On the 2-core machine the timed process alone keeps the load near 1; above
+# this, other work shared the cores and the ratio measures the contention.
+MAX_TIMING_LOAD = 1.5
 CONFIDENCE = 0.95
 N_BOOTSTRAP = 10_000
 SUMMARY_FIELDS = (
@@ -152,13 +157,17 @@ def verdict(
     baseline_clean: Optional[float],
     baseline_autoattack: Optional[float],
     regime_applies: bool = True,
+    load_average: Optional[Sequence[float]] = None,
 ) -> str:
     """The one verdict allowed by an interval and its baseline (module docstring).
 
     `regime_applies=False` marks a claim about time, not accuracy (a timing
-    ratio): no accuracy baseline can make it uninformative.
+    ratio): no accuracy baseline can make it uninformative, but a load
+    average above `MAX_TIMING_LOAD` during any of its timed runs does.
     """
     if regime_applies and not in_regime(baseline_clean, baseline_autoattack):
+        return "uninformative"
+    if load_average is not None and max(load_average) > MAX_TIMING_LOAD:
         return "uninformative"
     if ci_low > 0:
         return "reproduced"
@@ -184,7 +193,8 @@ def check_record(record: dict, split_sizes: dict) -> list[str]:
     name = record["id"]
     timing = not record.get("regime_applies", True)
     expected = verdict(record["ci_low"], record["ci_high"], record["baseline_clean"],
-                       record["baseline_autoattack"], not timing)
+                       record["baseline_autoattack"], not timing,
+                       record.get("load_average") if timing else None)
     if record["verdict"] != expected:
         problems.append(f"{name}: verdict {record['verdict']!r}, its numbers say {expected!r}")
     if record["seeds"] < 3:

@@ -110,7 +110,8 @@ def records(results: str, seeds: int = SEEDS) -> tuple[list, list]:
         low, high = THRESHOLD - 100 * (ratio["ci_high"] - 1), THRESHOLD - 100 * (ratio["ci_low"] - 1)
         done.append({
             **claim, "source": "HE paper, Table 3",
-            "verdict": stats.verdict(low, high, None, None, regime_applies=False),
+            "verdict": stats.verdict(low, high, None, None, regime_applies=False,
+                                     load_average=[r["load_average"] for r in runs]),
             "effect": round(effect, 3), "ci_low": round(low, 3), "ci_high": round(high, 3),
             "width": round(high - low, 3), "unit": f"percent of step time ({THRESHOLD:g} % - HE overhead)",
             "seeds": len(runs), "n_eval": int(len(he)), "baseline": framework, "baseline_clean": None,

@@ -180,12 +180,12 @@ def test_weight_norm_statistic_fires_only_when_robust_classes_have_larger_weight
         catalogue.weight_norm_covariance(unrelated, "pgdat", seeds)
 
 
-def _timing_run(path, seed, he, linear):
+def _timing_run(path, seed, he, linear, load=1.0):
     import json
 
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
-        json.dump({"framework": "x", "seed": seed, "dataset": "digits", "load_average": 0.0,
+        json.dump({"framework": "x", "seed": seed, "dataset": "digits", "load_average": load,
                    "seconds": {"he": list(he), "linear": list(linear)}}, f)
 
 
@@ -203,6 +203,12 @@ def test_timing_claim_is_decided_by_the_interval_of_the_paired_ratio(tmp_path, o
         assert record["verdict"] == verdict
         assert record["overhead_percent"] == pytest.approx(100 * overhead, abs=0.1)
         assert stats.check_record(record, {"digits": 360}) == []
+    # One seed timed while other work shared the cores: the ratio measured
+    # the contention, and the claim is uninformative whatever its interval.
+    _timing_run(timing.timing_path(str(tmp_path), "freeat", 1), 1, he, linear, load=4.0)
+    loaded = {r["id"]: r for r in timing.records(str(tmp_path))[0]}["6-freeat"]
+    assert loaded["verdict"] == "uninformative" and stats.check_record(loaded, {"digits": 360}) == []
+    assert stats.check_record(dict(loaded, verdict=verdict), {"digits": 360}) != []
     os.remove(timing.timing_path(str(tmp_path), "fastat", 2))
     records, pending = timing.records(str(tmp_path))
     assert [p["id"] for p in pending] == ["6-fastat"]
