@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from experiments import arms, catalogue, claims, lifecycle, outcomes, stats, timing, workers
+from experiments import arms, catalogue, claims, lifecycle, outcomes, protocol, report, stats, timing, workers
 from experiments import units as unit_lib
 
 
@@ -339,3 +339,14 @@ def test_an_unfinished_run_of_other_settings_is_moved_aside(tmp_path):
     moved = sorted(os.listdir(os.path.join(runs, "mnist5k", "pgdat")))
     assert len(moved) == 1 and moved[0].startswith("seed2.superseded-")
     assert os.listdir(os.path.join(runs, "mnist5k", "pgdat_he")) == ["seed2"]  # same settings: resumes
+
+
+def test_method_text_follows_the_protocol_constants(monkeypatch):
+    # The FN attack's step and steps are written from the constants the
+    # protocol uses, so the document cannot drift from the code.
+    fn = next(line for line in report.method_lines() if "FN in the attack objective" in line)
+    assert "PGD-1 / PGD-2 from a zero start, step eps/4 " in fn
+    monkeypatch.setattr(report, "PROBE_STEP_FRACTION", 0.5)
+    monkeypatch.setattr(protocol, "FN_STEPS", (1, 2, 5))
+    fn = next(line for line in report.method_lines() if "FN in the attack objective" in line)
+    assert "PGD-1 / PGD-2 / PGD-5 from a zero start, step eps/2 " in fn
