@@ -114,5 +114,5 @@ def test_corruption_benchmark_end_to_end(saved_model, tmp_path):
         reference = result["reference"]["accuracy"][name]
         assert all(abs(by_severity[s] - reference[s]) < 1.5 / 48 for s in ("1", "5")), name
     assert result["mCE"] == pytest.approx(1.0, abs=0.1)
-    assert f"mCA (13 benchmark corruptions): {100 * result['mCA']:.2f}" in proc.stdout
+    assert f"mCA (14 benchmark corruptions): {100 * result['mCA']:.2f}" in proc.stdout
     assert "glass_blur" in proc.stdout and "sev 5" in proc.stdout
