@@ -151,13 +151,18 @@ def corruptions_missing(path: str) -> bool:
     predates the record of its image shape.
     """
     record = read_json(path, "study unit")
-    if record["arm"] not in CORRUPTION_ARMS:
-        return False
+    return record["arm"] in CORRUPTION_ARMS and not corruptions_current(record)
+
+
+def corruptions_current(record: dict) -> bool:
+    """Whether a unit record's corruption benchmark ran the corruptions that
+    now apply to its images (`select_corruptions`); False without one, or
+    for one that predates the record of its image shape."""
     done = record.get("corruptions")
     if done is None or "image_shape" not in done:
-        return True
+        return False
     names, _ = select_corruptions("generated", record["dataset"], image_shape=done["image_shape"])
-    return set(names) != set(done["accuracy"])
+    return set(names) == set(done["accuracy"])
 
 
 def add_corruptions(path: str, runs: str = RUNS, log=print) -> None:

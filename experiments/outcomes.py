@@ -27,7 +27,7 @@ import numpy as np
 from he_keras.evaluation import points as points_lib
 from he_keras.files import read_json
 
-from experiments import lifecycle
+from experiments import analyses, lifecycle
 
 Term = tuple  # (coefficient, arm, metric)
 
@@ -71,9 +71,9 @@ def outcome(record: dict, metric: str) -> np.ndarray:
     if metric.startswith(("margin:", "margin-gain:")):
         return _margins(record, metric)
     if metric == "mCA":
-        if "corruptions" not in record:
-            raise KeyError(f"unit {record['arm']}/seed{record['seed']} has no corruption benchmark "
-                           "(analyses.add_corruptions adds it)")
+        if not analyses.corruptions_current(record):
+            raise KeyError(f"unit {record['arm']}/seed{record['seed']} has no current corruption benchmark "
+                           "(analyses.add_corruptions runs it)")
         corruptions = record["corruptions"]
         return np.asarray(corruptions["point_correct"], np.float64) / corruptions["point_configs"]
     if metric not in survivors:

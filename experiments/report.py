@@ -134,7 +134,7 @@ def _corruption_lines(units_by_dataset: dict) -> list:
     """"Common corruptions" section: accuracy per corruption (mean over severities and seeds) per arm."""
     lines = []
     for dataset, units in units_by_dataset.items():
-        by_arm = {arm: [r["corruptions"] for r in by_seed.values() if "corruptions" in r]
+        by_arm = {arm: [r["corruptions"] for r in by_seed.values() if analyses.corruptions_current(r)]
                 for arm, by_seed in units.items() if arm in analyses.CORRUPTION_ARMS}
         by_arm = {arm: done for arm, done in by_arm.items() if done}
         if not by_arm:
