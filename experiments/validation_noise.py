@@ -14,10 +14,9 @@ import keras
 import numpy as np
 
 from he_keras.attacks.core import ProjectedGradientAttack
-from he_keras.data import load_dataset, to_numpy
+from he_keras.data import load_dataset, split_validation, to_numpy
 from he_keras.defaults import pgd_step_size
 from he_keras.models.io import load_model
-from he_keras.training.splits import split_validation
 
 # Attack seeds of the validation-noise measurement.
 VAL_NOISE_SEEDS = 10
@@ -27,10 +26,10 @@ FIXED_VAL_SEED = 100
 
 def validation_arrays(config: dict) -> tuple[np.ndarray, np.ndarray]:
     """The runner's seeded validation split of a run's settings, as arrays."""
-    data = load_dataset(config["dataset"])
-    train = data.train.take(config["n_train"]) if config.get("n_train") else data.train
-    _, validation, _, _ = split_validation(train, config["validation_split"], config["seed"])
-    return to_numpy(validation)
+    splits = split_validation(
+        load_dataset(config["dataset"]), config["validation_split"], config["seed"], config.get("n_train", 0)
+    )
+    return to_numpy(splits.validation)
 
 
 def validation_pgd(config: dict, seed: int):

@@ -155,9 +155,11 @@ def test_every_shipped_config_names_a_loadable_dataset():
 
 
 # Parses configs/imagenet_freeat_he.cfg with apps/train.py's flags and, on tfds
-# mock data: builds the config's own trainer (ResNet-50, HE head, FreeAT), then
-# trains one step with a tiny backbone in its place (ResNet-50 at 224x224 takes
-# minutes per step on a CPU).
+# mock data (200 examples per split): builds the config's own trainer
+# (ResNet-50, HE head, FreeAT), then trains two steps with a tiny backbone in
+# its place (ResNet-50 at 224x224 takes minutes per step on a CPU), with the
+# config's own validation split (1 %: 2 held-out images) and its PGD-10
+# validation pass.
 _RUN_CONFIG = r"""
 import importlib.util, json, os, sys
 root, data_dir, out = sys.argv[1:4]
@@ -175,13 +177,13 @@ def config(*overrides):
                  "--data_dir=" + data_dir, "--output_dir=" + out, "--verbose=0", *overrides])
     return app.config_from_flags()
 
-with tfds.testing.mock_data(num_examples=4):
+with tfds.testing.mock_data(num_examples=200):
     full = config()
     trainer = build.build_trainer(full, load_dataset(full.dataset, full.data_dir))
     built = {"model": full.model, "framework": type(trainer).__name__, "replays": trainer.replays,
              "input": list(trainer.classifier.input_shape), "output": list(trainer.classifier.output_shape)}
-    metrics = run(config("--model=wide_resnet", "--depth=10", "--width=1", "--n_train=2", "--validation_split=0",
-                                "--batch_size=2", "--epochs=1", "--n_eval=2", "--eval_steps=1"))
+    metrics = run(config("--model=wide_resnet", "--depth=10", "--width=1", "--batch_size=2",
+                         "--steps_per_epoch=2", "--epochs=1", "--n_eval=2", "--eval_steps=1"))
 print(json.dumps({"built": built, "metrics": metrics}, default=str))
 """
 
@@ -200,7 +202,12 @@ def test_imagenet_freeat_he_config_trains_one_step_on_mock_data(tmp_path):
                                "input": [None, 224, 224, 3], "output": [None, 1000]}
     metrics = result["metrics"]
     assert metrics["config"]["dataset"] == "imagenet2012" and metrics["config"]["head"] == "he"
-    assert len(metrics["history"]["loss"]) == 1 and np.isfinite(metrics["history"]["loss"][0])
+    assert metrics["config"]["validation_split"] == 0.01 and metrics["steps_per_epoch"] == 2
+    history = metrics["history"]
+    assert len(history["loss"]) == 1 and np.isfinite(history["loss"][0])
+    assert metrics["validation"]["n_held_out"] == 2 and metrics["validation"]["n_examples"] == 2
+    assert metrics["validation"]["attack"]["steps"] == 10
+    assert 0.0 <= history["val_adv_accuracy"][0] <= history["val_clean_accuracy"][0] <= 1.0
     assert metrics["test"]["n_examples"] == 2
     assert os.path.isfile(tmp_path / "run" / "model.keras")
 

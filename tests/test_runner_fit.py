@@ -14,7 +14,8 @@ import pytest
 import tensorflow as tf
 
 from he_keras.runs import TrainConfig, run
-from he_keras.training.splits import split_validation, stratified_mask
+from he_keras.data import from_arrays, split_validation
+from he_keras.data.splits import stratified_mask
 
 TINY = dict(
     n_train=160, batch_size=64, steps=1, step_size=0.3, n_eval=16, eval_steps=1,
@@ -146,18 +147,24 @@ def test_stratified_mask_is_seeded_and_proportional():
 
 
 def test_split_validation_partitions_the_training_data():
-    ids = np.arange(50, dtype=np.float32)
+    ids = np.arange(50, dtype=np.float32)[:, None]
     labels = (np.arange(50) % 5).astype(np.int32)
-    data = tf.data.Dataset.from_tensor_slices((ids, labels))
-    train, validation, n_train, n_val = split_validation(data, 0.2, seed=4)
-    train_ids = [float(x) for x, _ in train.as_numpy_iterator()]
-    val_ids = [float(x) for x, _ in validation.as_numpy_iterator()]
-    assert (n_train, n_val) == (40, 10) == (len(train_ids), len(val_ids))
-    assert sorted(train_ids + val_ids) == list(ids)
+    data = from_arrays("ids", ids, labels, ids[:5], labels[:5], 5)
+    splits = split_validation(data, 0.2, seed=4)
+    train_ids = [float(x[0]) for x, _ in splits.train.as_numpy_iterator()]
+    val_ids = [float(x[0]) for x, _ in splits.validation.as_numpy_iterator()]
+    assert (splits.n_train, splits.n_validation) == (40, 10) == (len(train_ids), len(val_ids))
+    assert sorted(train_ids + val_ids) == list(ids[:, 0])
+    assert train_ids == sorted(train_ids)  # each part keeps the original order
     assert sorted(int(i) % 5 for i in val_ids) == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
-    assert split_validation(data, 0.0, seed=4)[1:] == (None, 50, 0)
+    none = split_validation(data, 0.0, seed=4)
+    assert (none.validation, none.n_train, none.n_validation) == (None, 50, 0)
+    first = split_validation(data, 0.2, seed=4, limit=20)  # the first 20 examples only
+    assert (first.n_train, first.n_validation) == (16, 4)
+    assert max(float(x[0]) for x, _ in first.train.concatenate(first.validation).as_numpy_iterator()) == 19
+    small = from_arrays("ids", ids[:3], labels[:3], ids[:3], labels[:3], 5)
     with pytest.raises(ValueError, match="leaves 0 for validation"):
-        split_validation(data.take(3), 0.1, seed=0)
+        split_validation(small, 0.1, seed=0)
 
 
 @pytest.mark.parametrize("field, value, message", [

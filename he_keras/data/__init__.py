@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
-from he_keras.data.dataset import Dataset, batches, from_arrays, to_numpy
+from he_keras.data.dataset import Dataset, batches, from_arrays, split_validation, to_numpy
 from he_keras.data.embedded import digits, mnist5k
 
 EMBEDDED: dict[str, Callable[[], Dataset]] = {"digits": digits, "mnist5k": mnist5k}
@@ -31,4 +31,7 @@ def load_dataset(name: str, data_dir: Optional[str] = None) -> Dataset:
     raise ValueError(f"Unknown dataset. Expected one of {known}. Received: dataset={name!r}")
 
 
-__all__ = ["Dataset", "EMBEDDED", "batches", "digits", "from_arrays", "load_dataset", "mnist5k", "to_numpy"]
+__all__ = [
+    "Dataset", "EMBEDDED", "batches", "digits", "from_arrays", "load_dataset", "mnist5k",
+    "split_validation", "to_numpy",
+]

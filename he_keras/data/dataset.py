@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Callable, Optional
 
 import numpy as np
 import tensorflow as tf
 
 from he_keras.data.crops import random_resized_crop
+from he_keras.data.splits import TrainingSplits, hold_out_arrays
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,6 +32,13 @@ class Dataset:
             crop to 224x224 and flip, ImageNet).
         mean: Per-channel mean for the model's normalization layer, or None.
         std: Per-channel std for the model's normalization layer, or None.
+        train_as_test: The training split preprocessed as test data (decoded,
+            of shape `input_shape`, never augmented): where callbacks draw
+            their probe images. None means `train` itself (fixed-size images).
+        hold_out: `hold_out(fraction, seed, limit) -> TrainingSplits`, the
+            loader's way to hold validation examples out of the first `limit`
+            training examples (0 = all) without reading them
+            (`he_keras.data.splits`); use `split_validation`.
     """
 
     name: str
@@ -40,6 +49,13 @@ class Dataset:
     augment: str = ""
     mean: Optional[tuple] = None
     std: Optional[tuple] = None
+    train_as_test: Optional[tf.data.Dataset] = None
+    hold_out: Optional[Callable[[float, int, int], TrainingSplits]] = None
+
+    @property
+    def probe_pool(self) -> tf.data.Dataset:
+        """Training examples preprocessed as test data (fixed size, float32)."""
+        return self.train if self.train_as_test is None else self.train_as_test
 
 
 def from_arrays(
@@ -51,23 +67,63 @@ def from_arrays(
     num_classes: int,
     **kwargs,
 ) -> Dataset:
-    """Wraps in-memory float images in [0, 1] and integer labels."""
+    """Wraps in-memory float images in [0, 1] and integer labels.
+
+    The validation hold-out is a seeded, stratified draw from `y_train`
+    (`he_keras.data.splits.hold_out_arrays`).
+    """
+    x_train, y_train = x_train.astype("float32"), y_train.astype("int32")
+
     def ds(x, y):
-        return tf.data.Dataset.from_tensor_slices(
-            (x.astype("float32"), y.astype("int32"))
-        )
+        return tf.data.Dataset.from_tensor_slices((x, y))
 
     return Dataset(
         name=name,
         num_classes=num_classes,
         input_shape=tuple(x_train.shape[1:]),
         train=ds(x_train, y_train),
-        test=ds(x_test, y_test),
+        test=ds(x_test.astype("float32"), y_test.astype("int32")),
+        hold_out=functools.partial(hold_out_arrays, x_train, y_train),
         **kwargs,
     )
 
 
+def split_validation(data: Dataset, fraction: float, seed: int, limit: int = 0) -> TrainingSplits:
+    """Holds validation examples out of a dataset's training split, without reading it.
+
+    Args:
+        data: A `Dataset` from a loader (`from_arrays`, `load_dataset`).
+        fraction: Share of the training examples held out, in [0, 1); 0
+            keeps them all.
+        seed: Seed of the draw (in-memory datasets; a tfds split's hold-out
+            is its tail, the same for every seed).
+        limit: Use only the first `limit` training examples (0 = all).
+
+    Returns:
+        `TrainingSplits`: the training examples, the validation examples
+        preprocessed as test data (or None), and their numbers.
+
+    Raises:
+        ValueError: if the split is empty or a part would be empty.
+
+    Example:
+
+    ```python
+    splits = split_validation(load_dataset("digits"), 0.1, seed=0)
+    splits.n_train, splits.n_validation  # (1293, 144)
+    ```
+    """
+    if data.hold_out is None:
+        raise ValueError(
+            f"Dataset {data.name!r} has no hold-out rule: build it with `from_arrays` or `load_dataset`"
+        )
+    return data.hold_out(fraction, seed, limit)
+
+
 AUGMENTATIONS = ("", "crop", "crop_flip", "resized_crop_flip")
+# Examples in the training shuffle buffer (encoded ones for ImageNet-style
+# data): an in-memory split of up to this size is shuffled completely.
+SHUFFLE_BUFFER = 10_000
 
 
 def decode_image(image: tf.Tensor) -> tf.Tensor:
@@ -107,6 +163,7 @@ def batches(
     augment: str = "",
     seed: Optional[int] = None,
     drop_remainder: bool = False,
+    steps: Optional[int] = None,
 ) -> tf.data.Dataset:
     """Shuffles, augments, batches and prefetches a split.
 
@@ -120,12 +177,14 @@ def batches(
         seed: Seed of shuffling and augmentation (vary it per epoch).
         drop_remainder: Keep static batch shapes (needed by the multi-worker
             loop and by XLA).
+        steps: Only the first `steps` batches (None: all); nothing past
+            them is read, decoded or prefetched.
 
     Returns:
         A batched `tf.data.Dataset`.
     """
     if shuffle:
-        data = data.shuffle(10_000, seed=seed, reshuffle_each_iteration=True)
+        data = data.shuffle(SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=True)
     if augment not in AUGMENTATIONS:
         raise ValueError(f"`augment` must be one of {AUGMENTATIONS}. Received: {augment!r}")
     if augment:
@@ -133,9 +192,10 @@ def batches(
             _augmenter(augment, 0 if seed is None else seed),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
-    return data.batch(batch_size, drop_remainder=drop_remainder).prefetch(
-        tf.data.AUTOTUNE
-    )
+    data = data.batch(batch_size, drop_remainder=drop_remainder)
+    if steps is not None:
+        data = data.take(steps)
+    return data.prefetch(tf.data.AUTOTUNE)
 
 
 def to_numpy(data: tf.data.Dataset, limit: Optional[int] = None) -> tuple:

@@ -4,6 +4,8 @@ Images are cast to float32 in [0, 1]; per-channel mean / std are returned for
 the model's normalization layer, never applied to the data. ImageNet-style
 datasets (images of any size) train on random-resized 224x224 crops and test
 on the 224x224 center of the image resized to 256 (`he_keras.data.crops`).
+A run's validation examples are the tail of the training split, taken by
+tfds split slicing (`he_keras.data.splits`), so nothing is read to carve them.
 Tested offline with `tfds.testing.mock_data`.
 """
 
@@ -18,6 +20,7 @@ import tensorflow as tf
 
 from he_keras.data.crops import CROP_SIZE, resize_center_crop
 from he_keras.data.dataset import Dataset, decode_image
+from he_keras.data.splits import TrainingSplits, validation_count
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -151,39 +154,68 @@ def load_tfds(name: str, data_dir: Optional[str] = None) -> Dataset:
         if manual_dir is not None:
             prepare["download_config"] = tfds.download.DownloadConfig(manual_dir=manual_dir)
     variable_size = spec.augment == "resized_crop_flip"
-    try:
-        (train, test), info = tfds.load(
-            spec.tfds_name or name,
-            split=["train", spec.test_split],
-            as_supervised=True,
-            with_info=True,
-            data_dir=data_dir,
-            download_and_prepare_kwargs=prepare or None,
-            # Images of any size stay encoded until cropped (training ones
-            # until augmentation, after shuffling).
-            decoders={"image": tfds.decode.SkipDecoding()} if variable_size else None,
-        )
-    except Exception as err:  # tfds raises many types for missing data / no network
-        raise ValueError(
-            f"Could not load the tfds dataset {name!r} (data_dir={data_dir!r}): "
-            f"{type(err).__name__}: {err}. Without internet, prepare it on a machine "
-            "with access (`tfds build` or one `tfds.load`) and pass --data_dir."
-        ) from err
+
+    def load(split: str, with_info: bool = False):
+        try:
+            return tfds.load(
+                spec.tfds_name or name,
+                split=split,
+                as_supervised=True,
+                with_info=with_info,
+                data_dir=data_dir,
+                download_and_prepare_kwargs=prepare or None,
+                # Images of any size stay encoded until cropped (training ones
+                # until augmentation, after shuffling).
+                decoders={"image": tfds.decode.SkipDecoding()} if variable_size else None,
+            )
+        except Exception as err:  # tfds raises many types for missing data / no network
+            raise ValueError(
+                f"Could not load the tfds dataset {name!r} (data_dir={data_dir!r}): "
+                f"{type(err).__name__}: {err}. Without internet, prepare it on a machine "
+                "with access (`tfds build` or one `tfds.load`) and pass --data_dir."
+            ) from err
+
+    (raw_train, raw_test), info = load(["train", spec.test_split], with_info=True)
     if variable_size:
         shape = (CROP_SIZE, CROP_SIZE, 3)
-        train = train.map(_label, num_parallel_calls=tf.data.AUTOTUNE)
-        test = test.map(_center_crop, num_parallel_calls=tf.data.AUTOTUNE)
+        as_train, as_test = _label, _center_crop
     else:
         shape = tuple(info.features["image"].shape)
-        train = train.map(_to_unit_float, num_parallel_calls=tf.data.AUTOTUNE)
-        test = test.map(_to_unit_float, num_parallel_calls=tf.data.AUTOTUNE)
+        as_train = as_test = _to_unit_float
+    # A prepared split knows its size; `info` has it too.
+    n_available = int(raw_train.cardinality())
+    if n_available < 0:
+        n_available = info.splits["train"].num_examples
+
+    def preprocess(examples: tf.data.Dataset, map_fn) -> tf.data.Dataset:
+        return examples.map(map_fn, num_parallel_calls=tf.data.AUTOTUNE)
+
+    def hold_out(fraction: float, seed: int, limit: int = 0) -> TrainingSplits:
+        # The tail of the (shuffled at preparation) split: no seed, no pass.
+        del seed
+        n = min(n_available, limit) if limit else n_available
+        n_val = validation_count(n, fraction)
+        cut = n - n_val
+        # `take` keeps the counts exact where a split ignores slicing (tfds mock data).
+        train = raw_train if cut == n_available else load(f"train[:{cut}]").take(cut)
+        validation = load(f"train[{cut}:{n}]").take(n_val) if n_val else None
+        return TrainingSplits(
+            preprocess(train, as_train),
+            None if validation is None else preprocess(validation, as_test),
+            cut,
+            n_val,
+        )
+
     return Dataset(
         name=name,
         num_classes=spec.classes,
         input_shape=shape,
-        train=train,
-        test=test,
+        train=preprocess(raw_train, as_train),
+        test=preprocess(raw_test, as_test),
         augment=spec.augment,
         mean=spec.mean,
         std=spec.std,
+        train_as_test=preprocess(raw_train, as_test) if variable_size else None,
+        hold_out=hold_out,
     )
+

@@ -101,6 +101,9 @@ class TrainConfig:
     framework_params: dict = _setting({}, "The framework's hyperparameters (flags: FRAMEWORK_PARAMETERS).")
     epochs: int = _setting(15, "Training epochs (FreeAT: the paper's budget, ceil(epochs / replays) passes).")
     batch_size: int = _setting(64, "Global batch size.")
+    steps_per_epoch: int = _setting(
+        0, "Training batches per epoch (0 = a pass over the training split); fewer make every epoch "
+           "that fraction of the data, and each validation pass the same fraction of its split.")
     optimizer: str = _setting("adam", "sgd | adam.")
     lr: float = _setting(2e-3, "(Peak) learning rate.")
     momentum: float = _setting(0.9, "SGD momentum.")
@@ -160,6 +163,7 @@ class TrainConfig:
             ("s", self.s > 0, "> 0"),
             ("epochs", self.epochs >= 1, ">= 1"),
             ("batch_size", self.batch_size >= 1, ">= 1"),
+            ("steps_per_epoch", self.steps_per_epoch >= 0, ">= 0 (0 = the whole split)"),
             ("depth", self.depth >= 10 and (self.depth - 4) % 6 == 0, "6n + 4 >= 10"),
             ("width", self.width >= 1, ">= 1"),
             ("lr", self.lr > 0, "> 0"),

@@ -6,12 +6,15 @@ initial_epoch=<resumed epoch>, callbacks=...)` (the multi-worker loop offers
 the same call), so the progress bar counts "Epoch 12/30" and Keras callbacks
 (EarlyStopping, ReduceLROnPlateau, CSVLogger, user callbacks) see one
 training run. Epoch `e` shuffles and augments with seed `seed * 100003 + e`,
-whether or not the run was resumed. A seeded, stratified
-`validation_split` of the training data is attacked after every epoch
-(`val_clean_accuracy`, `val_adv_accuracy`); the test split is evaluated once,
-at the end, through the library's evaluation path
-(`he_keras.evaluation.pgd_accuracy`). A run writes into
-`output_dir`:
+whether or not the run was resumed; `steps_per_epoch` makes an epoch a
+fraction of the training split. A `validation_split` of the training data
+(held out by the loader without reading the data: a seeded, stratified draw
+for in-memory datasets, the split's tail for tfds ones) is attacked after
+every epoch (`val_clean_accuracy`, `val_adv_accuracy`), over the same
+fraction of it as the epoch covers of the training data. The test split is
+evaluated once, at the end, batch by batch through the library's evaluation
+path (`he_keras.evaluation.pgd_accuracy`); nothing holds a whole split in
+memory. A run writes into `output_dir`:
 
 - `checkpoints/` — a TF checkpoint after every epoch, the last two kept
   (classifier and optimizer variables with the step count the LR schedule
@@ -37,14 +40,14 @@ import dataclasses
 import functools
 import os
 import sys
+import math
 import time
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import keras
-import numpy as np
 import tensorflow as tf
 
-from he_keras.data import batches, load_dataset, to_numpy
+from he_keras.data import Dataset, batches, load_dataset, split_validation
 from he_keras.defaults import pgd_step_size
 from he_keras.evaluation import pgd_accuracy
 from he_keras.files import read_json, write_atomic, write_json
@@ -64,7 +67,6 @@ from he_keras.training.callbacks import EpochSummaries, TrainingStateLogs
 from he_keras.training.checkpointing import EpochCheckpoint, restore_newest_readable, training_checkpoint
 from he_keras.training.eps_warmup import EpsilonWarmup
 from he_keras.training.multi_worker import DistributedTrainLoop, worker_output_dir
-from he_keras.training.splits import split_validation
 from he_keras.validation import validate_images, validate_labels
 
 
@@ -88,6 +90,48 @@ def with_prerequisites(config: TrainConfig) -> TrainConfig:
         path = model_path(prerequisite.output_dir)
         params[name] = path if os.path.exists(path) else run(prerequisite)["model_path"]
     return dataclasses.replace(config, framework_params=params)
+
+
+def epoch_steps(requested: int, full_epoch: int, validation_batches: int) -> tuple[int, int]:
+    """Training batches per epoch and validation batches per validation pass.
+
+    `requested` training batches (0: all) make an epoch that fraction of the
+    training split; the validation pass then covers the same fraction of the
+    validation batches (at least one), so a partial epoch costs the same for
+    any split size.
+
+    Args:
+        requested: `TrainConfig.steps_per_epoch` (0 = the whole split).
+        full_epoch: Batches of a pass over the training split.
+        validation_batches: Batches of a pass over the validation split.
+
+    Returns:
+        `(steps_per_epoch, validation_steps)`.
+    """
+    steps = min(requested, full_epoch) if requested else full_epoch
+    return steps, min(validation_batches, math.ceil(validation_batches * steps / full_epoch))
+
+
+def test_batches(data: Dataset, limit: int = 0, batch_size: int = 256) -> Iterator[tuple]:
+    """The test split in batches of NumPy arrays, each checked before use.
+
+    Args:
+        data: The run's dataset.
+        limit: Only the first `limit` test examples (0 = all).
+        batch_size: Examples per batch.
+
+    Yields:
+        `(images, labels)`; one batch is in memory at a time.
+
+    Raises:
+        ValueError: naming a batch's non-finite or out-of-range images, wrong
+            shape or labels out of range.
+    """
+    test = data.test.take(limit) if limit else data.test
+    for x, y in test.batch(batch_size).as_numpy_iterator():
+        validate_images(x, data.input_shape, name="test images")
+        validate_labels(y, data.num_classes, len(x))
+        yield x, y
 
 
 def run(
@@ -125,28 +169,26 @@ def run(
     if config.precision != "float32":
         keras.mixed_precision.set_global_policy(config.precision)
     data = load_dataset(config.dataset, config.data_dir)
-    x_test, y_test = to_numpy(data.test, config.n_eval or None)
-    validate_images(x_test, data.input_shape, name="test images")
-    validate_labels(y_test, data.num_classes, len(x_test))
-    train = data.train.take(config.n_train) if config.n_train else data.train
-    train, validation, n_train, n_val = split_validation(
-        train, config.validation_split, config.seed
-    )
+    splits = split_validation(data, config.validation_split, config.seed, config.n_train)
+    train, validation, n_train, n_val = splits.train, splits.validation, splits.n_train, splits.n_validation
     # The multi-worker loop needs the same static batch on every worker; a
     # small validation split gets a smaller batch (a multiple of the replicas).
     val_batch_size = config.batch_size
     if multi_worker:
-        steps_per_epoch = n_train // config.batch_size
+        full_epoch = n_train // config.batch_size
         replicas = strategy.num_replicas_in_sync
         val_batch_size = min(config.batch_size, n_val - n_val % replicas)
-        if steps_per_epoch == 0 or (validation is not None and val_batch_size == 0):
+        if full_epoch == 0 or (validation is not None and val_batch_size == 0):
             raise ValueError(
                 f"Multi-worker training needs at least one full batch of training and "
                 f"one example per replica of validation data. Received: batch_size="
                 f"{config.batch_size} for {n_train} training and {n_val} validation examples"
             )
+        val_batches = n_val // max(val_batch_size, 1)
     else:
-        steps_per_epoch = int(np.ceil(n_train / config.batch_size))
+        full_epoch = math.ceil(n_train / config.batch_size)
+        val_batches = math.ceil(n_val / val_batch_size)
+    steps_per_epoch, validation_steps = epoch_steps(config.steps_per_epoch, full_epoch, val_batches)
 
     with strategy.scope():
         trainer = build_trainer(config, data)
@@ -200,7 +242,7 @@ def run(
     validation_batches = (
         None
         if validation is None
-        else batches(validation, val_batch_size, drop_remainder=multi_worker)
+        else batches(validation, val_batch_size, drop_remainder=multi_worker, steps=validation_steps)
     )
     callbacks = [
         TrainingStateLogs(),
@@ -239,6 +281,7 @@ def run(
                 augment=data.augment,
                 seed=config.seed * 100_003 + epoch,
                 drop_remainder=multi_worker,
+                steps=steps_per_epoch,
             ),
             initial_epoch,
             passes,
@@ -261,8 +304,7 @@ def run(
 
     final = pgd_accuracy(
         trainer.classifier,
-        x_test,
-        y_test,
+        test_batches(data, config.n_eval),
         eps=config.eps,
         steps=config.eval_steps,
         step_size=config.eval_step_size or pgd_step_size(config.eps, config.eval_steps),
@@ -278,8 +320,10 @@ def run(
         "passes": passes,
         "optimizer_updates": int(trainer.optimizer.iterations.numpy()),
         "train_seconds": train_seconds,
+        "steps_per_epoch": steps_per_epoch,
         "validation": None if validation is None else {
-            "n_examples": n_val,
+            "n_examples": min(n_val, validation_steps * val_batch_size),
+            "n_held_out": n_val,
             "attack": {
                 "name": f"PGD-{trainer.eval_steps}",
                 "step_size": trainer.eval_step_size,

@@ -209,8 +209,8 @@ class CatastrophicOverfittingStop(keras.callbacks.Callback):
 def fastat_early_stop_callback(
     config: Any, trainer: keras.Model, data: Any
 ) -> CatastrophicOverfittingStop:
-    """`--callbacks=fastat_early_stop`: PGD-5 on the first training batch."""
+    """`--callbacks=fastat_early_stop`: PGD-5 on the first training batch (test-time preprocessing)."""
     from he_keras.data import to_numpy
 
-    x, y = to_numpy(data.train, config.batch_size)
+    x, y = to_numpy(data.probe_pool, config.batch_size)
     return CatastrophicOverfittingStop(x, y, eps=config.eps, seed=config.seed)

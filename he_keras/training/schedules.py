@@ -304,6 +304,6 @@ def he_cmp_callback(
     """`--callbacks=he_cmp`: CMP 0.2 -> 1 over 90 % of `config.epochs`."""
     from he_keras.data import to_numpy
 
-    x, _ = to_numpy(data.train, CMP_SAMPLE_SIZE)
+    x, _ = to_numpy(data.probe_pool, CMP_SAMPLE_SIZE)
     epochs = max(1, round(CMP_INTERPOLATION_FRACTION * config.epochs))
     return MaxProbabilityScaleSchedule(x, interpolation_epochs=epochs)

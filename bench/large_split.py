@@ -1,0 +1,105 @@
+"""Time and memory of a short ImageNet-style run against the size of its split.
+
+Runs `apps/train.py`'s flags (default: `--dataset=imagenette
+--model=preact_resnet18 --steps_per_epoch=2 --epochs=1`, the default
+validation split) on tfds mock data (`tfds.testing.mock_data`, encoded
+images of random sizes) of each `--sizes` examples per split, one fresh
+process per run, the sizes interleaved over `--repeats` rounds, and prints
+the medians of: wall time of the process, time from start to the first
+training step, and peak resident memory (`ru_maxrss`). Flags after `--` go
+to the run (e.g. `-- --n_eval=64`).
+
+Usage (from the repository root):
+  python bench/large_split.py --sizes=1000,40000 --repeats=3 -- --n_eval=64
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+from absl import app, flags
+
+_SIZES = flags.DEFINE_list("sizes", ["1000", "40000"], "Mock examples per split.")
+_REPEATS = flags.DEFINE_integer("repeats", 3, "Rounds (median).")
+_OUTPUT = flags.DEFINE_string("output", None, "Optional JSON file for the results.")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RUN_FLAGS = ["--dataset=imagenette", "--model=preact_resnet18", "--steps_per_epoch=2", "--epochs=1"]
+
+# One run of apps/train.py's flags under mock data, timing its first step.
+_ONE_RUN = r"""
+import importlib.util, json, os, resource, sys, time
+started = time.time()
+import keras, tensorflow_datasets as tfds
+from absl import flags
+root, n, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+spec = importlib.util.spec_from_file_location("train_app", os.path.join(root, "apps", "train.py"))
+train = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(train)
+from he_keras.runs import run
+first = []
+
+class FirstStep(keras.callbacks.Callback):
+    def on_train_batch_begin(self, batch, logs=None):
+        if not first:
+            first.append(time.time() - started)
+
+flags.FLAGS(["train.py", *sys.argv[4:], "--output_dir=" + out, "--verbose=0", "--notensorboard"])
+with tfds.testing.mock_data(num_examples=n):
+    metrics = run(train.config_from_flags(), [FirstStep()])
+print(json.dumps({"first_step_seconds": first[0], "train_seconds": metrics["train_seconds"],
+                  "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "validation_examples": metrics["validation"]["n_examples"],
+                  "test_examples": metrics["test"]["n_examples"]}))
+"""
+
+
+def one_run(n: int, run_flags: list) -> dict:
+    """A fresh process training on `n` mock examples; its timings and memory."""
+    with tempfile.TemporaryDirectory() as out:
+        started = time.time()
+        done = subprocess.run(
+            [sys.executable, "-c", _ONE_RUN, ROOT, str(n), os.path.join(out, "run"), *run_flags],
+            capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+        )
+        if done.returncode != 0:
+            raise RuntimeError(done.stderr[-3000:])
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        result["wall_seconds"] = time.time() - started
+    return result
+
+
+def main(argv):
+    run_flags = RUN_FLAGS + list(argv[1:])
+    sizes = [int(n) for n in _SIZES.value]
+    runs: dict = {n: [] for n in sizes}
+    for repeat in range(_REPEATS.value):
+        for n in sizes if repeat % 2 == 0 else sizes[::-1]:
+            runs[n].append(one_run(n, run_flags))
+    print(f"apps/train.py {' '.join(run_flags)} on tfds mock data, {_REPEATS.value} interleaved rounds "
+          f"(median), load {os.getloadavg()[0]:.2f}:")
+    medians = {}
+    for n in sizes:
+        medians[n] = {key: statistics.median(r[key] for r in runs[n]) for key in runs[n][0]}
+        m = medians[n]
+        print(f"  {n:>7} examples: wall {m['wall_seconds']:.1f} s, first step at {m['first_step_seconds']:.1f} s, "
+              f"peak RSS {m['max_rss_mb']:.0f} MB, validation {m['validation_examples']:.0f} / "
+              f"test {m['test_examples']:.0f} examples")
+    base = medians[sizes[0]]
+    for n in sizes[1:]:
+        print(f"  {n} / {sizes[0]}: wall {medians[n]['wall_seconds'] / base['wall_seconds']:.2f}x, "
+              f"peak RSS {medians[n]['max_rss_mb'] / base['max_rss_mb']:.2f}x")
+    if _OUTPUT.value:
+        from he_keras.files import write_json
+
+        write_json(_OUTPUT.value, {"flags": run_flags, "runs": runs, "medians": medians})
+
+
+if __name__ == "__main__":
+    app.run(main)
