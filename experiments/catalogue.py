@@ -17,7 +17,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from experiments import analyses, arms, protocol
+from experiments import analyses, arms, protocol, stats
 from experiments.outcomes import outcome
 
 Term = tuple  # (coefficient, arm, metric)
@@ -43,6 +43,10 @@ class Claim:
         unit: Unit of the effect.
         scale: Multiplier of the per-point difference (100: 0/1 outcomes in
             percentage points; 1: margins in L2 units).
+        delta: Smallest effect of interest, declared before deciding: an
+            interval inside (-delta, +delta) is `absent` (`stats.verdict`).
+            1 point for accuracies; the margin search's step for margins
+            (a smaller difference is below what the search resolves).
     """
 
     id: str
@@ -56,6 +60,7 @@ class Claim:
     sides: Optional[Callable] = None
     unit: str = "percentage points"
     scale: float = 100.0
+    delta: float = stats.DELTA_POINTS
 
     @property
     def arms(self) -> list:
@@ -178,7 +183,8 @@ def _claims() -> list:
     # HAT Sec. 3: margins along the initial adversarial directions R0 (the
     # standard model's PGD directions) and along R1 / R5 (the trained
     # model's own PGD directions after epochs 1 and 5), `analyses.add_margins`.
-    margin = dict(unit=f"L2 distance (mean over points, capped at {analyses.MARGIN_CAP:g})", scale=1.0)
+    margin = dict(unit=f"L2 distance (mean over points, capped at {analyses.MARGIN_CAP:g})", scale=1.0,
+                  delta=analyses.MARGIN_PRECISION)
     out += [
         Claim("hat-table1-margin", "A larger TRADES beta (6 vs 1) gives a larger margin along the initial "
               "adversarial directions R0", "HAT paper, Table 1", ((1, "trades", "margin:R0"),),

@@ -67,16 +67,21 @@ def decide(claim: Claim, units: dict, seeds_required: int, epochs: int, eps: flo
     mixed = mixed_corruption_models(claim, units, seeds)
     if mixed:
         return {"id": claim.id, "claim": claim.claim, "pending": mixed}
-    effect = stats.paired_effect(a, b, scale=claim.scale)
+    effect = stats.paired_effect(a, b, scale=claim.scale,
+                                 mc_target=stats.MC_TARGET * stats.resolution(claim.unit))
     base = arm_means({claim.baseline: {s: units[claim.baseline][s] for s in seeds}}, claim.baseline)
     # The verdict is read off the rounded interval the record stores, so the
     # record obeys its own rule (`stats.check_record`) to the digit.
     low, high = round(effect["ci_low"], 3), round(effect["ci_high"], 3)
+    low_band, high_band = ([round(v, 3) for v in effect[k]] for k in ("ci_low_mc", "ci_high_mc"))
     return {
         "id": claim.id, "claim": claim.claim, "source": claim.source,
-        "verdict": stats.verdict(low, high, base["clean"], base["AutoAttack"]),
+        "verdict": stats.verdict(low, high, base["clean"], base["AutoAttack"], delta=claim.delta),
         "effect": round(effect["effect"], 3), "ci_low": low,
         "ci_high": high, "width": round(effect["width"], 3),
+        "delta": claim.delta, "mc_error": round(effect["mc_error"], 4), "ci_low_mc": low_band,
+        "ci_high_mc": high_band, "n_bootstrap": effect["n_bootstrap"],
+        "borderline": stats.borderline(low_band, high_band, claim.delta),
         "unit": claim.unit, "seeds": effect["seeds"], "n_eval": effect["n_eval"],
         "baseline": claim.baseline, "baseline_clean": round(base["clean"], 4),
         "baseline_autoattack": round(base["AutoAttack"], 4), "dataset": claim.dataset,

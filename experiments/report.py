@@ -9,6 +9,7 @@ sits between `README_BEGIN` and `README_END` and is replaced in place.
 from __future__ import annotations
 
 import glob
+import math
 import os
 import time
 from typing import Optional, Sequence
@@ -189,8 +190,8 @@ def _headline(records: Sequence[dict]) -> str:
 
 
 def _digits(record: dict) -> int:
-    """Decimals of a record's effect: points to 0.1, margins (L2) to 0.01."""
-    return 2 if record["unit"].startswith("L2") else 1
+    """Decimals of a record's effect (`stats.resolution`: points 0.1, margins 0.01)."""
+    return round(-math.log10(stats.resolution(record["unit"])))
 
 
 def _superseded_lines(results: str, dataset: str) -> list:
@@ -228,13 +229,21 @@ def method_lines() -> list:
         "FAB-T → Square is re-run on the points APGD-CE broke).",
         "- **Statistics.** A claim's effect is the mean paired difference of per-point "
         "outcomes (percentage points), signed in the paper's direction, with a 95 % interval "
-        f"from a bootstrap over seeds **and** test points ({stats.N_BOOTSTRAP:,} replicates, "
-        "`experiments/stats.py`). Verdicts: **reproduced** (interval above 0), **contradicted** "
+        f"from a bootstrap over seeds **and** test points (rounds of {stats.N_BOOTSTRAP:,} "
+        "replicates until each bound's 95 % Monte-Carlo band (from the replicates' order "
+        f"statistics) is at most ±{stats.MC_TARGET:g} of the digit shown, at most "
+        f"{stats.MAX_BOOTSTRAP:,}; "
+        "`experiments/stats.py`). Each claim declares its smallest effect of interest δ before "
+        f"it is decided: {stats.DELTA_POINTS:g} point for accuracies, the margin search's step "
+        f"({analyses.MARGIN_PRECISION:g}) for margins, none for the timing thresholds. Verdicts: "
+        "**absent** (interval inside (−δ, +δ): the effect, if any, is smaller than δ), "
+        "**reproduced** (interval above 0), **contradicted** "
         "(below 0), **inconclusive** (contains 0; its width is given), **uninformative** (the "
         f"claim's baseline arm has clean < {stats.MIN_CLEAN:.0%} or AutoAttack outside "
         f"[{stats.AUTOATTACK_RANGE[0]:.0%}, {stats.AUTOATTACK_RANGE[1]:.0%}]; a timing claim whose "
         f"timed runs saw a 1-minute load average above {stats.MAX_TIMING_LOAD:g}, i.e. other work "
-        "on the cores).",
+        "on the cores). A verdict marked *borderline* changes for some bounds inside their "
+        "Monte-Carlo bands: another bootstrap seed could flip it.",
         "- **Margins** (HAT claims). Per test point, the L2 distance along a unit direction until "
         "the model's prediction changes (capped at "
         f"{analyses.MARGIN_CAP:g}, step {analyses.MARGIN_PRECISION:g}), along R0 = the standard model's "
@@ -336,13 +345,14 @@ def render(results: str, doc: str, readme: Optional[str], quick: bool = False) -
              + ("" if r.get("regime_applies", True) else
                 f" (1 % − HE overhead; overhead {r['overhead_percent']:+.1f} % of the linear step)"),
              f"{r['width']:.{_digits(r)}f}",
+             f"{r['delta']:g}" if r["delta"] else "—",
              f"{r['seeds']} × {r['n_eval']}" + ("" if r.get("regime_applies", True) else " pairs"),
              (f"{100 * r['baseline_clean']:.1f} / {100 * r['baseline_autoattack']:.1f} ({r['baseline']})"
               if r.get("regime_applies", True)
               else f"— (timing; load {max(r['load_average']):.1f})"),
-             f"**{r['verdict']}**"] for r in records]
+             f"**{r['verdict']}**" + (" (borderline)" if r["borderline"] else "")] for r in records]
     lines += _table(["id", "claim (source)", "paper", "effect [95 % CI], pts unless noted", "CI width",
-                     "seeds × points", "baseline clean / AA %", "verdict"], rows) + [""]
+                     "δ", "seeds × points", "baseline clean / AA %", "verdict"], rows) + [""]
     if pending:
         lines += ["### Pending (units not all run yet: no verdict)", ""]
         for p in pending:

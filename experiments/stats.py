@@ -7,8 +7,13 @@ signed in the paper's direction, in percentage points. Its 95 % interval comes
 from a two-way bootstrap that resamples seeds **and** test points, so both the
 training noise and the sampling noise of a finite test split are counted.
 
-Verdicts (nothing else is ever written):
+Each claim declares, before it is decided, a smallest effect of interest
+`delta` (1 point for accuracies, `DELTA_POINTS`). Verdicts (nothing else is
+ever written):
 
+- `absent`: the interval lies inside (-delta, +delta): the effect, if any, is
+  smaller than delta (checked first: an effect shown to be that small is not
+  what a paper claims, whatever its sign);
 - `reproduced`: the interval lies above 0;
 - `contradicted`: the interval lies below 0;
 - `inconclusive`: the interval contains 0 (its width says how much was learnt);
@@ -16,6 +21,15 @@ Verdicts (nothing else is ever written):
   decided (clean accuracy below `MIN_CLEAN`, or AutoAttack accuracy outside
   `AUTOATTACK_RANGE`), whatever the interval says; or a timing was measured
   while other work shared the cores.
+
+Each bound carries its Monte-Carlo band: the distribution-free 95 % interval
+of a percentile from the order statistics of the replicates (the percentiles
+at p +- 2 sqrt(p (1 - p) / B)), which stays honest when the statistic takes
+few distinct values (a bound then sits on a lattice point and may jump to
+the next one). Replicates are added until the wider band's half-width (the
+record's `mc_error`) is below `MC_TARGET` of the unit's shown digit, and a
+verdict that changes for some bounds inside their bands is marked
+`borderline`: another bootstrap seed could flip it.
 
 A timing claim (`regime_applies=False`) has no accuracy baseline: its
 interval, on a ratio of interleaved paired step times (`ratio_interval`),
@@ -39,17 +53,26 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-VERDICTS = ("reproduced", "contradicted", "inconclusive", "uninformative")
+VERDICTS = ("reproduced", "contradicted", "absent", "inconclusive", "uninformative")
+# Smallest effect of interest of an accuracy claim, in percentage points.
+DELTA_POINTS = 1.0
 MIN_CLEAN = 0.90
 AUTOATTACK_RANGE = (0.25, 0.85)
 # On the 2-core machine the timed process alone keeps the load near 1; above
 # this, other work shared the cores and the ratio measures the contention.
 MAX_TIMING_LOAD = 1.5
 CONFIDENCE = 0.95
+# Replicates per bootstrap round; rounds are added until the bounds' Monte-Carlo
+# error is below MC_TARGET (at most MAX_BOOTSTRAP replicates).
 N_BOOTSTRAP = 10_000
+MAX_BOOTSTRAP = 160_000
+# Wanted Monte-Carlo error of a bound (half-width of its 95 % band), as a
+# share of the last digit shown (0.1 points: 0.05 points).
+MC_TARGET = 0.5
 SUMMARY_FIELDS = (
     "id", "claim", "source", "verdict", "effect", "ci_low", "ci_high", "unit", "seeds",
     "n_eval", "baseline_clean", "baseline_autoattack", "dataset", "eps", "epochs",
+    "delta", "mc_error", "ci_low_mc", "ci_high_mc", "borderline",
 )
 
 
@@ -59,6 +82,29 @@ def _interval(draws: np.ndarray, confidence: float) -> tuple[float, float]:
     return float(low), float(high)
 
 
+def _bounds_with_error(draws: np.ndarray, confidence: float) -> tuple:
+    """The percentile interval of `draws` and the Monte-Carlo band of each bound.
+
+    A bound's band is the order-statistic 95 % interval of its percentile:
+    the percentiles at `p -+ 2 sqrt(p (1 - p) / B)` of the `B` replicates.
+
+    Returns:
+        `(low, high, low_band, high_band)`, each band `[lower, upper]`.
+    """
+    low, high = _interval(draws, confidence)
+    bands = []
+    for p in ((1.0 - confidence) / 2.0, (1.0 + confidence) / 2.0):
+        spread = 2.0 * np.sqrt(p * (1.0 - p) / len(draws))
+        bands.append([float(np.quantile(draws, max(p - spread, 0.0), method="lower")),
+                      float(np.quantile(draws, min(p + spread, 1.0), method="higher"))])
+    return low, high, bands[0], bands[1]
+
+
+def mc_error(low_band: Sequence[float], high_band: Sequence[float]) -> float:
+    """Half-width of the wider Monte-Carlo band of the two bounds."""
+    return max(low_band[1] - low_band[0], high_band[1] - high_band[0]) / 2.0
+
+
 def paired_effect(
     a: np.ndarray,
     b: np.ndarray,
@@ -66,6 +112,8 @@ def paired_effect(
     n_bootstrap: int = N_BOOTSTRAP,
     confidence: float = CONFIDENCE,
     seed: int = 0,
+    mc_target: float = MC_TARGET * 0.1,
+    max_bootstrap: int = MAX_BOOTSTRAP,
 ) -> dict:
     """Mean paired difference `a - b` with a seeds-and-points bootstrap interval.
 
@@ -75,12 +123,18 @@ def paired_effect(
             of `a` and of `b` come from the same seed.
         b: The comparison arm, same shape and pairing.
         scale: Multiplier of the effect (100 gives percentage points).
-        n_bootstrap: Bootstrap replicates.
+        n_bootstrap: Replicates per round.
         confidence: Coverage of the interval.
         seed: Seed of the bootstrap's random generator.
+        mc_target: Rounds of `n_bootstrap` replicates are added until the
+            bounds' Monte-Carlo error (`mc_error`) is below this (in the
+            effect's unit).
+        max_bootstrap: Most replicates in all.
 
     Returns:
-        `{"effect", "ci_low", "ci_high", "width", "seeds", "n_eval"}`.
+        `{"effect", "ci_low", "ci_high", "width", "seeds", "n_eval",
+        "mc_error", "ci_low_mc", "ci_high_mc", "n_bootstrap"}`, the last
+        bands the Monte-Carlo 95 % bands of the bounds.
 
     Raises:
         ValueError: if the shapes differ or hold no seed or point.
@@ -93,13 +147,18 @@ def paired_effect(
     diff = scale * (a - b)
     n_seeds, n_points = diff.shape
     rng = np.random.default_rng(seed)
-    # A bootstrap replicate resamples seeds and points independently; as
-    # multinomial weights, its mean is w_seeds' diff w_points / (S N).
-    seed_weights = rng.multinomial(n_seeds, np.full(n_seeds, 1.0 / n_seeds), size=n_bootstrap)
-    point_weights = rng.multinomial(n_points, np.full(n_points, 1.0 / n_points), size=n_bootstrap)
-    per_seed = point_weights @ diff.T / n_points  # (bootstrap, seeds)
-    draws = np.sum(per_seed * seed_weights, axis=1) / n_seeds
-    low, high = _interval(draws, confidence)
+    rounds = []
+    while True:
+        # A bootstrap replicate resamples seeds and points independently; as
+        # multinomial weights, its mean is w_seeds' diff w_points / (S N).
+        seed_weights = rng.multinomial(n_seeds, np.full(n_seeds, 1.0 / n_seeds), size=n_bootstrap)
+        point_weights = rng.multinomial(n_points, np.full(n_points, 1.0 / n_points), size=n_bootstrap)
+        per_seed = point_weights @ diff.T / n_points  # (bootstrap, seeds)
+        rounds.append(np.sum(per_seed * seed_weights, axis=1) / n_seeds)
+        draws = np.concatenate(rounds)
+        low, high, low_band, high_band = _bounds_with_error(draws, confidence)
+        if mc_error(low_band, high_band) <= mc_target or len(draws) + n_bootstrap > max_bootstrap:
+            break
     return {
         "effect": float(diff.mean()),
         "ci_low": low,
@@ -107,6 +166,10 @@ def paired_effect(
         "width": high - low,
         "seeds": int(n_seeds),
         "n_eval": int(n_points),
+        "mc_error": mc_error(low_band, high_band),
+        "ci_low_mc": low_band,
+        "ci_high_mc": high_band,
+        "n_bootstrap": int(len(draws)),
     }
 
 
@@ -127,7 +190,8 @@ def ratio_interval(
         seed: Seed of the bootstrap's random generator.
 
     Returns:
-        `{"ratio", "ci_low", "ci_high", "pairs"}`.
+        `{"ratio", "ci_low", "ci_high", "pairs", "ci_low_mc", "ci_high_mc"}`
+        (the bounds' Monte-Carlo 95 % bands, in ratio units).
     """
     num, den = np.asarray(numerator, np.float64), np.asarray(denominator, np.float64)
     if num.shape != den.shape or num.ndim != 1 or len(num) < 2 or np.any(den <= 0):
@@ -138,9 +202,14 @@ def ratio_interval(
     ratios = num / den
     rng = np.random.default_rng(seed)
     picks = rng.integers(0, len(ratios), size=(n_bootstrap, len(ratios)))
-    low, high = _interval(np.median(ratios[picks], axis=1), confidence)
+    low, high, low_band, high_band = _bounds_with_error(np.median(ratios[picks], axis=1), confidence)
     return {"ratio": float(np.median(ratios)), "ci_low": low, "ci_high": high,
-            "pairs": int(len(ratios))}
+            "pairs": int(len(ratios)), "ci_low_mc": low_band, "ci_high_mc": high_band}
+
+
+def resolution(unit: str) -> float:
+    """The last digit an effect in `unit` is shown to: L2 margins 0.01, the rest 0.1."""
+    return 0.01 if unit.startswith("L2") else 0.1
 
 
 def in_regime(baseline_clean: Optional[float], baseline_autoattack: Optional[float]) -> bool:
@@ -158,22 +227,47 @@ def verdict(
     baseline_autoattack: Optional[float],
     regime_applies: bool = True,
     load_average: Optional[Sequence[float]] = None,
+    delta: float = 0.0,
 ) -> str:
-    """The one verdict allowed by an interval and its baseline (module docstring).
+    """The one verdict allowed by an interval, its delta and its baseline (module docstring).
 
     `regime_applies=False` marks a claim about time, not accuracy (a timing
     ratio): no accuracy baseline can make it uninformative, but a load
     average above `MAX_TIMING_LOAD` during any of its timed runs does.
+    `delta` = 0 declares no smallest effect of interest (never `absent`).
     """
     if regime_applies and not in_regime(baseline_clean, baseline_autoattack):
         return "uninformative"
     if load_average is not None and max(load_average) > MAX_TIMING_LOAD:
         return "uninformative"
+    return _interval_verdict(ci_low, ci_high, delta)
+
+
+def _interval_verdict(ci_low: float, ci_high: float, delta: float) -> str:
+    if delta > 0 and -delta < ci_low and ci_high < delta:
+        return "absent"
     if ci_low > 0:
         return "reproduced"
     if ci_high < 0:
         return "contradicted"
     return "inconclusive"
+
+
+def borderline(low_band: Sequence[float], high_band: Sequence[float], delta: float) -> bool:
+    """Whether the verdict changes for some bounds inside their Monte-Carlo bands.
+
+    Args:
+        low_band: `[lower, upper]` Monte-Carlo band of the interval's lower bound.
+        high_band: The same for the upper bound.
+        delta: The claim's smallest effect of interest (0: none).
+
+    Returns:
+        True if the interval's verdict (`absent`, `reproduced`,
+        `contradicted` or `inconclusive`) is not the same for every pair of
+        bounds drawn from the bands.
+    """
+    verdicts = {_interval_verdict(low, high, delta) for low in low_band for high in high_band}
+    return len(verdicts) > 1
 
 
 def check_record(record: dict, split_sizes: dict) -> list[str]:
@@ -194,9 +288,16 @@ def check_record(record: dict, split_sizes: dict) -> list[str]:
     timing = not record.get("regime_applies", True)
     expected = verdict(record["ci_low"], record["ci_high"], record["baseline_clean"],
                        record["baseline_autoattack"], not timing,
-                       record.get("load_average") if timing else None)
+                       record.get("load_average") if timing else None, record["delta"])
     if record["verdict"] != expected:
         problems.append(f"{name}: verdict {record['verdict']!r}, its numbers say {expected!r}")
+    if record["borderline"] != borderline(record["ci_low_mc"], record["ci_high_mc"], record["delta"]):
+        problems.append(f"{name}: borderline {record['borderline']} does not follow its bounds' "
+                        f"Monte-Carlo bands {record['ci_low_mc']}, {record['ci_high_mc']}")
+    for bound in ("ci_low", "ci_high"):
+        band = record[f"{bound}_mc"]
+        if not band[0] <= record[bound] <= band[1]:
+            problems.append(f"{name}: {bound} {record[bound]} outside its Monte-Carlo band {band}")
     if record["seeds"] < 3:
         problems.append(f"{name}: {record['seeds']} seeds (at least 3)")
     size = None if timing else split_sizes.get(record["dataset"])

@@ -73,9 +73,10 @@ def test_ratio_interval_covers_the_true_ratio():
 def _record(**changes):
     record = {
         "id": "c1", "claim": "HE raises PGD-AT robustness", "source": "001 Table 2",
-        "verdict": "reproduced", "effect": 3.0, "ci_low": 1.0, "ci_high": 5.0, "unit": "pts",
+        "verdict": "reproduced", "effect": 3.0, "ci_low": 1.5, "ci_high": 5.0, "unit": "pts",
         "seeds": 5, "n_eval": 360, "baseline_clean": 0.95, "baseline_autoattack": 0.4,
-        "dataset": "digits", "eps": 0.3, "epochs": 30,
+        "dataset": "digits", "eps": 0.3, "epochs": 30, "delta": 1.0, "mc_error": 0.02,
+        "ci_low_mc": [1.48, 1.52], "ci_high_mc": [4.98, 5.02], "borderline": False,
     }
     record.update(changes)
     return record
@@ -90,3 +91,56 @@ def test_check_record_enforces_every_rule():
     assert "seeds" in stats.check_record(_record(seeds=2), sizes)[0]
     assert "n_eval" in stats.check_record(_record(n_eval=150), sizes)[0]
     assert "missing" in stats.check_record({"id": "c9"}, sizes)[0]
+    # An interval inside (-delta, +delta) must be called absent.
+    assert "say 'absent'" in stats.check_record(_record(effect=0.2, ci_low=-0.4, ci_high=0.8), sizes)[0]
+    # A bound whose Monte-Carlo band reaches an edge must be marked borderline.
+    near = dict(ci_low=0.03, ci_low_mc=[0.0, 0.05])
+    assert "borderline" in stats.check_record(_record(**near), sizes)[0]
+    assert stats.check_record(_record(**near, borderline=True), sizes) == []
+    assert "outside its Monte-Carlo band" in stats.check_record(_record(ci_low=1.6), sizes)[0]
+
+
+def test_an_interval_inside_delta_is_absent_whatever_its_sign():
+    # 7-pgd1 on digits: the paper's +4.2 excluded by [-0.8, 0.0].
+    assert stats.verdict(-0.8, 0.0, 0.95, 0.5, delta=1.0) == "absent"
+    assert stats.verdict(0.2, 0.7, 0.95, 0.5, delta=1.0) == "absent"
+    assert stats.verdict(0.2, 1.3, 0.95, 0.5, delta=1.0) == "reproduced"
+    assert stats.verdict(-1.3, 0.5, 0.95, 0.5, delta=1.0) == "inconclusive"
+    assert stats.verdict(-0.8, 0.0, 0.95, 0.5) == "inconclusive"  # no delta declared
+    assert stats.verdict(-0.8, 0.0, 0.85, 0.5, delta=1.0) == "uninformative"
+    assert "absent" in stats.VERDICTS
+
+
+def test_monte_carlo_band_covers_the_bound_of_other_bootstrap_seeds():
+    rng = np.random.default_rng(4)
+    a = (rng.random((5, 300)) < 0.6).astype(float)
+    b = (rng.random((5, 300)) < 0.5).astype(float)
+    # One round each (target unreachable, cap = one round): 30 bootstrap seeds.
+    runs = [stats.paired_effect(a, b, n_bootstrap=2000, seed=k, mc_target=0.0, max_bootstrap=2000)
+            for k in range(30)]
+    lows = np.array([r["ci_low"] for r in runs])
+    covered = np.mean([[band[0] <= low <= band[1] for low in lows] for band in (r["ci_low_mc"] for r in runs)])
+    assert covered > 0.8  # a 95 % band for one bound, met by other seeds' bounds
+    # The band's half-width is about two standard errors of the bound.
+    assert 1.0 < np.median([r["mc_error"] for r in runs]) / np.std(lows, ddof=1) < 4.0
+    # Rounds are added until the error is below the target.
+    target = np.median([r["mc_error"] for r in runs]) / 2
+    precise = stats.paired_effect(a, b, n_bootstrap=2000, mc_target=target)
+    assert precise["n_bootstrap"] > 2000 and precise["mc_error"] <= target
+
+
+def test_a_bound_on_a_lattice_near_zero_is_borderline():
+    # A statistic with few values (one flipped point = 0.033 pts): 2.5 % of the
+    # replicates at 0, the rest at 0.033. The lower bound is 0.033 for some
+    # bootstrap seeds and 0 for others: its band spans both, so the verdict
+    # "reproduced" is borderline.
+    draws = np.r_[np.zeros(250), np.full(9750, 1 / 30)]
+    low, _, low_band, high_band = stats._bounds_with_error(draws, 0.95)
+    assert low_band[0] == 0.0 and low_band[1] == pytest.approx(1 / 30)
+    assert stats.borderline(low_band, [2.0, 2.1], 1.0)
+    assert stats.borderline([-0.01, 0.06], [2.0, 2.1], 1.0)  # could be inconclusive
+    assert not stats.borderline([0.02, 0.06], [2.0, 2.1], 1.0)
+    assert stats.borderline([-0.5, -0.4], [0.97, 1.01], 1.0)  # absent or inconclusive
+    assert not stats.borderline([0.4, 0.6], [2.9, 3.1], 1.0)
+    # Crossing 0 inside (-delta, +delta) leaves an absent effect absent.
+    assert not stats.borderline([-0.79, -0.77], [-0.01, 0.01], 1.0)
