@@ -73,6 +73,11 @@ def preact_resnet18(
 ) -> keras.Model:
     """PreAct ResNet-18 (He et al. 2016), the FastAT / HAT backbone.
 
+    The CIFAR variant: a 3x3 stride-1 stem and no max-pooling, so the first
+    stage runs at the input resolution. At 224x224 it costs about 49 times
+    its 32x32 cost (about 3.7 s per image forward-backward on 2 CPU cores,
+    `bench/input_pipeline.py`); ImageNet-size inputs want `resnet50`.
+
     Args:
         input_shape: `(height, width, channels)`, e.g. `(32, 32, 3)`.
         num_classes: Number of classes.
