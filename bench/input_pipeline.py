@@ -27,7 +27,6 @@ Usage (from bench/):
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
