@@ -5,8 +5,8 @@ Runs `apps/train.py`'s flags (default: `--dataset=imagenette
 validation split) on tfds mock data (`tfds.testing.mock_data`, encoded
 images of random sizes) of each `--sizes` examples per split, one fresh
 process per run, the sizes interleaved over `--repeats` rounds, and prints
-the medians of: wall time of the process, time from start to the first
-training step, and peak resident memory (`ru_maxrss`). Flags after `--` go
+the medians of: wall time of the process, time from start to the end of the
+first training step, and peak resident memory (`ru_maxrss`). Flags after `--` go
 to the run (e.g. `-- --n_eval=64`).
 
 Usage (from the repository root):
@@ -46,7 +46,9 @@ from he_keras.runs import run
 first = []
 
 class FirstStep(keras.callbacks.Callback):
-    def on_train_batch_begin(self, batch, logs=None):
+    # At the end of the first step: Keras calls the batch-begin hook before
+    # the step has read its batch.
+    def on_train_batch_end(self, batch, logs=None):
         if not first:
             first.append(time.time() - started)
 
@@ -88,7 +90,7 @@ def main(argv):
     for n in sizes:
         medians[n] = {key: statistics.median(r[key] for r in runs[n]) for key in runs[n][0]}
         m = medians[n]
-        print(f"  {n:>7} examples: wall {m['wall_seconds']:.1f} s, first step at {m['first_step_seconds']:.1f} s, "
+        print(f"  {n:>7} examples: wall {m['wall_seconds']:.1f} s, first step done at {m['first_step_seconds']:.1f} s, "
               f"peak RSS {m['max_rss_mb']:.0f} MB, validation {m['validation_examples']:.0f} / "
               f"test {m['test_examples']:.0f} examples")
     base = medians[sizes[0]]

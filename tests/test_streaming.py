@@ -54,7 +54,8 @@ def spy(name, split, **kwargs):
     return (loaded, info) if kwargs.get("with_info") else loaded
 
 class FirstStep(keras.callbacks.Callback):
-    def on_train_batch_begin(self, batch, logs=None):
+    # After the step: Keras calls the batch-begin hook before the step reads its batch.
+    def on_train_batch_end(self, batch, logs=None):
         if not first_step:
             first_step.update(reads)
             first_step["seconds"] = time.time() - started
@@ -92,7 +93,7 @@ def test_a_run_reads_the_same_examples_from_a_split_40_times_larger(tmp_path):
         assert set(reads) <= {"train", "validation", f"train[:{cut}]", f"train[{cut}:{n}]"}, reads
         # Two steps of 4: the shuffle buffer (64) and the batches; nothing else.
         assert reads[f"train[:{cut}]"] <= 64 + 2 * 4 + read_ahead, reads
-        assert result["first_step"].get(f"train[:{cut}]", 0) <= 64 + 2 * 4 + read_ahead
+        assert 4 <= result["first_step"][f"train[:{cut}]"] <= 64 + 2 * 4 + read_ahead
         # One validation batch (2 of 45 or 1,800 batches per epoch -> 1 of 5 or 200).
         assert metrics["validation"]["n_examples"] == 4
         assert reads[f"train[{cut}:{n}]"] <= 4 + read_ahead, reads

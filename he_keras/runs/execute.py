@@ -38,9 +38,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import os
 import sys
-import math
 import time
 from typing import Iterator, Sequence
 
