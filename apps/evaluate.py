@@ -14,7 +14,8 @@ directory (its `serve_float`, `serve` or `serving_default` endpoint; a
 invalid one stops the run with one message naming the value (exit code 2)
 and nothing written. Results go to `output_dir` (default: `eval/` beside the
 model, as `make run` writes them): report.json, report.md and
-PNG figures.
+PNG figures. The test examples are read `--chunk_size` at a time (one pass
+first checks them all), so memory does not grow with `--n_examples`.
 
 `--corruptions` adds the common-corruption benchmark (accuracy per
 corruption and severity, mCA, and mCE against `--reference_model`): the test
@@ -31,7 +32,7 @@ import os
 
 # Before TensorFlow loads (importing he_keras loads it): its C++ start-up logs stay quiet.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional
 
 from absl import flags
 
@@ -56,6 +57,11 @@ _SUITE = flags.DEFINE_enum(
 )
 _N_EXAMPLES = flags.DEFINE_integer(
     "n_examples", 1000, "Evaluate the first N test examples (all of them if the split is smaller)."
+)
+_CHUNK_SIZE = flags.DEFINE_integer(
+    "chunk_size", 1000,
+    "Test examples in memory at a time: the attacks, curves and corruptions run chunk by "
+    "chunk and their per-point outcomes are merged.",
 )
 _EPS = flags.DEFINE_float(
     "eps", None, "Threat-model radius in pixel units; default 0.3 for digit datasets, 8/255 otherwise."
@@ -154,6 +160,8 @@ def validate_flags() -> tuple[
     """
     if _N_EXAMPLES.value < 1:
         raise FlagError(f"--n_examples must be >= 1. Received: --n_examples={_N_EXAMPLES.value}")
+    if _CHUNK_SIZE.value < 1:
+        raise FlagError(f"--chunk_size must be >= 1. Received: --chunk_size={_CHUNK_SIZE.value}")
     if _BATCH_SIZE.value < 1:
         raise FlagError(f"--batch_size must be >= 1. Received: --batch_size={_BATCH_SIZE.value}")
     if _SEED.value < 0:
@@ -253,7 +261,8 @@ def summary_table(report: dict) -> str:
 
 
 def run_corruptions(
-    settings: CorruptionSettings, model: Any, reference: Any, x: Any, y: Any
+    settings: CorruptionSettings, model: Any, reference: Any,
+    chunks: Callable[[], Iterable[tuple]], n: int,
 ) -> dict:
     """Runs the corruption benchmark of the flags on the test images.
 
@@ -261,8 +270,8 @@ def run_corruptions(
         settings: The `CorruptionSettings` of the flags.
         model: The evaluated model.
         reference: The reference model, or None.
-        x: Clean test images (NumPy).
-        y: Their labels (NumPy).
+        chunks: Returns the clean test `(images, labels)` chunks.
+        n: The number of test examples.
 
     Returns:
         The corruption report.
@@ -279,14 +288,14 @@ def run_corruptions(
         reference_name=os.path.basename(os.path.normpath(_REFERENCE_MODEL.value or "reference")),
     )
     if settings.source == "generated":
-        return corruptions_lib.corruption_benchmark(
-            model, x, y, settings.corruptions, seed=_SEED.value, dataset=_DATASET.value, **common
+        return corruptions_lib.corruption_benchmark_chunks(
+            model, chunks, settings.corruptions, seed=_SEED.value, dataset=_DATASET.value, **common
         )
     # `all` is every corruption the builder has, held-out ones included.
     names, _ = corruption_selection.select_corruptions("tfds", _DATASET.value, settings.corruptions)
     try:
         return corruptions_lib.corruption_accuracy(
-            model, _DATASET.value, len(x), names, data_dir=_DATA_DIR.value, clean=(x, y), **common
+            model, _DATASET.value, n, names, data_dir=_DATA_DIR.value, clean=chunks, **common
         )
     except Exception as err:  # tfds raises many types when data is missing offline.
         raise FlagError(
@@ -317,8 +326,8 @@ def run(
     logging.set_verbosity(logging.WARNING)
     tf.config.threading.set_inter_op_parallelism_threads(_INTER_OP.value)
     tf.config.threading.set_intra_op_parallelism_threads(_INTRA_OP.value)
-    from he_keras.data import load_dataset, to_numpy
-    from he_keras.evaluation import evaluate, write_corruption_report, write_report
+    from he_keras.data import load_dataset, test_batches
+    from he_keras.evaluation import evaluate_chunks, write_corruption_report, write_report
     from he_keras.evaluation.corruption_selection import select_corruptions
     from he_keras.evaluation.corruption_report import corruption_table
 
@@ -341,14 +350,21 @@ def run(
     reference = None
     if reference_path:
         reference = load_classifier("reference_model", reference_path, data.input_shape, data.num_classes)
-    x, y = to_numpy(data.test, limit=_N_EXAMPLES.value)
+
+    def chunks() -> Iterable[tuple]:
+        return test_batches(data, _N_EXAMPLES.value, _CHUNK_SIZE.value)
+
+    # One pass checks every test image and label before any attack runs.
+    n = sum(len(y) for _, y in chunks())
+    if n == 0:
+        raise FlagError(f"--dataset={_DATASET.value}: the test split is empty")
     result = None
     if corruptions is not None:
-        result = run_corruptions(corruptions, model, reference, x, y)
+        result = run_corruptions(corruptions, model, reference, chunks, n)
     paths = []
     if _SUITE.value != "none":
-        report = evaluate(
-            model, x, y, data.num_classes, suite=_SUITE.value, eps=eps, norm=_NORM.value,
+        report = evaluate_chunks(
+            model, chunks(), data.num_classes, suite=_SUITE.value, eps=eps, norm=_NORM.value,
             seed=_SEED.value, batch_size=_BATCH_SIZE.value, source_model=source,
             dataset=_DATASET.value, model_name=os.path.basename(os.path.normpath(_MODEL.value)),
             data_dir=_DATA_DIR.value, verbose=_VERBOSE.value,

@@ -341,6 +341,43 @@ def test_accuracy_falls_with_severity(digits_benchmark):
     ]))
 
 
+def test_a_test_set_in_chunks_gives_the_same_report(digits_benchmark):
+    """Chunk 0 is corrupted as one call would; the later chunks draw their own
+    noise (`part`); the counts cover every point of every chunk."""
+    _, _, x, y = digits_arrays()
+    common = dict(severities=(1, 5), seed=0, reference_model=constant_predictor, dataset="digits",
+                  batch_size=360, per_point=True)
+    one = evaluation.corruption_benchmark_chunks(undefended_digits_model(), lambda: [(x, y)], **common)
+    for result in (one, digits_benchmark):
+        result.pop("seconds")
+    assert one == digits_benchmark
+    reads = []
+
+    def chunks():
+        reads.append(1)
+        return [(x[lo : lo + 120], y[lo : lo + 120]) for lo in (0, 120, 240)]
+
+    chunked = evaluation.corruption_benchmark_chunks(undefended_digits_model(), chunks, **common)
+    assert chunked["n_per_config"] == [360] and len(chunked["point_correct"]) == 360
+    # Clean pass, one pass per (corruption, severity) pair, and the peek at the image shape.
+    assert len(reads) == 2 + 2 * len(chunked["accuracy"])
+    assert chunked["clean_accuracy"] == pytest.approx(one["clean_accuracy"], abs=1.5 / 360)
+    # A deterministic corruption gives the same images whatever the chunks.
+    for severity in ("1", "5"):
+        assert chunked["accuracy"]["contrast"][severity] == pytest.approx(
+            one["accuracy"]["contrast"][severity], abs=1.5 / 360
+        )
+    second = x[120:240]
+    assert np.array_equal(corrupt(second, "gaussian_noise", 3, seed=0, part=1),
+                          corrupt(second, "gaussian_noise", 3, seed=0, part=1))
+    assert not np.array_equal(corrupt(second, "gaussian_noise", 3, seed=0, part=1),
+                              corrupt(second, "gaussian_noise", 3, seed=0))
+    with pytest.raises(ValueError, match="part"):
+        corrupt(second, "gaussian_noise", 3, seed=0, part=-1)
+    with pytest.raises(ValueError, match="empty"):
+        evaluation.corruption_benchmark_chunks(undefended_digits_model(), lambda: [], **common)
+
+
 def test_per_point_counts_pair_points_and_average_to_the_mca(digits_benchmark):
     result = digits_benchmark
     benchmark = [c for c in result["accuracy"] if c not in result["held_out"]]

@@ -33,6 +33,7 @@ def test_quick_suite_end_to_end(saved_model, tmp_path):
     out = tmp_path / "run" / "eval"
     proc = run_app(
         f"--model={model}", "--suite=quick", "--n_examples=64", "--eps=0.3", "--seed=3", "--verbose=0",
+        "--chunk_size=24",
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"files to {out}" in proc.stdout
@@ -41,7 +42,9 @@ def test_quick_suite_end_to_end(saved_model, tmp_path):
     assert not [f for f in files if f.startswith(".tmp")]
     report = json.loads((out / "report.json").read_text())
     _, _, x, y = digits_arrays()
+    # 64 points read 24 at a time: three chunks, every point counted once.
     assert report["settings"]["n"] == 64 and report["settings"]["seed"] == 3
+    assert report["settings"]["chunks"] == 3
     assert report["clean_accuracy"] == pytest.approx(accuracy(undefended_digits_model(), x[:64], y[:64]))
     assert report["n_clean_correct"] == round(64 * report["clean_accuracy"])
     names = [a["name"] for a in report["attacks"]]
@@ -66,7 +69,9 @@ def mnist_shaped_model(tmp_path_factory):
 
 
 @pytest.mark.parametrize(
-    "case", ["missing_model", "eps_2", "n_examples_0", "output_is_file", "unknown_flag", "shape_mismatch"]
+    "case",
+    ["missing_model", "eps_2", "n_examples_0", "chunk_size_0", "output_is_file", "unknown_flag",
+     "shape_mismatch"],
 )
 def test_bad_inputs_exit_nonzero_naming_the_value_and_write_nothing(
     case, saved_model, mnist_shaped_model, tmp_path
@@ -76,6 +81,7 @@ def test_bad_inputs_exit_nonzero_naming_the_value_and_write_nothing(
         "missing_model": ([f"--model={tmp_path}/nope.keras"], "nope.keras"),
         "eps_2": (["--eps=2"], "--eps=2"),
         "n_examples_0": (["--n_examples=0"], "--n_examples=0"),
+        "chunk_size_0": (["--chunk_size=0"], "--chunk_size=0"),
         "output_is_file": ([], "is a file"),
         "unknown_flag": (["--no_such_flag=1"], "no_such_flag"),
         "shape_mismatch": ([f"--model={mnist_shaped_model}"], "(28, 28, 1)"),
@@ -100,7 +106,7 @@ def test_corruption_benchmark_end_to_end(saved_model, tmp_path):
     proc = run_app(
         f"--model={saved_model}", "--corruptions=all", "--suite=none", "--severities=1,5",
         "--n_examples=48", f"--reference_model={saved_model}", "--seed=4", f"--output_dir={out}",
-        "--verbose=0",
+        "--verbose=0", "--chunk_size=20",
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert sorted(os.listdir(out)) == ["corruption_heatmap.png", "corruptions.json", "corruptions.md"]

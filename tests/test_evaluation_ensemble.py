@@ -193,3 +193,96 @@ def test_weight_norms_read_the_unnormalized_classifier_kernel(head):
     assert classwise.classifier_weight_norms(toy_model, C) is None
     corr = classwise.spearman(norms, norms + 1.0)
     assert corr["rho"] == pytest.approx(1.0)
+
+
+class NormedPush(PushIds):
+    """`PushIds` that also exposes per-point values, as RayS' distances."""
+
+    def __call__(self, model, x, y):
+        self.last_norms = np.asarray(x)[:, 1, 0, 0] * 100
+        return super().__call__(model, x, y)
+
+
+def chained_attacks():
+    """A standalone attack, a two-member chain and a cascaded attack, with fresh state."""
+    return [
+        SuiteAttack("alone", NormedPush({1, 2, 11}), {}, "white-box", True),
+        SuiteAttack("c1", PushIds({2, 3, 21}), {}, "white-box", False, chain="c"),
+        SuiteAttack("c2", PushIds({3, 4, 33}), {}, "white-box", False, chain="c"),
+        SuiteAttack("late", PushIds({4, 6, 12, 38}), {}, "black-box", False),
+    ]
+
+
+@pytest.mark.parametrize("sizes", [(40,), (13, 13, 14), (7, 30, 3), (20, 20)])
+def test_merged_chunks_give_the_result_of_one_pass(sizes):
+    from he_keras.evaluation.ensemble import merge_results
+
+    x, y = toy_data()
+    whole = run_ensemble(toy_model, x, y, chained_attacks(), eps=0.3, batch_size=6)
+    bounds = np.cumsum((0,) + sizes)
+    attacks = chained_attacks()  # One set of attacks runs on every chunk, as in evaluate_chunks.
+    parts = [
+        run_ensemble(toy_model, x[lo:hi], y[lo:hi], attacks, eps=0.3, batch_size=6)
+        for lo, hi in zip(bounds[:-1], bounds[1:])
+    ]
+    merged = merge_results(parts)
+    for field in ("labels", "clean_pred", "clean_correct", "robust", "adv_pred", "broken_by"):
+        np.testing.assert_array_equal(getattr(merged, field), getattr(whole, field), err_msg=field)
+    np.testing.assert_array_equal(merged.chain_robust["c"], whole.chain_robust["c"])
+    # The cascade is per point: point 4 falls to the chain (c2), so `late`
+    # breaks 6, 12 and 38 only; point 33 is hit only inside the chain.
+    assert whole.broken_by[[1, 2, 3, 4, 6, 12, 38]].tolist() == [0, 0, 1, 2, 3, 3, 3]
+    for got, want in zip(merged.attacks, whole.attacks):
+        got, want = got.to_json(), want.to_json()
+        got.pop("seconds"), want.pop("seconds")
+        assert got == want
+    assert merged.attacks[0].summary["last_norms"]["n"] == 37
+
+
+def test_merge_refuses_results_of_other_attacks():
+    from he_keras.evaluation.ensemble import merge_results
+
+    x, y = toy_data()
+    one = run_ensemble(toy_model, x[:20], y[:20], chained_attacks()[:2], eps=0.3)
+    other = run_ensemble(toy_model, x[20:], y[20:], chained_attacks()[:1], eps=0.3)
+    with pytest.raises(ValueError, match="same attacks"):
+        merge_results([one, other])
+    with pytest.raises(ValueError, match="at least one"):
+        merge_results([])
+
+
+def test_evaluate_chunks_keeps_one_chunk_of_images_and_reports_every_point():
+    import gc
+    import weakref
+
+    from he_keras.evaluation import evaluate, evaluate_chunks
+
+    x, y = toy_data()
+    alive = []
+
+    def chunks(size):
+        for lo in range(0, N, size):
+            gc.collect()
+            # The suite holds no image of an earlier chunk once it asks for the next.
+            assert not [ref for ref in alive if ref() is not None], f"chunk before {lo} still held"
+            chunk = x[lo : lo + size].copy()
+            alive.append(weakref.ref(chunk))
+            yield chunk, y[lo : lo + size]
+            del chunk
+
+    common = dict(num_classes=C, eps=0.3, batch_size=6, curves=False, points=True)
+    chunked = evaluate_chunks(toy_model, chunks(15), attacks=chained_attacks(), **common)
+    whole = evaluate(toy_model, x, y, attacks=chained_attacks(), **common)
+    assert len(alive) == 3 and chunked["settings"]["chunks"] == 3
+    assert chunked["settings"]["n"] == whole["settings"]["n"] == N
+    for key in ("clean_accuracy", "robust_accuracy", "n_clean_correct", "n_robust", "points"):
+        assert chunked[key] == whole[key], key
+    assert [a["n_broken"] for a in chunked["attacks"]] == [a["n_broken"] for a in whole["attacks"]]
+    checks = {c["name"]: c["status"] for c in chunked["checks"]}
+    assert checks == {c["name"]: c["status"] for c in whole["checks"]}
+    with pytest.raises(ValueError, match="no test point"):
+        evaluate_chunks(toy_model, [], attacks=chained_attacks(), **common)
+    bad = x[:10].copy()
+    bad[3, 0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="chunk 2"):
+        evaluate_chunks(toy_model, [(x[:10], y[:10]), (bad, y[:10])], attacks=chained_attacks(), **common)

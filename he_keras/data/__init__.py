@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
-from he_keras.data.dataset import Dataset, batches, from_arrays, split_validation, to_numpy
+from he_keras.data.dataset import (
+    Dataset,
+    batches,
+    from_arrays,
+    split_validation,
+    test_batches,
+    to_numpy,
+)
 from he_keras.data.embedded import digits, mnist5k
 
 EMBEDDED: dict[str, Callable[[], Dataset]] = {"digits": digits, "mnist5k": mnist5k}
@@ -33,5 +40,5 @@ def load_dataset(name: str, data_dir: Optional[str] = None) -> Dataset:
 
 __all__ = [
     "Dataset", "EMBEDDED", "batches", "digits", "from_arrays", "load_dataset", "mnist5k",
-    "split_validation", "to_numpy",
+    "split_validation", "test_batches", "to_numpy",
 ]

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 import tensorflow as tf
 
 from he_keras.data.crops import random_resized_crop
 from he_keras.data.splits import TrainingSplits, hold_out_arrays
+from he_keras.validation import validate_images, validate_labels
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,6 +197,38 @@ def batches(
     if steps is not None:
         data = data.take(steps)
     return data.prefetch(tf.data.AUTOTUNE)
+
+
+def test_batches(data: Dataset, limit: int = 0, batch_size: int = 256) -> Iterator[tuple]:
+    """The test split in batches of NumPy arrays, each checked before use.
+
+    Args:
+        data: The dataset.
+        limit: Only the first `limit` test examples (0 = all).
+        batch_size: Examples per batch.
+
+    Yields:
+        `(images, labels)`; one batch is in memory at a time.
+
+    Raises:
+        ValueError: naming the examples of a batch with non-finite or
+            out-of-range images, the wrong shape, or labels out of range.
+
+    Example:
+
+    ```python
+    for x, y in test_batches(load_dataset("digits"), limit=100, batch_size=32):
+        print(x.shape, y[:4])
+    ```
+    """
+    test = data.test.take(limit) if limit else data.test
+    start = 0
+    for x, y in test.batch(batch_size).as_numpy_iterator():
+        name = f"test images {start}-{start + len(x) - 1}"
+        validate_images(x, data.input_shape, name=name)
+        validate_labels(y, data.num_classes, len(x))
+        start += len(x)
+        yield x, y.astype("int32")
 
 
 def to_numpy(data: tf.data.Dataset, limit: Optional[int] = None) -> tuple:

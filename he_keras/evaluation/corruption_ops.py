@@ -779,7 +779,9 @@ def check_corruptions(
                 raise ValueError(f"Corruption {name!r} does not apply: {reason}")
 
 
-def corrupt(images: np.ndarray, corruption: str, severity: int, seed: int = 0) -> np.ndarray:
+def corrupt(
+    images: np.ndarray, corruption: str, severity: int, seed: int = 0, part: int = 0
+) -> np.ndarray:
     """Applies one corruption at one severity to a batch of images.
 
     The parameters are the CIFAR-10-C table's (`make_cifar_c.py` of
@@ -789,7 +791,9 @@ def corrupt(images: np.ndarray, corruption: str, severity: int, seed: int = 0) -
     Deterministic: the random numbers come from a generator seeded with
     `(seed, corruption, severity)` and drawn in chunks of `CHUNK` images, so
     the same images, corruption, severity and seed give bit-identical output;
-    another seed gives other images for the random corruptions.
+    another seed gives other images for the random corruptions. A test set
+    corrupted chunk by chunk numbers its chunks with `part`: each part > 0
+    draws its own random numbers (part 0 draws those of a single call).
 
     Args:
         images: Floating-point images in [0, 1], `(batch, height, width,
@@ -797,6 +801,7 @@ def corrupt(images: np.ndarray, corruption: str, severity: int, seed: int = 0) -
         corruption: A name of `CORRUPTIONS`.
         severity: 1-5.
         seed: Non-negative integer seed.
+        part: Index (>= 0) of this chunk of a larger set.
 
     Returns:
         The corrupted images, clipped to [0, 1], of the input's shape and dtype.
@@ -818,7 +823,10 @@ def corrupt(images: np.ndarray, corruption: str, severity: int, seed: int = 0) -
     check_corruptions([corruption], [severity], array.shape[1:])
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"`seed` must be an integer >= 0. Received: seed={seed!r}")
-    rng = np.random.default_rng([int(seed), zlib.crc32(corruption.encode()), int(severity)])
+    if isinstance(part, bool) or not isinstance(part, (int, np.integer)) or part < 0:
+        raise ValueError(f"`part` must be an integer >= 0. Received: part={part!r}")
+    key = [int(seed), zlib.crc32(corruption.encode()), int(severity)] + ([int(part)] if part else [])
+    rng = np.random.default_rng(key)
     op = CORRUPTIONS[corruption].op
     out = np.empty_like(array)
     for lo in range(0, len(array), CHUNK):

@@ -5,7 +5,8 @@ corrupted by 15 benchmark corruptions (and 4 held-out ones) at severities
 1-5. The corrupted images come from one of two sources, with the same
 report either way:
 
-- `generated` (`corruption_benchmark`): any image dataset, offline. The test
+- `generated` (`corruption_benchmark`, or `corruption_benchmark_chunks` for a
+  test set read in chunks): any image dataset, offline. The test
   images are corrupted here by `he_keras.evaluation.corruption_ops`
   (CIFAR-10-C's parameter table, adapted to the image size), seeded, so
   the same seed gives the same images.
@@ -26,7 +27,7 @@ Markdown and a heatmap PNG.
 from __future__ import annotations
 
 import time
-from typing import Callable, Iterable, Iterator, Optional, Sequence
+from typing import Callable, Iterable, Iterator, Optional, Sequence, Union
 
 import keras
 import numpy as np
@@ -167,7 +168,7 @@ def _measure(
     severities: Sequence[int],
     batches: Callable[[str, int], Iterable[tuple[np.ndarray, np.ndarray]]],
     *,
-    clean: Optional[tuple[np.ndarray, np.ndarray]],
+    clean: Optional[Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]]],
     held_out: Sequence[str],
     batch_size: int,
     verbose: int,
@@ -179,7 +180,7 @@ def _measure(
 
     Args:
         names: `{"model": name, "reference": name}` for the report.
-        clean: Checked clean `(images, labels)`, or None.
+        clean: Called for checked clean `(images, labels)` chunks, or None.
         held_out: The source's held-out corruptions.
         started: `time.perf_counter()` at the public call.
         settings: The source's settings, first in the report.
@@ -190,10 +191,13 @@ def _measure(
         models["reference"] = reference_model
     clean_accuracy = {}
     if clean is not None:
-        clean_accuracy = {
-            key: float(np.mean(predict_logits(m, clean[0], batch_size).argmax(1) == clean[1]))
-            for key, m in models.items()
-        }
+        hits = dict.fromkeys(models, 0)
+        total = 0
+        for x, y in clean():
+            for key, m in models.items():
+                hits[key] += int(np.sum(predict_logits(m, x, batch_size).argmax(1) == y))
+            total += len(y)
+        clean_accuracy = {key: value / total for key, value in hits.items()}
     benchmark = [c for c in corruptions if c not in held_out]
     if per_point and not benchmark:
         raise ValueError("Per-point results need benchmark corruptions. "
@@ -224,10 +228,29 @@ def _measure(
     return out
 
 
-def _checked_data(model: Callable, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Clean images and labels, checked (the number of classes from `model`)."""
-    x = validate_images(x)
-    return x, validate_labels(y, predict_logits(model, x[:1], 1).shape[1], len(x))
+def _one_chunk(x: np.ndarray, y: np.ndarray) -> Callable[[], list]:
+    """The chunk factory of a test set held in memory."""
+    return lambda: [(x, y)]
+
+
+def _checked_chunks(
+    model: Callable, chunks: Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]]
+) -> Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]]:
+    """`chunks` with every chunk's images and labels checked when read (the
+    number of classes from `model`); an empty set is an error."""
+
+    def checked() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        # Counted by hand: `enumerate` would hold the previous chunk while
+        # the next one is read.
+        index = 0
+        for x, y in chunks():
+            x = validate_images(x, name="images" if index == 0 else f"images of chunk {index + 1}")
+            index += 1
+            yield x, validate_labels(y, predict_logits(model, x[:1], 1).shape[1], len(x))
+        if index == 0:
+            raise ValueError("There are no clean images to corrupt: the test set is empty")
+
+    return checked
 
 
 def corruption_benchmark(
@@ -299,20 +322,85 @@ def corruption_benchmark(
     print(result["mCA"], result["per_corruption"]["fog"])
     ```
     """
+    return corruption_benchmark_chunks(
+        model, _one_chunk(x, y), corruptions, severities=severities, seed=seed,
+        batch_size=batch_size, reference_model=reference_model, dataset=dataset,
+        model_name=model_name, reference_name=reference_name, verbose=verbose,
+        per_point=per_point,
+    )
+
+
+def corruption_benchmark_chunks(
+    model: Callable,
+    chunks: Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]],
+    corruptions: Optional[Sequence[str]] = None,
+    severities: Sequence[int] = SEVERITIES,
+    seed: int = 0,
+    batch_size: int = 128,
+    reference_model: Optional[Callable] = None,
+    dataset: str = "",
+    model_name: str = "model",
+    reference_name: str = "reference",
+    verbose: int = 0,
+    per_point: bool = False,
+) -> dict:
+    """`corruption_benchmark` over a test set read in chunks, one in memory at a time.
+
+    The set is read once for the clean accuracies and once per corruption
+    and severity; chunk `k` is corrupted with `corrupt(..., part=k)`, so one
+    chunk gives the images of `corruption_benchmark` and every chunk draws
+    its own random numbers.
+
+    Args:
+        model: Callable returning logits for [0, 1] images.
+        chunks: Called with no argument, returns an iterable of
+            `(images, labels)` chunks, the same ones in the same order at
+            every call (e.g. `lambda: he_keras.data.test_batches(data, n, 1000)`).
+        corruptions: As in `corruption_benchmark`.
+        severities: Severities (1-5) to evaluate.
+        seed: Seed of the corruptions.
+        batch_size: Points per forward pass.
+        reference_model: Model of the CE / mCE denominators, or None.
+        dataset: Name of the dataset, for the report.
+        model_name: Name of the model, for the report.
+        reference_name: Name of the reference model, for the report.
+        verbose: 1 shows a progress bar over the (corruption, severity) pairs.
+        per_point: As in `corruption_benchmark` (points in the chunks' order).
+
+    Returns:
+        The report of `corruption_benchmark`.
+
+    Raises:
+        ValueError: as `corruption_benchmark`, naming the chunk of invalid
+            images, and for an empty test set.
+
+    Example:
+
+    ```python
+    data = he_keras.data.load_dataset("mnist5k")
+    result = corruption_benchmark_chunks(
+        model, lambda: he_keras.data.test_batches(data, 1000, 250), seed=0
+    )
+    ```
+    """
     started = time.perf_counter()
     if batch_size < 1:
         raise ValueError(f"`batch_size` must be >= 1. Received: batch_size={batch_size}")
-    x, y = _checked_data(model, x, y)
+    clean = _checked_chunks(model, chunks)
+    first, _ = next(iter(clean()))
     names, not_applicable = select_corruptions(
-        "generated", dataset, corruptions, severities, x.shape[1:]
+        "generated", dataset, corruptions, severities, first.shape[1:]
     )
 
     def batches(corruption: str, severity: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        yield corruption_ops.corrupt(x, corruption, severity, seed=seed), y
+        part = 0
+        for x, y in clean():
+            yield corruption_ops.corrupt(x, corruption, severity, seed=seed, part=part), y
+            part += 1
 
     return _measure(
         model, reference_model, {"model": model_name, "reference": reference_name},
-        names, severities, batches, clean=(x, y), held_out=corruption_ops.HELD_OUT_CORRUPTIONS,
+        names, severities, batches, clean=clean, held_out=corruption_ops.HELD_OUT_CORRUPTIONS,
         batch_size=batch_size, verbose=verbose, started=started,
         settings=dict(source="generated", dataset=dataset, seed=seed,
                       severities=list(severities), not_applicable=not_applicable),
@@ -340,7 +428,9 @@ def corruption_accuracy(
     data_dir: Optional[str] = None,
     batch_size: int = 128,
     reference_model: Optional[Callable] = None,
-    clean: Optional[tuple[np.ndarray, np.ndarray]] = None,
+    clean: Union[
+        None, tuple[np.ndarray, np.ndarray], Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]]
+    ] = None,
     model_name: str = "model",
     reference_name: str = "reference",
     verbose: int = 0,
@@ -362,7 +452,8 @@ def corruption_accuracy(
         batch_size: Batch size.
         reference_model: Model of the CE / mCE denominators, or None.
         clean: Clean test `(images, labels)` for the clean accuracies (and so
-            the relative mCE), or None.
+            the relative mCE), or a callable returning `(images, labels)`
+            chunks (read one at a time), or None.
         model_name: Name of the model, for the report.
         reference_name: Name of the reference model, for the report.
         verbose: 1 shows a progress bar over the (corruption, severity) pairs.
@@ -391,8 +482,10 @@ def corruption_accuracy(
         names = benchmark
     if n_examples < 1:
         raise ValueError(f"`n_examples` must be >= 1. Received: n_examples={n_examples}")
+    if isinstance(clean, tuple):
+        clean = _one_chunk(*clean)
     if clean is not None:
-        clean = _checked_data(model, *clean)
+        clean = _checked_chunks(model, clean)
 
     def batches(corruption: str, severity: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         for x, y in _load(f"{name}/{corruption}_{severity}", split, n_examples, data_dir, batch_size):

@@ -118,6 +118,8 @@ class AttackResult:
         n_nonfinite: Outputs with NaN/inf (replaced by the clean input).
         summary: Statistics of what the attack exposes (e.g. median minimal
             norm, mean boundary distance = ADBD for RayS).
+        extras: The per-point values behind `summary` (`SuiteAttack.extras`),
+            kept so that results of consecutive chunks merge exactly.
     """
 
     name: str
@@ -135,12 +137,13 @@ class AttackResult:
     n_outside_ball: int
     n_nonfinite: int
     summary: dict
+    extras: dict = dataclasses.field(default_factory=dict)
 
     def to_json(self) -> dict:
-        """The JSON-ready record (per-point flags left out)."""
+        """The JSON-ready record (per-point flags and values left out)."""
         out = dataclasses.asdict(self)
-        out.pop("correct")
-        out.pop("survivors")
+        for key in ("correct", "survivors", "extras"):
+            out.pop(key)
         return out
 
 
@@ -157,7 +160,6 @@ class EnsembleResult:
             prediction where no attack succeeded).
         broken_by: Index of the first attack that broke each point, -1 if
             none did.
-        x_adv: Worst-case inputs (the clean input where no attack succeeded).
         attacks: One `AttackResult` per attack, in order.
         eps: Radius of the threat model.
         norm: `"linf"` or `"l2"`.
@@ -171,7 +173,6 @@ class EnsembleResult:
     robust: np.ndarray
     adv_pred: np.ndarray
     broken_by: np.ndarray
-    x_adv: np.ndarray
     attacks: list
     eps: float
     norm: str
@@ -291,7 +292,6 @@ def run_ensemble(
     robust = clean_correct.copy()
     adv_pred = clean_pred.copy()
     broken_by = np.full(len(y), -1, dtype=np.int32)
-    x_adv_all = x.copy()
     chain_robust: dict = {}
     results = []
     for index, spec in enumerate(attacks):
@@ -331,7 +331,6 @@ def run_ensemble(
             robust[idx[new]] = False
             broken_by[idx[new]] = index
             adv_pred[idx[new]] = pred[new]
-            x_adv_all[idx[new]] = x_proj[new]
             if progress is not None:
                 progress.add(len(idx), values=[("robust_acc", float(robust.mean()))])
         extras = {k: np.concatenate(v) for k, v in extras.items()}
@@ -360,6 +359,7 @@ def run_ensemble(
                 n_outside_ball=n_outside,
                 n_nonfinite=n_nonfinite,
                 summary=_summarize(extras, eps),
+                extras=extras,
             )
         )
     return EnsembleResult(
@@ -369,9 +369,106 @@ def run_ensemble(
         robust=robust,
         adv_pred=adv_pred,
         broken_by=broken_by,
-        x_adv=x_adv_all,
         attacks=results,
         eps=float(eps),
         norm=norm,
         chain_robust=chain_robust,
+    )
+
+
+def _count(fraction: Optional[float], n: int) -> int:
+    """The number of points behind an accuracy over `n` points."""
+    return int(round(fraction * n))
+
+
+def merge_results(parts: Sequence[EnsembleResult]) -> EnsembleResult:
+    """One `EnsembleResult` for consecutive chunks of test points.
+
+    Each part ran the same attacks, in the same order, on its own points
+    (`run_ensemble` on one chunk); every per-point rule is per point, so the
+    merged result is the ensemble over all the points in order: per-point
+    flags are concatenated, counts and seconds add up, accuracies are
+    recomputed over all points and the attacks' summaries from their
+    concatenated per-point values.
+
+    Args:
+        parts: Results of consecutive chunks (at least one).
+
+    Returns:
+        The result over the concatenated points (`parts[0]` when there is one).
+
+    Raises:
+        ValueError: if the parts ran different attacks or threat models.
+
+    Example:
+
+    ```python
+    parts = [run_ensemble(model, x, y, attacks, 0.3) for x, y in chunks]
+    result = merge_results(parts)
+    ```
+    """
+    if not parts:
+        raise ValueError("`parts` must hold at least one result. Received: parts=[]")
+    first = parts[0]
+    for part in parts[1:]:
+        if [r.name for r in part.attacks] != [r.name for r in first.attacks] or (
+            (part.eps, part.norm) != (first.eps, first.norm)
+        ):
+            raise ValueError(
+                "Only results of the same attacks and threat model merge. Received attacks "
+                f"{[r.name for r in first.attacks]} at eps={first.eps} ({first.norm}) and "
+                f"{[r.name for r in part.attacks]} at eps={part.eps} ({part.norm})"
+            )
+    if len(parts) == 1:
+        return first
+
+    def joined(values: Sequence[Optional[np.ndarray]]) -> Optional[np.ndarray]:
+        return None if values[0] is None else np.concatenate(values)
+
+    n = sum(p.n for p in parts)
+    attacks = []
+    for index, head in enumerate(first.attacks):
+        runs = [p.attacks[index] for p in parts]
+        sizes = [p.n for p in parts]
+        correct = joined([r.correct for r in runs])
+        # A chunk where the attack had no point to attack has no values.
+        keys = sorted({key for r in runs for key in r.extras})
+        extras = {
+            key: np.concatenate([r.extras.get(key, np.zeros(0)) for r in runs]) for key in keys
+        }
+        attacks.append(
+            dataclasses.replace(
+                head,
+                config=runs[-1].config,
+                n_attacked=sum(r.n_attacked for r in runs),
+                n_broken=sum(r.n_broken for r in runs),
+                accuracy=None if correct is None else float(correct.mean()),
+                cumulative_accuracy=sum(
+                    _count(r.cumulative_accuracy, m) for r, m in zip(runs, sizes)
+                ) / n,
+                chain_accuracy=None if head.chain is None else sum(
+                    _count(r.chain_accuracy, m) for r, m in zip(runs, sizes)
+                ) / n,
+                seconds=sum(r.seconds for r in runs),
+                correct=correct,
+                survivors=joined([r.survivors for r in runs]),
+                n_outside_ball=sum(r.n_outside_ball for r in runs),
+                n_nonfinite=sum(r.n_nonfinite for r in runs),
+                summary=_summarize(extras, first.eps),
+                extras=extras,
+            )
+        )
+    return EnsembleResult(
+        labels=joined([p.labels for p in parts]),
+        clean_pred=joined([p.clean_pred for p in parts]),
+        clean_correct=joined([p.clean_correct for p in parts]),
+        robust=joined([p.robust for p in parts]),
+        adv_pred=joined([p.adv_pred for p in parts]),
+        broken_by=joined([p.broken_by for p in parts]),
+        attacks=attacks,
+        eps=first.eps,
+        norm=first.norm,
+        chain_robust={
+            chain: joined([p.chain_robust[chain] for p in parts]) for chain in first.chain_robust
+        },
     )

@@ -1,7 +1,9 @@
 """The evaluation suite: a preset of attacks, curves, checks, one report.
 
-`evaluate(model, x, y, suite="quick")` runs a preset (or a custom list of
-`SuiteAttack`s) with per-point worst-case bookkeeping, the sanity curves,
+`evaluate(model, x, y, suite="quick")` (or `evaluate_chunks(model, chunks)`
+for test points that arrive in chunks, one in memory at a time) runs a
+preset (or a custom list of `SuiteAttack`s) with per-point worst-case
+bookkeeping, the sanity curves,
 the gradient-masking checks and (for `standard` / `full`) the class-wise
 analysis, and returns a JSON-ready report dict (`report.write_report` writes
 it to disk). Every number in it carries the settings that produced it.
@@ -32,7 +34,7 @@ in the report's `skipped_attacks` with the reason.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
@@ -48,6 +50,7 @@ from he_keras.evaluation.corruption_selection import corrupted_version
 from he_keras.evaluation.ensemble import (
     EnsembleResult,
     SuiteAttack,
+    merge_results,
     predict_logits,
     run_ensemble,
 )
@@ -181,7 +184,9 @@ def evaluate(
     curves: bool = True,
     points: bool = False,
 ) -> dict:
-    """Runs an evaluation suite and returns its report.
+    """Runs an evaluation suite on arrays and returns its report.
+
+    `evaluate_chunks` with one chunk: see it for what the report holds.
 
     Args:
         model: Callable `model(x, training=False) -> logits` (a Keras model).
@@ -220,6 +225,106 @@ def evaluate(
     print(report["clean_accuracy"], report["robust_accuracy"])
     ```
     """
+    return evaluate_chunks(
+        model, [(x, y)], num_classes, suite=suite, attacks=attacks, eps=eps, norm=norm,
+        seed=seed, batch_size=batch_size, source_model=source_model, dataset=dataset,
+        model_name=model_name, data_dir=data_dir, verbose=verbose, curves=curves, points=points,
+    )
+
+
+def _merge_curve(parts: Sequence[dict], sizes: Sequence[int]) -> dict:
+    """A curve over all points from the same curve over consecutive chunks.
+
+    Each point's accuracy is recounted over every chunk's points; seconds add up.
+    """
+    total = sum(sizes)
+    points = []
+    for index, point in enumerate(parts[0]["points"]):
+        rows = [part["points"][index] for part in parts]
+        hits = sum(int(round(row["accuracy"] * n)) for row, n in zip(rows, sizes))
+        points.append(
+            {**point, "accuracy": hits / total, "seconds": sum(row["seconds"] for row in rows)}
+        )
+    return {"attack": parts[0]["attack"], "points": points}
+
+
+def evaluate_chunks(
+    model: Callable,
+    chunks: Iterable[tuple[Any, Any]],
+    num_classes: int,
+    suite: str = "quick",
+    attacks: Optional[Sequence[SuiteAttack]] = None,
+    eps: float = DIGITS_EPS,
+    norm: str = "linf",
+    seed: int = 0,
+    batch_size: int = 128,
+    source_model: Optional[Callable] = None,
+    dataset: str = "",
+    model_name: str = "model",
+    data_dir: Optional[str] = None,
+    verbose: int = 0,
+    curves: bool = True,
+    points: bool = False,
+) -> dict:
+    """Runs an evaluation suite over test points that arrive in chunks.
+
+    Only one chunk of images is in memory at a time (the iterable is read
+    once, lazily); what is kept across chunks is per point and small (flags,
+    predictions, clean logits). Every attack, curve and per-point rule runs
+    on each chunk in turn and the results merge exactly
+    (`ensemble.merge_results`): accuracies are counted over all points. The
+    attacks' random generators run on from one chunk to the next, so the
+    report depends on the chunk size only through which random numbers
+    each point draws. What needs images rather than outcomes uses the first
+    chunk: the feature attack's target pool (`full`), the zero-gradient and
+    randomness checks and the margin analysis (`full`), each stating its
+    number of points.
+
+    Args:
+        model: Callable `model(x, training=False) -> logits` (a Keras model).
+        chunks: `(images, labels)` pairs: images in [0, 1], `(m, height,
+            width, channels)`, integer labels `(m,)`; e.g.
+            `he_keras.data.test_batches(data, limit, chunk_size)`.
+        num_classes: Number of classes.
+        suite: `"quick"`, `"standard"` or `"full"` (ignored for the attack
+            list when `attacks` is given; it still selects the extras).
+        attacks: A custom attack list instead of the preset's.
+        eps: Radius of the threat model (pixel units).
+        norm: `"linf"` or `"l2"`.
+        seed: Seed of every attack, curve and random direction; the same
+            seed and chunks give the same report (timings aside).
+        batch_size: Points per attack call.
+        source_model: Substitute model for the transfer attack and the
+            margin directions (`full` only).
+        dataset: Dataset name (for the corruption benchmark and the report).
+        model_name: Name of the model in the report.
+        data_dir: tfds data directory of the corrupted datasets.
+        verbose: 1 prints progress bars.
+        curves: Compute the accuracy-vs-steps (and, beyond `quick`,
+            accuracy-vs-eps) curves; without them their checks say "not run".
+        points: Add `report["points"]`, per-point outcomes as strings of
+            "0"/"1" (one character per test point, in order): `labels`,
+            `clean`, `robust` (the worst case), and per attack its
+            `survivors` (`AttackResult.survivors`): what paired statistics
+            over test points need.
+
+    Returns:
+        The JSON-ready report dict; `settings` gives the number of points
+        `n` and of `chunks`.
+
+    Raises:
+        ValueError: for invalid settings, images or labels (naming the
+            chunk), a model that does not return `(batch, num_classes)`
+            logits, or no test point at all.
+
+    Example:
+
+    ```python
+    data = he_keras.data.load_dataset("digits")
+    report = evaluate_chunks(model, he_keras.data.test_batches(data, 300, 100), 10, eps=0.3)
+    print(report["settings"]["chunks"], report["robust_accuracy"])
+    ```
+    """
     if suite not in SUITES:
         raise ValueError(f"`suite` must be one of {SUITES}. Received: suite={suite!r}")
     core.validate_attack_params(eps=eps, norm=norm)
@@ -227,34 +332,66 @@ def evaluate(
         raise ValueError(f"`eps` must be > 0. Received: eps={eps!r}")
     if batch_size < 1:
         raise ValueError(f"`batch_size` must be >= 1. Received: batch_size={batch_size}")
-    x = validate_images(x)
-    y = validate_labels(y, num_classes, len(x))
     started = time.perf_counter()
-    clean_logits = predict_logits(model, x, batch_size)
-    if clean_logits.shape != (len(x), num_classes):
-        raise ValueError(
-            f"The model must return logits of shape (batch, {num_classes}). "
-            f"Received shape={clean_logits.shape[1:]} per batch"
-        )
     preset = attacks is None
-    skipped: list = []
-    if preset:
-        attacks, skipped = preset_attacks(
-            suite, model, eps=eps, norm=norm, seed=seed, num_classes=num_classes,
-            pool=(x, y), source_model=source_model,
-        )
-    result = run_ensemble(model, x, y, attacks, eps, norm, batch_size, verbose)
     want_curves = curves
-    correct = result.clean_correct
-    curves = {}
-    if want_curves:
-        curves["accuracy_vs_steps"] = accuracy_vs_steps(model, x, y, eps, norm, seed, batch_size)
-        if suite != "quick":
-            curves["accuracy_vs_eps"] = accuracy_vs_eps(model, x, y, eps, norm, seed, batch_size)
+    skipped: list = []
+    parts: list = []
+    logits: list = []
+    curve_parts: dict = {}
+    first: dict = {}
+    # Counted by hand: `enumerate` would hold the previous chunk while the
+    # next one is read.
+    index = -1
+    for x, y in chunks:
+        index += 1
+        name = "images" if index == 0 else f"images of chunk {index + 1}"
+        x = validate_images(x, name=name)
+        y = validate_labels(y, num_classes, len(x))
+        clean_logits = predict_logits(model, x, batch_size)
+        if clean_logits.shape != (len(x), num_classes):
+            raise ValueError(
+                f"The model must return logits of shape (batch, {num_classes}). "
+                f"Received shape={clean_logits.shape[1:]} per batch"
+            )
+        if index == 0:
+            if preset:
+                attacks, skipped = preset_attacks(
+                    suite, model, eps=eps, norm=norm, seed=seed, num_classes=num_classes,
+                    pool=(x, y), source_model=source_model,
+                )
+            correct = clean_logits.argmax(1) == y
+            first["zero_gradients"] = (
+                checks_lib.zero_gradient_check(model, x[correct], y[correct], batch_size)
+                if correct.any() else checks_lib.not_run("zero_gradients", "no clean-correct point")
+            )
+            first["randomness"] = checks_lib.randomness_check(model, x[:batch_size])
+            if suite == "full":
+                first["margin"] = margin_lib.margin_report(
+                    model, source_model or model, x, eps, norm=norm, seed=seed, batch_size=batch_size
+                )
+        if verbose:
+            print(f"Chunk {index + 1}: {len(x)} points")
+        parts.append(run_ensemble(model, x, y, attacks, eps, norm, batch_size, verbose))
+        logits.append(clean_logits)
+        if want_curves:
+            curve_parts.setdefault("accuracy_vs_steps", []).append(
+                accuracy_vs_steps(model, x, y, eps, norm, seed, batch_size)
+            )
+            if suite != "quick":
+                curve_parts.setdefault("accuracy_vs_eps", []).append(
+                    accuracy_vs_eps(model, x, y, eps, norm, seed, batch_size)
+                )
+        del x, y  # The next chunk is read without this one in memory.
+    if not parts:
+        raise ValueError("There is no test point to evaluate: `chunks` yielded nothing")
+    result = merge_results(parts)
+    clean_logits = np.concatenate(logits)
+    sizes = [part.n for part in parts]
+    curves = {key: _merge_curve(values, sizes) for key, values in curve_parts.items()}
     found = [
-        checks_lib.zero_gradient_check(model, x[correct], y[correct], batch_size)
-        if correct.any() else checks_lib.not_run("zero_gradients", "no clean-correct point"),
-        checks_lib.randomness_check(model, x[:batch_size]),
+        first["zero_gradients"],
+        first["randomness"],
         checks_lib.softmax_output_check(clean_logits),
         checks_lib.black_box_check(result.attacks, result.n),
         checks_lib.steps_curve_check(curves["accuracy_vs_steps"]["points"], result.n)
@@ -276,6 +413,7 @@ def evaluate(
             "head": head,
             "dataset": dataset,
             "n": result.n,
+            "chunks": len(parts),
             "num_classes": num_classes,
             "eps": float(eps),
             "norm": norm,
@@ -285,7 +423,7 @@ def evaluate(
         },
         "clean_accuracy": result.clean_accuracy,
         "robust_accuracy": result.robust_accuracy,
-        "n_clean_correct": int(correct.sum()),
+        "n_clean_correct": int(result.clean_correct.sum()),
         "n_robust": int(result.robust.sum()),
         "headline": _headline(result, head),
         "attacks": [r.to_json() for r in result.attacks],
@@ -298,11 +436,9 @@ def evaluate(
     if suite != "quick":
         report["classwise"] = classwise_lib.classwise_report(result, clean_logits, num_classes, model)
     if suite == "full":
-        report["margin"] = margin_lib.margin_report(
-            model, source_model or model, x, eps, norm=norm, seed=seed, batch_size=batch_size
-        )
+        report["margin"] = first["margin"]
         if corrupted_version(dataset):
-            report["corruptions"] = _corruptions(model, dataset, len(x), data_dir, batch_size)
+            report["corruptions"] = _corruptions(model, dataset, result.n, data_dir, batch_size)
     report["seconds"] = time.perf_counter() - started
     return report
 

@@ -42,12 +42,12 @@ import math
 import os
 import sys
 import time
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import keras
 import tensorflow as tf
 
-from he_keras.data import Dataset, batches, load_dataset, split_validation
+from he_keras.data import batches, load_dataset, split_validation, test_batches
 from he_keras.defaults import pgd_step_size
 from he_keras.evaluation import pgd_accuracy
 from he_keras.files import read_json, write_atomic, write_json
@@ -67,7 +67,6 @@ from he_keras.training.callbacks import EpochSummaries, TrainingStateLogs
 from he_keras.training.checkpointing import EpochCheckpoint, restore_newest_readable, training_checkpoint
 from he_keras.training.eps_warmup import EpsilonWarmup
 from he_keras.training.multi_worker import DistributedTrainLoop, worker_output_dir
-from he_keras.validation import validate_images, validate_labels
 
 
 def with_prerequisites(config: TrainConfig) -> TrainConfig:
@@ -110,28 +109,6 @@ def epoch_steps(requested: int, full_epoch: int, validation_batches: int) -> tup
     """
     steps = min(requested, full_epoch) if requested else full_epoch
     return steps, min(validation_batches, math.ceil(validation_batches * steps / full_epoch))
-
-
-def test_batches(data: Dataset, limit: int = 0, batch_size: int = 256) -> Iterator[tuple]:
-    """The test split in batches of NumPy arrays, each checked before use.
-
-    Args:
-        data: The run's dataset.
-        limit: Only the first `limit` test examples (0 = all).
-        batch_size: Examples per batch.
-
-    Yields:
-        `(images, labels)`; one batch is in memory at a time.
-
-    Raises:
-        ValueError: naming a batch's non-finite or out-of-range images, wrong
-            shape or labels out of range.
-    """
-    test = data.test.take(limit) if limit else data.test
-    for x, y in test.batch(batch_size).as_numpy_iterator():
-        validate_images(x, data.input_shape, name="test images")
-        validate_labels(y, data.num_classes, len(x))
-        yield x, y
 
 
 def run(
