@@ -52,6 +52,13 @@ APP_ROWS = [
     ("train", "negative_steps", [*TRAIN, "--steps=-3"], "`steps` must be >= 1. Received: steps=-3"),
     ("train", "eps_warmup_beyond_epochs", [*TRAIN, "--output_dir={fresh}", "--eps_warmup_epochs=5"],
      "`eps_warmup_epochs` must be in [0, epochs). Received: eps_warmup_epochs=5.0"),
+    ("train", "steps_per_execution_with_eps_warmup",
+     [*TRAIN, "--output_dir={fresh}", "--steps_per_execution=2", "--eps_warmup_epochs=0.5"],
+     "steps_per_execution > 1 would skip"),
+    # 64 examples less a 10 % validation split, in batches of 64: one step per epoch.
+    ("train", "steps_per_execution_not_dividing_the_epoch",
+     [*TRAIN, "--output_dir={fresh}", "--steps_per_execution=2"],
+     "`steps_per_execution` must divide the 1 training steps per epoch"),
     ("train", "unknown_flag", [*TRAIN, "--no_such_flag=1"], "Unknown command line flag 'no_such_flag'"),
     ("train", "output_dir_is_file", [*TRAIN, "--output_dir={file}"], "exists and is not a directory"),
     ("train", "nonexistent_data_dir", [*TRAIN, "--data_dir={missing}"], "`data_dir` does not exist"),

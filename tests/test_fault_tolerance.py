@@ -58,7 +58,12 @@ FLAGS = [
 FREEAT_FLAGS = [
     *FLAGS, "--framework=freeat", "--replays=2", "--steps=1", "--step_size=0.3", "--epochs=6",
 ]
-RUNS = {"pgdat": FLAGS, "freeat": FREEAT_FLAGS}
+# Three steps per compiled call (Keras `steps_per_execution`): 288 training
+# examples in batches of 32 are three calls per epoch, and the kill below
+# comes after the first call of the second epoch. No warm-up, which needs a
+# hook before every batch.
+SPE_FLAGS = [*FLAGS, "--eps_warmup_epochs=0", "--batch_size=32", "--steps_per_execution=3"]
+RUNS = {"pgdat": FLAGS, "freeat": FREEAT_FLAGS, "pgdat_steps_per_execution": SPE_FLAGS}
 KILL_EPOCH, KILL_BATCH = 1, 2  # 0-based: after the third batch of the second epoch
 
 # Parses the flags exactly as apps/train.py does, then trains with a callback

@@ -104,6 +104,9 @@ class TrainConfig:
     steps_per_epoch: int = _setting(
         0, "Training batches per epoch (0 = a pass over the training split); fewer make every epoch "
            "that fraction of the data, and each validation pass the same fraction of its split.")
+    steps_per_execution: int = _setting(
+        1, "Training steps per compiled call (Keras compile): fewer Python round trips per step; "
+           "must divide the steps per epoch; callbacks' batch hooks then run once per call.")
     optimizer: str = _setting("adam", "sgd | adam.")
     lr: float = _setting(2e-3, "(Peak) learning rate.")
     momentum: float = _setting(0.9, "SGD momentum.")
@@ -164,6 +167,7 @@ class TrainConfig:
             ("epochs", self.epochs >= 1, ">= 1"),
             ("batch_size", self.batch_size >= 1, ">= 1"),
             ("steps_per_epoch", self.steps_per_epoch >= 0, ">= 0 (0 = the whole split)"),
+            ("steps_per_execution", self.steps_per_execution >= 1, ">= 1"),
             ("depth", self.depth >= 10 and (self.depth - 4) % 6 == 0, "6n + 4 >= 10"),
             ("width", self.width >= 1, ">= 1"),
             ("lr", self.lr > 0, "> 0"),
@@ -182,6 +186,17 @@ class TrainConfig:
             if not ok or (isinstance(value, float) and not np.isfinite(value)):
                 raise ValueError(f"`{name}` must be {rule}. Received: {name}={value!r}")
         margin_of(self.head, self.m)
+        if self.steps_per_execution > 1 and self.eps_warmup_epochs:
+            raise ValueError(
+                "The eps warm-up sets the attack's radius before every batch, which "
+                "steps_per_execution > 1 would skip. Received: steps_per_execution="
+                f"{self.steps_per_execution} with eps_warmup_epochs={self.eps_warmup_epochs!r}"
+            )
+        if self.steps_per_execution > 1 and self.strategy == "multi_worker":
+            raise ValueError(
+                "The multi-worker loop runs one step per call. Received: steps_per_execution="
+                f"{self.steps_per_execution} with strategy='multi_worker'"
+            )
         if os.path.exists(self.output_dir) and not os.path.isdir(self.output_dir):
             raise ValueError(
                 f"`output_dir` exists and is not a directory. Received: output_dir={self.output_dir!r}"

@@ -166,6 +166,13 @@ def run(
         full_epoch = math.ceil(n_train / config.batch_size)
         val_batches = math.ceil(n_val / val_batch_size)
     steps_per_epoch, validation_steps = epoch_steps(config.steps_per_epoch, full_epoch, val_batches)
+    if steps_per_epoch % config.steps_per_execution:
+        # A call running past an epoch's end would take the next epoch's batches.
+        raise ValueError(
+            f"`steps_per_execution` must divide the {steps_per_epoch} training steps per epoch "
+            f"({n_train} examples in batches of {config.batch_size}). Received: "
+            f"steps_per_execution={config.steps_per_execution}"
+        )
 
     with strategy.scope():
         trainer = build_trainer(config, data)
@@ -177,6 +184,7 @@ def run(
                 epochs=passes * trainer.updates_per_batch,
             ),
             jit_compile=config.jit_compile,
+            steps_per_execution=config.steps_per_execution,
         )
         trainer.build((None, *data.input_shape))
         epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")

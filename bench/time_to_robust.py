@@ -1,0 +1,193 @@
+"""Time to a robust model: `apps/train.py` against a plain PyTorch loop, end to end.
+
+Trains the quickstart recipe (`configs/quickstart.cfg`: digits, small CNN +
+HE head s = 15, m = 0.2, PGD-7 at eps 0.3 step 0.075, Adam 2e-3, batch 64,
+30 epochs) with validation off on the 1,437 training images, once per seed
+through the user's path (`apps/train.py` in a fresh process, `train_seconds`
+from its metrics.json: the whole `fit`, tracing included) and once through
+`torch_twin.py`, the same recipe as a plain eager PyTorch loop on the same
+arrays (run with `--torch_python`, default this interpreter; skipped with a
+message when torch is not installed there). The two sides alternate which
+goes first from one seed to the next. Then both models are evaluated by
+he-keras: clean accuracy and AutoAttack-standard (one chain, on the logits)
+at eps 0.3 on the 360 test images.
+
+Prints, per seed and as medians: training seconds of each side, the ratio
+PyTorch / he-keras (above 1: he-keras is faster), process wall times, and
+clean and AutoAttack accuracy per side; `--output` writes them as JSON. Run
+it on an otherwise idle machine: absolute times swing between runs, the
+ratio of interleaved runs much less. Flags after `--` go to `apps/train.py`
+(a lever to measure, e.g. `-- --steps_per_execution=8`); a recipe setting
+given there (e.g. `-- --epochs=2`) changes both sides.
+
+Usage (from the repository root):
+  python bench/time_to_robust.py --seeds=0,1,2 --output=/tmp/time_to_robust.json
+  python bench/time_to_robust.py --torch_python=/path/to/venv/bin/python -- --steps_per_execution=8
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+from absl import app, flags
+
+_SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds, one pair of runs each.")
+_TORCH_PYTHON = flags.DEFINE_string(
+    "torch_python", sys.executable, "Python interpreter with torch for the PyTorch twin."
+)
+_OUTPUT = flags.DEFINE_string("output", None, "Optional JSON file for the results.")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RECIPE = os.path.join(ROOT, "configs", "quickstart.cfg")
+TRAIN_FLAGS = ["--validation_split=0", "--notensorboard", "--verbose=0"]
+# The recipe's settings the twin takes as arguments (the rest are its defaults).
+TWIN_SETTINGS = ("epochs", "batch_size", "lr", "eps", "step_size", "steps", "s", "m")
+ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+
+
+def recipe_settings() -> dict:
+    """The quickstart flagfile's `--name=value` settings."""
+    settings = {}
+    with open(RECIPE) as f:
+        for line in f:
+            if line.startswith("--"):
+                name, _, value = line[2:].strip().partition("=")
+                settings[name] = value
+    return settings
+
+
+def run(command: list) -> tuple[str, float]:
+    """Runs a command from the repository root; its stdout and wall seconds."""
+    started = time.time()
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=ENV)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
+    return done.stdout, time.time() - started
+
+
+def keras_run(seed: int, out: str, extra: list) -> dict:
+    """`apps/train.py` with the recipe; its training seconds and process wall time."""
+    directory = os.path.join(out, f"keras-{seed}")
+    _, wall = run([sys.executable, "apps/train.py", f"--flagfile={RECIPE}", *TRAIN_FLAGS,
+                   f"--seed={seed}", f"--output_dir={directory}", *extra])
+    with open(os.path.join(directory, "metrics.json")) as f:
+        metrics = json.load(f)
+    return {"train_seconds": metrics["train_seconds"], "wall_seconds": wall,
+            "model": os.path.join(directory, "model.keras")}
+
+
+def torch_run(seed: int, out: str, data: str, settings: dict) -> dict:
+    """The PyTorch twin; its training seconds and process wall time."""
+    weights = os.path.join(out, f"torch-{seed}.npz")
+    args = [f"--{name}={settings[name]}" for name in TWIN_SETTINGS]
+    stdout, wall = run([_TORCH_PYTHON.value, "bench/torch_twin.py", f"--data={data}",
+                        f"--output={weights}", f"--seed={seed}", *args])
+    return {**json.loads(stdout.strip().splitlines()[-1]), "wall_seconds": wall, "weights": weights}
+
+
+def robustness(model, x, y, settings: dict, seed: int) -> dict:
+    """Clean and AutoAttack-standard accuracy (one chain, on the logits)."""
+    from he_keras.evaluation import evaluate
+    from he_keras.evaluation.presets import autoattack_standard
+
+    eps = float(settings["eps"])
+    attacks, _ = autoattack_standard(eps, "linf", seed, 10, head="linear")
+    report = evaluate(model, x, y, 10, attacks=attacks, eps=eps, seed=seed, curves=False)
+    return {"clean_accuracy": report["clean_accuracy"],
+            "autoattack": report["headline"]["AutoAttack-standard"]}
+
+
+def torch_available() -> bool:
+    done = subprocess.run([_TORCH_PYTHON.value, "-c", "import torch"], capture_output=True)
+    return done.returncode == 0
+
+
+def main(argv):
+    import numpy as np
+
+    extra = list(argv[1:])
+    settings = recipe_settings()
+    # A recipe setting given after `--` changes both sides (e.g. --epochs=2 for a smoke run).
+    for arg in extra:
+        name, _, value = arg[2:].partition("=")
+        if arg.startswith("--") and name in settings:
+            settings[name] = value
+    seeds = [int(s) for s in _SEEDS.value]
+    twin = torch_available()
+    if not twin:
+        print(f"skipped the PyTorch twin: torch is not installed for {_TORCH_PYTHON.value} "
+              "(pass --torch_python=<a python with torch>)")
+    out = tempfile.mkdtemp(prefix="time_to_robust-")
+    from he_keras.data import load_dataset, to_numpy
+
+    data = load_dataset(settings["dataset"])
+    x_train, y_train = to_numpy(data.train)
+    x_test, y_test = to_numpy(data.test)
+    split = os.path.join(out, "split.npz")
+    np.savez(split, x_train=x_train, y_train=y_train)
+    load = [os.getloadavg()[0]]
+    runs = []
+    for index, seed in enumerate(seeds):
+        sides = ["keras", "torch"] if index % 2 == 0 else ["torch", "keras"]
+        row = {"seed": seed, "first": sides[0]}
+        for side in sides:
+            if side == "keras":
+                row["keras"] = keras_run(seed, out, extra)
+            elif twin:
+                row["torch"] = torch_run(seed, out, split, settings)
+        runs.append(row)
+        load.append(os.getloadavg()[0])
+    import keras
+
+    from he_keras.models import build_model
+
+    for row in runs:
+        model = keras.saving.load_model(row["keras"]["model"])
+        row["keras"].update(robustness(model, x_test, y_test, settings, row["seed"]))
+        if "torch" in row:
+            model = build_model("small_cnn", data.input_shape, 10, head="he", s=float(settings["s"]))
+            weights = np.load(row["torch"]["weights"])
+            model.set_weights([weights[f"arr_{i}"] for i in range(len(weights.files))])
+            row["torch"].update(robustness(model, x_test, y_test, settings, row["seed"]))
+    print(f"quickstart recipe, {len(x_train)} training images, validation off; apps/train.py "
+          f"{' '.join(extra) or '(recipe flags only)'}; load average {min(load):.2f}-{max(load):.2f}")
+    print(f"{'seed':>4} {'he-keras s':>11} {'PyTorch s':>10} {'ratio':>6}   "
+          f"{'clean / AA he-keras':>20} {'clean / AA PyTorch':>20}")
+    for row in runs:
+        k, t = row["keras"], row.get("torch")
+        ratio = f"{t['train_seconds'] / k['train_seconds']:.2f}" if t else "-"
+        print(f"{row['seed']:>4} {k['train_seconds']:>11.1f} {t['train_seconds'] if t else float('nan'):>10.1f} "
+              f"{ratio:>6}   {100 * k['clean_accuracy']:>9.1f} / {100 * k['autoattack']:>4.1f} %"
+              + (f" {100 * t['clean_accuracy']:>9.1f} / {100 * t['autoattack']:>4.1f} %" if t else ""))
+    summary = {"keras_train_seconds": statistics.median(r["keras"]["train_seconds"] for r in runs),
+               "keras_wall_seconds": statistics.median(r["keras"]["wall_seconds"] for r in runs)}
+    if twin:
+        summary.update(
+            torch_train_seconds=statistics.median(r["torch"]["train_seconds"] for r in runs),
+            torch_wall_seconds=statistics.median(r["torch"]["wall_seconds"] for r in runs),
+            ratio_of_medians=statistics.median(r["torch"]["train_seconds"] for r in runs)
+            / statistics.median(r["keras"]["train_seconds"] for r in runs),
+            median_ratio=statistics.median(
+                r["torch"]["train_seconds"] / r["keras"]["train_seconds"] for r in runs
+            ),
+        )
+        print(f"median training seconds: he-keras {summary['keras_train_seconds']:.1f}, PyTorch "
+              f"{summary['torch_train_seconds']:.1f}; PyTorch / he-keras: median of the paired "
+              f"ratios {summary['median_ratio']:.2f}, ratio of the medians {summary['ratio_of_medians']:.2f}")
+        print(f"median process wall seconds: he-keras {summary['keras_wall_seconds']:.1f}, "
+              f"PyTorch {summary['torch_wall_seconds']:.1f}")
+    if _OUTPUT.value:
+        from he_keras.files import write_json
+
+        write_json(_OUTPUT.value, {"train_flags": extra, "load_average": load, "runs": runs,
+                                   "summary": summary})
+
+
+if __name__ == "__main__":
+    app.run(main)
