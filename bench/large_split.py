@@ -124,6 +124,7 @@ def main(argv):
     for repeat in range(_REPEATS.value):
         for n in sizes if repeat % 2 == 0 else sizes[::-1]:
             runs[n].append(one_run(n, run_flags))
+            print(f"  round {repeat + 1}, {n} examples: {json.dumps(runs[n][-1])}", flush=True)
     print(f"apps/{_APP.value}.py {' '.join(run_flags)} on tfds mock data, {_REPEATS.value} interleaved "
           f"rounds (median), load {os.getloadavg()[0]:.2f}:")
     medians = {}

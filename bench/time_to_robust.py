@@ -17,12 +17,14 @@ PyTorch / he-keras (above 1: he-keras is faster), process wall times, and
 clean and AutoAttack accuracy per side; `--output` writes them as JSON. Run
 it on an otherwise idle machine: absolute times swing between runs, the
 ratio of interleaved runs much less. Flags after `--` go to `apps/train.py`
-(a lever to measure, e.g. `-- --steps_per_execution=8`); a recipe setting
+(every he-keras arm); `--lever` adds an arm with more flags (e.g.
+`--lever=--steps_per_execution=23`, interleaved with the rest); a recipe setting
 given there (e.g. `-- --epochs=2`) changes both sides.
 
 Usage (from the repository root):
   python bench/time_to_robust.py --seeds=0,1,2 --output=/tmp/time_to_robust.json
-  python bench/time_to_robust.py --torch_python=/path/to/venv/bin/python -- --steps_per_execution=8
+  python bench/time_to_robust.py --torch_python=/path/to/venv/bin/python \
+      --lever=--steps_per_execution=23
 """
 
 from __future__ import annotations
@@ -42,6 +44,10 @@ _TORCH_PYTHON = flags.DEFINE_string(
     "torch_python", sys.executable, "Python interpreter with torch for the PyTorch twin."
 )
 _OUTPUT = flags.DEFINE_string("output", None, "Optional JSON file for the results.")
+_LEVERS = flags.DEFINE_multi_string(
+    "lever", [], "apps/train.py flags (space-separated) of one more he-keras arm, interleaved "
+                 "with the others; repeatable, e.g. --lever=--steps_per_execution=23.",
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPE = os.path.join(ROOT, "configs", "quickstart.cfg")
@@ -131,16 +137,22 @@ def main(argv):
     x_test, y_test = to_numpy(data.test)
     split = os.path.join(out, "split.npz")
     np.savez(split, x_train=x_train, y_train=y_train)
+    arms = {"he-keras": extra}
+    for lever in _LEVERS.value:
+        arms[f"he-keras {lever}"] = extra + lever.split()
+    names = list(arms) + (["PyTorch"] if twin else [])
     load = [os.getloadavg()[0]]
     runs = []
     for index, seed in enumerate(seeds):
-        sides = ["keras", "torch"] if index % 2 == 0 else ["torch", "keras"]
-        row = {"seed": seed, "first": sides[0]}
-        for side in sides:
-            if side == "keras":
-                row["keras"] = keras_run(seed, out, extra)
-            elif twin:
-                row["torch"] = torch_run(seed, out, split, settings)
+        # Each seed rotates which arm goes first.
+        order = names[index % len(names):] + names[: index % len(names)]
+        row = {"seed": seed, "order": order}
+        for name in order:
+            if name == "PyTorch":
+                row[name] = torch_run(seed, out, split, settings)
+            else:
+                row[name] = keras_run(seed, os.path.join(out, str(names.index(name))), arms[name])
+            print(f"  seed {seed} {name}: {row[name]['train_seconds']:.1f} s", flush=True)
         runs.append(row)
         load.append(os.getloadavg()[0])
     import keras
@@ -148,44 +160,39 @@ def main(argv):
     from he_keras.models import build_model
 
     for row in runs:
-        model = keras.saving.load_model(row["keras"]["model"])
-        row["keras"].update(robustness(model, x_test, y_test, settings, row["seed"]))
-        if "torch" in row:
-            model = build_model("small_cnn", data.input_shape, 10, head="he", s=float(settings["s"]))
-            weights = np.load(row["torch"]["weights"])
-            model.set_weights([weights[f"arr_{i}"] for i in range(len(weights.files))])
-            row["torch"].update(robustness(model, x_test, y_test, settings, row["seed"]))
-    print(f"quickstart recipe, {len(x_train)} training images, validation off; apps/train.py "
-          f"{' '.join(extra) or '(recipe flags only)'}; load average {min(load):.2f}-{max(load):.2f}")
-    print(f"{'seed':>4} {'he-keras s':>11} {'PyTorch s':>10} {'ratio':>6}   "
-          f"{'clean / AA he-keras':>20} {'clean / AA PyTorch':>20}")
-    for row in runs:
-        k, t = row["keras"], row.get("torch")
-        ratio = f"{t['train_seconds'] / k['train_seconds']:.2f}" if t else "-"
-        print(f"{row['seed']:>4} {k['train_seconds']:>11.1f} {t['train_seconds'] if t else float('nan'):>10.1f} "
-              f"{ratio:>6}   {100 * k['clean_accuracy']:>9.1f} / {100 * k['autoattack']:>4.1f} %"
-              + (f" {100 * t['clean_accuracy']:>9.1f} / {100 * t['autoattack']:>4.1f} %" if t else ""))
-    summary = {"keras_train_seconds": statistics.median(r["keras"]["train_seconds"] for r in runs),
-               "keras_wall_seconds": statistics.median(r["keras"]["wall_seconds"] for r in runs)}
-    if twin:
-        summary.update(
-            torch_train_seconds=statistics.median(r["torch"]["train_seconds"] for r in runs),
-            torch_wall_seconds=statistics.median(r["torch"]["wall_seconds"] for r in runs),
-            ratio_of_medians=statistics.median(r["torch"]["train_seconds"] for r in runs)
-            / statistics.median(r["keras"]["train_seconds"] for r in runs),
-            median_ratio=statistics.median(
-                r["torch"]["train_seconds"] / r["keras"]["train_seconds"] for r in runs
-            ),
-        )
-        print(f"median training seconds: he-keras {summary['keras_train_seconds']:.1f}, PyTorch "
-              f"{summary['torch_train_seconds']:.1f}; PyTorch / he-keras: median of the paired "
-              f"ratios {summary['median_ratio']:.2f}, ratio of the medians {summary['ratio_of_medians']:.2f}")
-        print(f"median process wall seconds: he-keras {summary['keras_wall_seconds']:.1f}, "
-              f"PyTorch {summary['torch_wall_seconds']:.1f}")
+        for name in names:
+            if name == "PyTorch":
+                model = build_model("small_cnn", data.input_shape, 10, head="he", s=float(settings["s"]))
+                weights = np.load(row[name]["weights"])
+                model.set_weights([weights[f"arr_{i}"] for i in range(len(weights.files))])
+            else:
+                model = keras.saving.load_model(row[name]["model"])
+            row[name].update(robustness(model, x_test, y_test, settings, row["seed"]))
+    print(f"quickstart recipe, {len(x_train)} training images, validation off, seeds {seeds}; "
+          f"load average {min(load):.2f}-{max(load):.2f}")
+    summary = {}
+    for name in names:
+        seconds = [r[name]["train_seconds"] for r in runs]
+        summary[name] = {
+            "train_seconds": statistics.median(seconds),
+            "wall_seconds": statistics.median(r[name]["wall_seconds"] for r in runs),
+            "clean_accuracy": [r[name]["clean_accuracy"] for r in runs],
+            "autoattack": [r[name]["autoattack"] for r in runs],
+        }
+        line = (f"  {name}: training {' / '.join(f'{v:.1f}' for v in seconds)} s (median "
+                f"{summary[name]['train_seconds']:.1f}), process {summary[name]['wall_seconds']:.1f} s; "
+                f"clean {' / '.join(f'{100 * v:.1f}' for v in summary[name]['clean_accuracy'])} %, "
+                f"AutoAttack {' / '.join(f'{100 * v:.1f}' for v in summary[name]['autoattack'])} %")
+        if twin and name != "PyTorch":
+            ratios = [r["PyTorch"]["train_seconds"] / r[name]["train_seconds"] for r in runs]
+            summary[name]["pytorch_over_this"] = ratios
+            line += (f"; PyTorch / this: {' / '.join(f'{v:.2f}' for v in ratios)} "
+                     f"(median {statistics.median(ratios):.2f})")
+        print(line)
     if _OUTPUT.value:
         from he_keras.files import write_json
 
-        write_json(_OUTPUT.value, {"train_flags": extra, "load_average": load, "runs": runs,
+        write_json(_OUTPUT.value, {"arms": arms, "load_average": load, "runs": runs,
                                    "summary": summary})
 
 

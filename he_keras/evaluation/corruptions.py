@@ -27,7 +27,7 @@ Markdown and a heatmap PNG.
 from __future__ import annotations
 
 import time
-from typing import Callable, Iterable, Iterator, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Union
 
 import keras
 import numpy as np
@@ -259,14 +259,7 @@ def corruption_benchmark(
     y: np.ndarray,
     corruptions: Optional[Sequence[str]] = None,
     severities: Sequence[int] = SEVERITIES,
-    seed: int = 0,
-    batch_size: int = 128,
-    reference_model: Optional[Callable] = None,
-    dataset: str = "",
-    model_name: str = "model",
-    reference_name: str = "reference",
-    verbose: int = 0,
-    per_point: bool = False,
+    **settings: Any,
 ) -> dict:
     """Accuracy of `model` on `x` corrupted here, per corruption and severity.
 
@@ -285,19 +278,10 @@ def corruption_benchmark(
             that apply to the images (the rest are listed in
             `not_applicable`).
         severities: Severities (1-5) to evaluate.
-        seed: Seed of the corruptions: the same seed, the same images.
-        batch_size: Points per forward pass.
-        reference_model: Model of the CE / mCE denominators (AlexNet in
-            Hendrycks' ImageNet-C), or None.
-        dataset: Name of the dataset, for the report.
-        model_name: Name of the model, for the report.
-        reference_name: Name of the reference model, for the report.
-        verbose: 1 shows a progress bar over the (corruption, severity) pairs.
-        per_point: Also report, for each point of `x`, how many benchmark
-            (corruption, severity) configurations `model` classifies it
-            right in (`point_correct`, out of `point_configs`; its mean over
-            the points, divided by `point_configs`, is mCA): the per-point
-            outcome that pairs two models on the same corrupted images.
+        **settings: The other keyword arguments of
+            `corruption_benchmark_chunks` (`seed`, `batch_size`,
+            `reference_model`, `dataset`, `model_name`, `reference_name`,
+            `verbose`, `per_point`).
 
     Returns:
         The JSON-ready report: `source`, `dataset`, `seed`, `severities`,
@@ -322,12 +306,7 @@ def corruption_benchmark(
     print(result["mCA"], result["per_corruption"]["fog"])
     ```
     """
-    return corruption_benchmark_chunks(
-        model, _one_chunk(x, y), corruptions, severities=severities, seed=seed,
-        batch_size=batch_size, reference_model=reference_model, dataset=dataset,
-        model_name=model_name, reference_name=reference_name, verbose=verbose,
-        per_point=per_point,
-    )
+    return corruption_benchmark_chunks(model, _one_chunk(x, y), corruptions, severities, **settings)
 
 
 def corruption_benchmark_chunks(
@@ -356,16 +335,24 @@ def corruption_benchmark_chunks(
         chunks: Called with no argument, returns an iterable of
             `(images, labels)` chunks, the same ones in the same order at
             every call (e.g. `lambda: he_keras.data.test_batches(data, n, 1000)`).
-        corruptions: As in `corruption_benchmark`.
+        corruptions: Names of `corruption_ops.CORRUPTIONS`, or None for all
+            that apply to the images (the rest are listed in
+            `not_applicable`).
         severities: Severities (1-5) to evaluate.
-        seed: Seed of the corruptions.
+        seed: Seed of the corruptions: the same seed, the same images.
         batch_size: Points per forward pass.
-        reference_model: Model of the CE / mCE denominators, or None.
+        reference_model: Model of the CE / mCE denominators (AlexNet in
+            Hendrycks' ImageNet-C), or None.
         dataset: Name of the dataset, for the report.
         model_name: Name of the model, for the report.
         reference_name: Name of the reference model, for the report.
         verbose: 1 shows a progress bar over the (corruption, severity) pairs.
-        per_point: As in `corruption_benchmark` (points in the chunks' order).
+        per_point: Also report, for each point (in the chunks' order), how
+            many benchmark (corruption, severity) configurations `model`
+            classifies it right in (`point_correct`, out of
+            `point_configs`; its mean over the points, divided by
+            `point_configs`, is mCA): the per-point outcome that pairs two
+            models on the same corrupted images.
 
     Returns:
         The report of `corruption_benchmark`.

@@ -165,58 +165,23 @@ def accuracy_vs_steps(
     return {"attack": {**pgd.config(), "steps": "see points"}, "points": points}
 
 
-def evaluate(
-    model: Callable,
-    x: Any,
-    y: Any,
-    num_classes: int,
-    suite: str = "quick",
-    attacks: Optional[Sequence[SuiteAttack]] = None,
-    eps: float = DIGITS_EPS,
-    norm: str = "linf",
-    seed: int = 0,
-    batch_size: int = 128,
-    source_model: Optional[Callable] = None,
-    dataset: str = "",
-    model_name: str = "model",
-    data_dir: Optional[str] = None,
-    verbose: int = 0,
-    curves: bool = True,
-    points: bool = False,
-) -> dict:
-    """Runs an evaluation suite on arrays and returns its report.
+def evaluate(model: Callable, x: Any, y: Any, num_classes: int, **settings: Any) -> dict:
+    """Runs an evaluation suite on test arrays and returns its report.
 
-    `evaluate_chunks` with one chunk: see it for what the report holds.
+    `evaluate_chunks` with the arrays as its one chunk.
 
     Args:
         model: Callable `model(x, training=False) -> logits` (a Keras model).
         x: Test images in [0, 1], `(n, height, width, channels)`.
         y: Integer labels `(n,)`.
         num_classes: Number of classes.
-        suite: `"quick"`, `"standard"` or `"full"` (ignored for the attack
-            list when `attacks` is given; it still selects the extras).
-        attacks: A custom attack list instead of the preset's.
-        eps: Radius of the threat model (pixel units).
-        norm: `"linf"` or `"l2"`.
-        seed: Seed of every attack, curve and random direction; the same
-            seed gives the same report (timings aside).
-        batch_size: Points per attack call.
-        source_model: Substitute model for the transfer attack and the
-            margin directions (`full` only).
-        dataset: Dataset name (for the corruption benchmark and the report).
-        model_name: Name of the model in the report.
-        data_dir: tfds data directory of the corrupted datasets.
-        verbose: 1 prints progress bars.
-        curves: Compute the accuracy-vs-steps (and, beyond `quick`,
-            accuracy-vs-eps) curves; without them their checks say "not run".
-        points: Add `report["points"]`, per-point outcomes as strings of
-            "0"/"1" (one character per test point, in order): `labels`,
-            `clean`, `robust` (the worst case), and per attack its
-            `survivors` (`AttackResult.survivors`): what paired statistics
-            over test points need.
+        **settings: The keyword arguments of `evaluate_chunks` (`suite`,
+            `attacks`, `eps`, `norm`, `seed`, `batch_size`, `source_model`,
+            `dataset`, `model_name`, `data_dir`, `verbose`, `curves`,
+            `points`).
 
     Returns:
-        The JSON-ready report dict.
+        The JSON-ready report dict (see `evaluate_chunks`).
 
     Example:
 
@@ -225,11 +190,7 @@ def evaluate(
     print(report["clean_accuracy"], report["robust_accuracy"])
     ```
     """
-    return evaluate_chunks(
-        model, [(x, y)], num_classes, suite=suite, attacks=attacks, eps=eps, norm=norm,
-        seed=seed, batch_size=batch_size, source_model=source_model, dataset=dataset,
-        model_name=model_name, data_dir=data_dir, verbose=verbose, curves=curves, points=points,
-    )
+    return evaluate_chunks(model, [(x, y)], num_classes, **settings)
 
 
 def _merge_curve(parts: Sequence[dict], sizes: Sequence[int]) -> dict:
