@@ -36,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Optional
 
 from absl import app, flags
 
@@ -45,9 +46,12 @@ _TORCH_PYTHON = flags.DEFINE_string(
 )
 _OUTPUT = flags.DEFINE_string("output", None, "Optional JSON file for the results.")
 _LEVERS = flags.DEFINE_multi_string(
-    "lever", [], "apps/train.py flags (space-separated) of one more he-keras arm, interleaved "
-                 "with the others; repeatable, e.g. --lever=--steps_per_execution=23.",
+    "lever", [], "apps/train.py flags and NAME=value environment variables (space-separated) of "
+                 "one more he-keras arm, interleaved with the others; repeatable, e.g. "
+                 "--lever=--steps_per_execution=23 --lever=TF_ENABLE_ONEDNN_OPTS=1.",
 )
+_AUTOATTACK = flags.DEFINE_boolean(
+    "autoattack", True, "Evaluate every model with AutoAttack-standard (minutes per model).")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPE = os.path.join(ROOT, "configs", "quickstart.cfg")
@@ -68,20 +72,24 @@ def recipe_settings() -> dict:
     return settings
 
 
-def run(command: list) -> tuple[str, float]:
-    """Runs a command from the repository root; its stdout and wall seconds."""
+def run(command: list, env: Optional[dict] = None) -> tuple[str, float]:
+    """Runs a command from the repository root (`env` added to the environment);
+    its stdout and wall seconds."""
     started = time.time()
-    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=ENV)
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env={**ENV, **(env or {})})
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
     return done.stdout, time.time() - started
 
 
 def keras_run(seed: int, out: str, extra: list) -> dict:
-    """`apps/train.py` with the recipe; its training seconds and process wall time."""
+    """`apps/train.py` with the recipe and `extra` flags (`NAME=value` items
+    set environment variables); its training seconds and process wall time."""
     directory = os.path.join(out, f"keras-{seed}")
+    env = dict(item.split("=", 1) for item in extra if not item.startswith("--"))
+    args = [item for item in extra if item.startswith("--")]
     _, wall = run([sys.executable, "apps/train.py", f"--flagfile={RECIPE}", *TRAIN_FLAGS,
-                   f"--seed={seed}", f"--output_dir={directory}", *extra])
+                   f"--seed={seed}", f"--output_dir={directory}", *args], env)
     with open(os.path.join(directory, "metrics.json")) as f:
         metrics = json.load(f)
     return {"train_seconds": metrics["train_seconds"], "wall_seconds": wall,
@@ -159,7 +167,7 @@ def main(argv):
 
     from he_keras.models import build_model
 
-    for row in runs:
+    for row in runs if _AUTOATTACK.value else ():
         for name in names:
             if name == "PyTorch":
                 model = build_model("small_cnn", data.input_shape, 10, head="he", s=float(settings["s"]))
@@ -176,13 +184,14 @@ def main(argv):
         summary[name] = {
             "train_seconds": statistics.median(seconds),
             "wall_seconds": statistics.median(r[name]["wall_seconds"] for r in runs),
-            "clean_accuracy": [r[name]["clean_accuracy"] for r in runs],
-            "autoattack": [r[name]["autoattack"] for r in runs],
         }
         line = (f"  {name}: training {' / '.join(f'{v:.1f}' for v in seconds)} s (median "
-                f"{summary[name]['train_seconds']:.1f}), process {summary[name]['wall_seconds']:.1f} s; "
-                f"clean {' / '.join(f'{100 * v:.1f}' for v in summary[name]['clean_accuracy'])} %, "
-                f"AutoAttack {' / '.join(f'{100 * v:.1f}' for v in summary[name]['autoattack'])} %")
+                f"{summary[name]['train_seconds']:.1f}), process {summary[name]['wall_seconds']:.1f} s")
+        if _AUTOATTACK.value:
+            summary[name].update(clean_accuracy=[r[name]["clean_accuracy"] for r in runs],
+                                 autoattack=[r[name]["autoattack"] for r in runs])
+            line += (f"; clean {' / '.join(f'{100 * v:.1f}' for v in summary[name]['clean_accuracy'])} %, "
+                     f"AutoAttack {' / '.join(f'{100 * v:.1f}' for v in summary[name]['autoattack'])} %")
         if twin and name != "PyTorch":
             ratios = [r["PyTorch"]["train_seconds"] / r[name]["train_seconds"] for r in runs]
             summary[name]["pytorch_over_this"] = ratios
