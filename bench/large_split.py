@@ -113,10 +113,11 @@ def one_run(n: int, run_flags: list) -> dict:
 
 def main(argv):
     run_flags = RUN_FLAGS[_APP.value] + list(argv[1:])
+    models = tempfile.TemporaryDirectory()
     if _APP.value == "evaluate":
         from he_keras.models import build_model
 
-        model = os.path.join(tempfile.mkdtemp(), "model.keras")
+        model = os.path.join(models.name, "model.keras")
         build_model("small_cnn", (224, 224, 3), 10, head="he", s=15.0).save(model)
         run_flags.append("--model=" + model)
     sizes = [int(n) for n in _SIZES.value]
@@ -142,6 +143,7 @@ def main(argv):
     for n in sizes[1:]:
         print(f"  {n} / {sizes[0]}: wall {medians[n]['wall_seconds'] / base['wall_seconds']:.2f}x, "
               f"peak RSS {medians[n]['max_rss_mb'] / base['max_rss_mb']:.2f}x")
+    models.cleanup()
     if _OUTPUT.value:
         from he_keras.files import write_json
 

@@ -355,6 +355,16 @@ def test_train_config_paths(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["a_file"]
 
 
+def test_steps_per_execution_is_refused_where_a_loop_runs_one_step_per_call(tmp_path):
+    out = str(tmp_path / "out")
+    with pytest.raises(ValueError, match="multi-worker loop runs one step per call"):
+        TrainConfig(steps_per_execution=2, strategy="multi_worker", output_dir=out).validate()
+    with pytest.raises(ValueError, match="`steps_per_execution` must be >= 1"):
+        TrainConfig(steps_per_execution=0, output_dir=out).validate()
+    TrainConfig(steps_per_execution=2, strategy="mirrored", output_dir=out).validate()
+    assert not os.path.exists(out)
+
+
 def test_export_never_overwrites(inputs, classifier, tmp_path):
     serving = tmp_path / "serving"
     shutil.copytree(inputs["serving"], serving)
