@@ -93,6 +93,8 @@ for _fw, _params in FRAMEWORK_PARAMS.items():
 ARMS.update({
     # HAT Table 1: TRADES with a smaller beta.
     "trades_b1": Arm("trades", params=(("beta", 1.0),)),
+    # HAT Table 2's TRADES baseline (beta 5, not the HE paper's 6).
+    "trades_b5": Arm("trades", params=(("beta", 5.0),)),
     # HAT (Algorithm 1; its helper is a standard model of the same seed).
     "hat": Arm("hat", params=(("beta", 2.5), ("gamma", 0.5), ("helper_step", 2.0))),
     # Seed 003 Table 5: HE head without margin, scale schedules.

@@ -37,7 +37,7 @@ ORDER = (
     ("digits", ("trades", "trades_he")),
     ("digits", ("alp", "alp_he")),
     ("digits", ("pgdat_mhe", "trades_mhe", "alp_mhe")),
-    ("digits", ("standard", "trades_b1", "hat")),
+    ("digits", ("standard", "trades_b1", "hat", "trades_b5")),
     ("digits", ("pgdat_ft",)),
     ("digits", ("pgdat_he_lis", "pgdat_he_cmp")),
     ("digits", ("pgdat_fnwn", "pgdat_fn", "pgdat_wn")),
