@@ -8,6 +8,11 @@ seeds).
 
 A claim is computed once every seed of the dataset (`arms.SEEDS`) is done for
 all of its arms; until then it is listed as pending, never given a verdict.
+It is decided on every unit; if some of its units failed (`health`), the
+record also carries the decision on the seeds where none did
+(`without_failed_units`). Its `protocol` lists the attacks behind each
+arm's metric (`outcomes.attacks`): arms compared on one metric must have
+faced the same ones (`check`).
 """
 
 from __future__ import annotations
@@ -18,9 +23,9 @@ import numpy as np
 
 from he_keras.data import load_dataset
 
-from experiments import arms, stats, timing
+from experiments import arms, health, stats, timing
 from experiments.catalogue import CLAIMS, Claim
-from experiments.outcomes import load_units, outcome, side
+from experiments.outcomes import attacks, load_units, outcome, side
 
 def mixed_corruption_models(claim: Claim, units: dict, seeds: Sequence[int]) -> str:
     """Why an `mCA` claim cannot pair its arms yet, or "" if it can.
@@ -46,6 +51,61 @@ def arm_means(units: dict, arm: str, metrics: Sequence[str] = ("clean", "AutoAtt
     return {m: float(np.mean([outcome(r, m).mean() for r in units[arm].values()])) for m in metrics}
 
 
+def terms_of(claim: Claim) -> list:
+    """`(arm, metric)` of every term of the claim, in order, once each."""
+    return list(dict.fromkeys((arm, metric) for _, arm, metric in claim.a + claim.b))
+
+
+def described(claim: Claim, units: dict, seeds: Sequence[int]) -> dict:
+    """The record fields that say what was compared: `arm`, `against`, `metric`, `protocol`.
+
+    `arm` is side a's first arm, `against` the first other arm of the claim
+    (the same arm when the claim contrasts two metrics of one arm);
+    `protocol` maps "arm / metric" to the attacks behind it in the arm's
+    first seed (`outcomes.attacks`).
+    """
+    terms = terms_of(claim)
+    arm = terms[0][0]
+    metrics = list(dict.fromkeys(m for _, m in terms))
+    return {"arm": arm, "against": next((a for a, _ in terms if a != arm), arm),
+            "metric": metrics[0] if len(metrics) == 1 else " vs ".join(metrics),
+            "protocol": {f"{a} / {m}": attacks(units[a][seeds[0]], m) for a, m in terms}}
+
+
+def unequal_protocols(record: dict) -> list:
+    """Metrics on which the arms of a record faced different attacks (empty when none)."""
+    by_metric: dict = {}
+    for key, names in record["protocol"].items():
+        by_metric.setdefault(key.split(" / ", 1)[1], []).append(tuple(names))
+    return [m for m, lists in by_metric.items() if len(set(lists)) > 1]
+
+
+def _interval(claim: Claim, units: dict, seeds: Sequence[int]) -> dict:
+    if claim.sides is not None:
+        a, b = claim.sides(units, seeds=seeds)
+    else:
+        a, b = side(units, claim.a, seeds), side(units, claim.b, seeds)
+    return stats.paired_effect(a, b, scale=claim.scale,
+                               mc_target=stats.MC_TARGET * stats.resolution(claim.unit))
+
+
+def _verdict(claim: Claim, effect: dict, base: dict, ceiling: Optional[dict]) -> dict:
+    """Verdict and bounds of an interval, rounded as the record stores them."""
+    # The verdict is read off the rounded interval the record stores, so the
+    # record obeys its own rule (`stats.check_record`) to the digit.
+    low, high = round(effect["ci_low"], 3), round(effect["ci_high"], 3)
+    low_band, high_band = ([round(v, 3) for v in effect[k]] for k in ("ci_low_mc", "ci_high_mc"))
+    return {
+        "verdict": stats.verdict(low, high, base["clean"], base["AutoAttack"], delta=claim.delta,
+                                 non_inferiority=claim.non_inferiority, ceiling=stats.at_ceiling(ceiling)),
+        "effect": round(effect["effect"], 3), "ci_low": low, "ci_high": high,
+        "width": round(effect["width"], 3), "mc_error": round(effect["mc_error"], 4),
+        "ci_low_mc": low_band, "ci_high_mc": high_band, "n_bootstrap": effect["n_bootstrap"],
+        "borderline": stats.borderline(low_band, high_band, claim.delta, claim.non_inferiority),
+        "seeds": effect["seeds"], "n_eval": effect["n_eval"],
+    }
+
+
 def decide(claim: Claim, units: dict, seeds_required: int, epochs: int, eps: float) -> dict:
     """The `summary.json` record of `claim`, or `{"id", "pending": why}`."""
     seeds = list(range(seeds_required))
@@ -58,35 +118,39 @@ def decide(claim: Claim, units: dict, seeds_required: int, epochs: int, eps: flo
     if len(labels) != 1:
         raise ValueError(f"claim {claim.id}: its units were evaluated on different test points")
     try:
-        if claim.sides is not None:
-            a, b = claim.sides(units, seeds=seeds)
-        else:
-            a, b = side(units, claim.a, seeds), side(units, claim.b, seeds)
+        effect = _interval(claim, units, seeds)
     except KeyError as err:  # a metric added to the protocol after some units ran
         return {"id": claim.id, "claim": claim.claim, "pending": err.args[0]}
     mixed = mixed_corruption_models(claim, units, seeds)
     if mixed:
         return {"id": claim.id, "claim": claim.claim, "pending": mixed}
-    effect = stats.paired_effect(a, b, scale=claim.scale,
-                                 mc_target=stats.MC_TARGET * stats.resolution(claim.unit))
     base = arm_means({claim.baseline: {s: units[claim.baseline][s] for s in seeds}}, claim.baseline)
-    # The verdict is read off the rounded interval the record stores, so the
-    # record obeys its own rule (`stats.check_record`) to the digit.
-    low, high = round(effect["ci_low"], 3), round(effect["ci_high"], 3)
-    low_band, high_band = ([round(v, 3) for v in effect[k]] for k in ("ci_low_mc", "ci_high_mc"))
-    return {
-        "id": claim.id, "claim": claim.claim, "source": claim.source,
-        "verdict": stats.verdict(low, high, base["clean"], base["AutoAttack"], delta=claim.delta),
-        "effect": round(effect["effect"], 3), "ci_low": low,
-        "ci_high": high, "width": round(effect["width"], 3),
-        "delta": claim.delta, "mc_error": round(effect["mc_error"], 4), "ci_low_mc": low_band,
-        "ci_high_mc": high_band, "n_bootstrap": effect["n_bootstrap"],
-        "borderline": stats.borderline(low_band, high_band, claim.delta),
-        "unit": claim.unit, "seeds": effect["seeds"], "n_eval": effect["n_eval"],
-        "baseline": claim.baseline, "baseline_clean": round(base["clean"], 4),
+    ceiling = None
+    if claim.ceiling:
+        room = 100.0 * (1.0 - float(np.mean(side(units, claim.b, seeds))))
+        ceiling = {"paper_effect": claim.ceiling, "room": round(room, 3)}
+    failed = {s: [f"{claim.dataset}/{arm}/seed{s}" for arm in arm_names if health.failures(units[arm][s])]
+              for s in seeds}
+    record = {
+        "id": claim.id, "claim": claim.claim, "source": claim.source, "section": claim.section,
+        **described(claim, units, seeds), **_verdict(claim, effect, base, ceiling),
+        "delta": claim.delta, "non_inferiority": claim.non_inferiority, "ceiling": ceiling,
+        "unit": claim.unit, "baseline": claim.baseline, "baseline_clean": round(base["clean"], 4),
         "baseline_autoattack": round(base["AutoAttack"], 4), "dataset": claim.dataset,
         "eps": eps, "epochs": epochs, "paper": claim.paper,
+        "failed_units": [u for s in seeds for u in failed[s]],
     }
+    healthy = [s for s in seeds if not failed[s]]
+    if record["failed_units"]:
+        record["without_failed_units"] = (
+            _verdict(claim, _interval(claim, units, healthy), base, ceiling) if healthy
+            else {"verdict": None, "seeds": 0})
+    return record
+
+
+def failed_units(results: str) -> list:
+    """Every failed unit of the study (`health.failed_units`), for `summary.json`."""
+    return health.failed_units({d: load_units(results, d) for d in sorted({c.dataset for c in CLAIMS})})
 
 
 def decide_all(results: str, quick: bool = False) -> tuple[list, list]:
@@ -115,8 +179,13 @@ def test_split_sizes(quick: bool = False) -> dict:
 
 
 def check(records: Sequence[dict], split_sizes: dict, quick: bool = False) -> list:
-    """Every rule a record breaks (`stats.check_record`, and the dataset's seed count)."""
+    """Every rule a record breaks (`stats.check_record`, the dataset's seed count, and
+    the same attacks for every arm compared on one metric)."""
     problems = [p for r in records for p in stats.check_record(r, split_sizes)]
+    for r in records:
+        for metric in unequal_protocols(r):
+            problems.append(f"{r['id']}: its arms faced different attacks on {metric!r} "
+                            f"(protocol: {sorted(r['protocol'])})")
     for r in records:
         required = arms.QUICK_SEEDS if quick else arms.SEEDS.get(r["dataset"], 3)
         if r.get("regime_applies", True) and r["seeds"] < required:

@@ -30,6 +30,14 @@ from he_keras.files import read_json
 from experiments import analyses, lifecycle
 
 Term = tuple  # (coefficient, arm, metric)
+# The one AutoAttack metric of paired claims: the chain on the logits, the same
+# attacks and budget for every head (`AutoAttack` adds a second chain on
+# `logits / s` for HE heads only: the user-facing worst case, not a paired one).
+PAIRED_AUTOATTACK = "AutoAttack (logits)"
+# Attack config entries that are not settings: the seed (per unit) and what the
+# attack recorded about the model it ran on (Temperature-PGD's head and the
+# 1/T it applied to that head's logits).
+NOT_SETTINGS = ("seed", "last_model", "inverse_temperatures_on_logits")
 
 
 def load_units(results: str, dataset: str) -> dict:
@@ -80,6 +88,31 @@ def outcome(record: dict, metric: str) -> np.ndarray:
         raise KeyError(f"unit {record['arm']}/seed{record['seed']} has no metric {metric!r} "
                        "(units.supplement adds it)")
     return points_lib.decode_flags(survivors[metric])
+
+
+def attacks(record: dict, metric: str) -> list:
+    """The attacks behind `metric` in one unit, each as "name: its settings" (seeds left out).
+
+    Two arms compared on a metric faced the same attacks with the same budget
+    exactly when these lists are equal (`claims.check`). `AutoAttack` of an HE
+    head lists both chains (the logits and `logits / s`), a linear head's one.
+    """
+    if metric.startswith("worst:"):
+        return sorted({a for m in metric[len("worst:"):].split("|") for a in attacks(record, m)})
+    if metric == "clean":
+        return []
+    if metric.startswith(("margin:", "margin-gain:", "mCA")):
+        return [metric]  # the same search / benchmark for every arm (analyses)
+    if metric == "scale-invariant":
+        return sorted(set(attacks(record, "APGD-DLR") + attacks(record, "AutoAttack (logits)")[1:]
+                          + ["APGD-T, FAB-T, Square again on the points APGD-CE broke"]))
+    names = {"AutoAttack (logits)": list(points_lib.AUTOATTACK),
+             "AutoAttack": list(points_lib.AUTOATTACK)
+             + ([n + points_lib.RAW_SUFFIX for n in points_lib.AUTOATTACK]
+                if points_lib.has_raw_chain(record["eval"]["points"]) else [])}.get(metric, [metric])
+    configs = {a["name"]: a["config"] for a in record["eval"]["attacks"]}
+    return [name + ": " + ", ".join(f"{k}={v}" for k, v in sorted(configs.get(name, {}).items())
+                                    if k not in NOT_SETTINGS) for name in names]
 
 
 def _margins(record: dict, metric: str) -> np.ndarray:

@@ -19,7 +19,7 @@ import numpy as np
 from he_keras.defaults import PROBE_STEP_FRACTION
 from he_keras.files import read_json, write_atomic, write_json
 
-from experiments import analyses, arms, claims, lifecycle, outcomes, protocol, stats
+from experiments import analyses, arms, claims, health, lifecycle, outcomes, protocol, stats
 
 README_BEGIN = "<!-- study-summary:begin -->"
 README_END = "<!-- study-summary:end -->"
@@ -48,12 +48,14 @@ def log_invocation(results: str, started: float, finished: Optional[float] = Non
 
 
 def write_summary(results: str, records: Sequence[dict], pending: Sequence[dict],
-                  problems: Sequence[str] = ()) -> str:
+                  problems: Sequence[str] = (), failed_units: Sequence[dict] = ()) -> str:
     """`<results>/summary.json`: the decided records (`stats.SUMMARY_FIELDS` and more),
-    the pending claims and any broken rule (`claims.check`)."""
+    the pending claims, any broken rule (`claims.check`) and every failed unit
+    (`health`: the unit and the rules it broke)."""
     path = os.path.join(results, "summary.json")
-    write_json(path, {"format": "he_keras.study-summary/1", "claims": list(records),
-                      "pending": list(pending), "problems": list(problems)})
+    write_json(path, {"format": "he_keras.study-summary/2", "claims": list(records),
+                      "pending": list(pending), "problems": list(problems),
+                      "failed_units": list(failed_units)})
     return path
 
 
@@ -186,7 +188,68 @@ def _headline(records: Sequence[dict]) -> str:
                          f"[{record['ci_low']:+.1f}, {record['ci_high']:+.1f}] pts, {record['verdict']}")
     if not parts:
         return ""
-    return " AutoAttack accuracy gained by adding HE (95 % CI): " + "; ".join(parts) + "."
+    return (" AutoAttack accuracy (the chain on the logits, the same attacks for both heads) gained by "
+            "adding HE (95 % CI): " + "; ".join(parts) + ".")
+
+
+ANSWERS = {"reproduced": "yes", "contradicted": "no: the opposite", "absent": "no effect ≥ δ",
+           "inconclusive": "inconclusive", "uninformative": "uninformative"}
+
+
+def _verdict_table(records: Sequence[dict], kind: str) -> list:
+    """Rows of decided records; `kind` "verdict" (the papers' claims) or "answer" (beyond them)."""
+    def interval(r: dict) -> str:
+        d = _digits(r)
+        return (f"{r['effect']:+.{d}f} [{r['ci_low']:+.{d}f}, {r['ci_high']:+.{d}f}]"
+                + (f" {r['unit']}" if r["unit"].startswith("L2") else "")
+                + ("" if r.get("regime_applies", True) else
+                   f" (1 % − HE overhead; overhead {r['overhead_percent']:+.1f} % of the linear step)"))
+
+    def threshold(r: dict) -> str:
+        if r["non_inferiority"]:
+            return f"non-inferiority margin {r['non_inferiority']:g}"
+        return f"{r['delta']:g}" if r["delta"] else "—"
+
+    def word(r: dict) -> str:
+        text = f"**{r['verdict'] if kind == 'verdict' else ANSWERS[r['verdict']]}**"
+        if r["borderline"]:
+            text += " (borderline)"
+        if r["ceiling"] and stats.at_ceiling(r["ceiling"]):
+            text += (f" (at the ceiling: {r['ceiling']['room']:.1f} pts of room below 100 %, the paper's "
+                     f"effect {r['ceiling']['paper_effect']:g})")
+        if r["failed_units"]:
+            alt = r["without_failed_units"]
+            text += (f"; without the failed unit(s) {', '.join(r['failed_units'])}: "
+                     + (f"{alt['verdict']} {alt['effect']:+.1f} [{alt['ci_low']:+.1f}, {alt['ci_high']:+.1f}] "
+                        f"({alt['seeds']} seeds)" if alt["seeds"] else "no seed left"))
+        return text
+
+    rows = [[r["id"], f"{r['claim']} ({r['source']})", r["paper"], r["metric"], interval(r),
+             f"{r['width']:.{_digits(r)}f}", threshold(r),
+             f"{r['seeds']} × {r['n_eval']}" + ("" if r.get("regime_applies", True) else " pairs"),
+             (f"{100 * r['baseline_clean']:.1f} / {100 * r['baseline_autoattack']:.1f} ({r['baseline']})"
+              if r.get("regime_applies", True)
+              else f"— (timing; load {max(r['load_average']):.1f})"),
+             word(r)] for r in records]
+    return _table(["id", "claim (source)", "paper", "metric", "effect [95 % CI], pts unless noted",
+                   "CI width", "δ", "seeds × points", "baseline clean / AA %", kind], rows)
+
+
+def _failed_unit_lines(failed: Sequence[dict], records: Sequence[dict]) -> list:
+    """The "Failed units" paragraph: each unit, the rules it broke, the claims it enters."""
+    lines = ["### Failed units", "",
+             f"Declared before deciding (`experiments/health.py`): a unit failed when its training stopped "
+             f"before the passes its spec asks for, a training loss was not finite, or its clean accuracy "
+             f"is below {100 * health.CLEAN_FLOOR:.0f} %. Claims are decided on every unit (a method's "
+             "own instability is a finding); a claim that uses a failed unit is also decided without the "
+             "seeds where one failed (in its verdict cell).", ""]
+    if not failed:
+        return lines + ["No unit failed.", ""]
+    for entry in failed:
+        uses = [r["id"] for r in records if entry["unit"] in r.get("failed_units", [])]
+        lines.append(f"- `{entry['unit']}`: {'; '.join(entry['rules'])}; enters "
+                     f"{', '.join(uses) if uses else 'no claim'}.")
+    return lines + [""]
 
 
 def _digits(record: dict) -> int:
@@ -224,9 +287,22 @@ def method_lines() -> list:
         "heads PGD-20 on `logits / s`; APGD-DLR; AutoAttack-standard (APGD-CE, APGD-T with 9 "
         "targets, FAB-T with 9 targets, Square with 5,000 queries, each on the points the "
         "previous ones left) on the logits and, for HE heads, again on `logits / s` "
-        "(`AutoAttack` = per-point worst case of both). `scale-invariant` = per-point worst "
+        "(`AutoAttack` in the arm table = per-point worst case of both, what `evaluate` reports "
+        "to a user). `scale-invariant` = per-point worst "
         "case of APGD-DLR, APGD-T, FAB-T and Square only (the AutoAttack chain's APGD-T → "
         "FAB-T → Square is re-run on the points APGD-CE broke).",
+        f"- **Equal terms.** A claim gives both arms the same attacks with the same budget: its "
+        f"AutoAttack metric is `{outcomes.PAIRED_AUTOATTACK}`, the one chain on the logits that every "
+        "head faces (the second chain on `logits / s` exists for HE heads only, so the worst case of "
+        "both would give an HE arm twice the attacks). Each record lists the attacks behind each arm's "
+        "metric (`protocol`), and a record whose arms faced different ones on a metric breaks the "
+        "study's rules. Claims are posed as the paper poses them: seed 003's Table 5 gains of HE-LIS / "
+        "HE-CMP are over HE (m = 0.2) under PGD-20 on the cosines (`logits / s`: the schedules end "
+        "at different s); its Table 6 lead starts at 1/T = 1 on the cosines (the table's first "
+        "column); HAT's Table 2 compares with TRADES at β 5 and claims *similar* robustness, posed as "
+        "non-inferiority within "
+        f"{stats.DELTA_POINTS:g} pt, and a clean gain, which is `uninformative` when the comparison "
+        "arm leaves less room below 100 % than the paper's gain.",
         "- **Statistics.** A claim's effect is the mean paired difference of per-point "
         "outcomes (percentage points), signed in the paper's direction, with a 95 % interval "
         f"from a bootstrap over seeds **and** test points (rounds of {stats.N_BOOTSTRAP:,} "
@@ -339,20 +415,18 @@ def render(results: str, doc: str, readme: Optional[str], quick: bool = False) -
     if problems:
         lines += ["**Records that break the study's rules** (fix before reading the table): "
                   + "; ".join(problems), ""]
-    rows = [[r["id"], f"{r['claim']} ({r['source']})", r["paper"],
-             f"{r['effect']:+.{_digits(r)}f} [{r['ci_low']:+.{_digits(r)}f}, {r['ci_high']:+.{_digits(r)}f}]"
-             + (f" {r['unit']}" if r["unit"].startswith("L2") else "")
-             + ("" if r.get("regime_applies", True) else
-                f" (1 % − HE overhead; overhead {r['overhead_percent']:+.1f} % of the linear step)"),
-             f"{r['width']:.{_digits(r)}f}",
-             f"{r['delta']:g}" if r["delta"] else "—",
-             f"{r['seeds']} × {r['n_eval']}" + ("" if r.get("regime_applies", True) else " pairs"),
-             (f"{100 * r['baseline_clean']:.1f} / {100 * r['baseline_autoattack']:.1f} ({r['baseline']})"
-              if r.get("regime_applies", True)
-              else f"— (timing; load {max(r['load_average']):.1f})"),
-             f"**{r['verdict']}**" + (" (borderline)" if r["borderline"] else "")] for r in records]
-    lines += _table(["id", "claim (source)", "paper", "effect [95 % CI], pts unless noted", "CI width",
-                     "δ", "seeds × points", "baseline clean / AA %", "verdict"], rows) + [""]
+    lines += ["### The papers' claims", "",
+              "Each on the paper's metric and comparison; both arms of a claim faced the same attacks "
+              "(`protocol` in `summary.json`).", ""]
+    lines += _verdict_table([r for r in records if r["section"] == "paper"], "verdict") + [""]
+    lines += ["### Beyond the papers", "",
+              "This study's own questions: a paper's claim asked under another metric (AutoAttack for a "
+              "PGD-20 claim), another comparison, or a check of an evaluation. No paper made these claims, "
+              "so the answer says what the interval shows: **yes** (above 0), **no: the opposite** "
+              "(below 0), **no effect ≥ δ** (inside ±δ), inconclusive, uninformative "
+              "(`summary.json` keeps the verdict words of the rule).", ""]
+    lines += _verdict_table([r for r in records if r["section"] == "beyond"], "answer") + [""]
+    lines += _failed_unit_lines(summary.get("failed_units", []), records)
     if pending:
         lines += ["### Pending (units not all run yet: no verdict)", ""]
         for p in pending:

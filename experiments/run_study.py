@@ -90,7 +90,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         report.log_invocation(results, started, time.time(), invocation)
     records, pending = claims.decide_all(results, quick=args.quick)
     problems = claims.check(records, claims.test_split_sizes(args.quick), args.quick)
-    report.write_summary(results, records, pending, problems)
+    report.write_summary(results, records, pending, problems, claims.failed_units(results))
     report.render(results, doc, readme, quick=args.quick)
     print(f"rendered {doc}: {len(records)} claims decided, {len(pending)} pending", flush=True)
     if problems:

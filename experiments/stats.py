@@ -20,7 +20,13 @@ ever written):
 - `uninformative`: the baseline missed the regime in which the claim can be
   decided (clean accuracy below `MIN_CLEAN`, or AutoAttack accuracy outside
   `AUTOATTACK_RANGE`), whatever the interval says; or a timing was measured
-  while other work shared the cores.
+  while other work shared the cores; or the comparison arm sits so near 100 %
+  that the paper's effect had no room to show (`ceiling`) and the interval
+  is `absent` or `inconclusive`.
+
+A claim posed as non-inferiority ("similar robustness": side a is not worse
+than side b by more than a margin M) reads its interval against -M instead
+of 0: `reproduced` above -M, `contradicted` below -M, else `inconclusive`.
 
 Each bound carries its Monte-Carlo band: the distribution-free 95 % interval
 of a percentile from the order statistics of the replicates (the percentiles
@@ -73,7 +79,9 @@ SUMMARY_FIELDS = (
     "id", "claim", "source", "verdict", "effect", "ci_low", "ci_high", "unit", "seeds",
     "n_eval", "baseline_clean", "baseline_autoattack", "dataset", "eps", "epochs",
     "delta", "mc_error", "ci_low_mc", "ci_high_mc", "borderline",
+    "section", "arm", "against", "metric", "protocol", "non_inferiority", "ceiling", "failed_units",
 )
+SECTIONS = ("paper", "beyond")
 
 
 def _interval(draws: np.ndarray, confidence: float) -> tuple[float, float]:
@@ -228,6 +236,8 @@ def verdict(
     regime_applies: bool = True,
     load_average: Optional[Sequence[float]] = None,
     delta: float = 0.0,
+    non_inferiority: float = 0.0,
+    ceiling: bool = False,
 ) -> str:
     """The one verdict allowed by an interval, its delta and its baseline (module docstring).
 
@@ -235,15 +245,24 @@ def verdict(
     ratio): no accuracy baseline can make it uninformative, but a load
     average above `MAX_TIMING_LOAD` during any of its timed runs does.
     `delta` = 0 declares no smallest effect of interest (never `absent`).
+    `non_inferiority` = M > 0 reads the interval against -M (module
+    docstring). `ceiling`: the comparison arm left the paper's effect no room.
     """
     if regime_applies and not in_regime(baseline_clean, baseline_autoattack):
         return "uninformative"
     if load_average is not None and max(load_average) > MAX_TIMING_LOAD:
         return "uninformative"
-    return _interval_verdict(ci_low, ci_high, delta)
+    found = _interval_verdict(ci_low, ci_high, delta, non_inferiority)
+    if ceiling and found in ("absent", "inconclusive"):
+        return "uninformative"
+    return found
 
 
-def _interval_verdict(ci_low: float, ci_high: float, delta: float) -> str:
+def _interval_verdict(ci_low: float, ci_high: float, delta: float, non_inferiority: float = 0.0) -> str:
+    if non_inferiority > 0:
+        if ci_low > -non_inferiority:
+            return "reproduced"
+        return "contradicted" if ci_high < -non_inferiority else "inconclusive"
     if delta > 0 and -delta < ci_low and ci_high < delta:
         return "absent"
     if ci_low > 0:
@@ -253,20 +272,27 @@ def _interval_verdict(ci_low: float, ci_high: float, delta: float) -> str:
     return "inconclusive"
 
 
-def borderline(low_band: Sequence[float], high_band: Sequence[float], delta: float) -> bool:
+def at_ceiling(ceiling: Optional[dict]) -> bool:
+    """Whether a record's `ceiling` (`{"paper_effect", "room"}` or None) left the effect no room."""
+    return bool(ceiling) and ceiling["room"] < ceiling["paper_effect"]
+
+
+def borderline(low_band: Sequence[float], high_band: Sequence[float], delta: float,
+               non_inferiority: float = 0.0) -> bool:
     """Whether the verdict changes for some bounds inside their Monte-Carlo bands.
 
     Args:
         low_band: `[lower, upper]` Monte-Carlo band of the interval's lower bound.
         high_band: The same for the upper bound.
         delta: The claim's smallest effect of interest (0: none).
+        non_inferiority: The claim's non-inferiority margin (0: none).
 
     Returns:
         True if the interval's verdict (`absent`, `reproduced`,
         `contradicted` or `inconclusive`) is not the same for every pair of
         bounds drawn from the bands.
     """
-    verdicts = {_interval_verdict(low, high, delta) for low in low_band for high in high_band}
+    verdicts = {_interval_verdict(low, high, delta, non_inferiority) for low in low_band for high in high_band}
     return len(verdicts) > 1
 
 
@@ -288,10 +314,16 @@ def check_record(record: dict, split_sizes: dict) -> list[str]:
     timing = not record.get("regime_applies", True)
     expected = verdict(record["ci_low"], record["ci_high"], record["baseline_clean"],
                        record["baseline_autoattack"], not timing,
-                       record.get("load_average") if timing else None, record["delta"])
+                       record.get("load_average") if timing else None, record["delta"],
+                       record["non_inferiority"], at_ceiling(record["ceiling"]))
     if record["verdict"] != expected:
         problems.append(f"{name}: verdict {record['verdict']!r}, its numbers say {expected!r}")
-    if record["borderline"] != borderline(record["ci_low_mc"], record["ci_high_mc"], record["delta"]):
+    if record["section"] not in SECTIONS:
+        problems.append(f"{name}: section {record['section']!r} is none of {SECTIONS}")
+    if record["non_inferiority"] and record["delta"]:
+        problems.append(f"{name}: a non-inferiority claim declares no delta (its margin is the threshold)")
+    if record["borderline"] != borderline(record["ci_low_mc"], record["ci_high_mc"], record["delta"],
+                                          record["non_inferiority"]):
         problems.append(f"{name}: borderline {record['borderline']} does not follow its bounds' "
                         f"Monte-Carlo bands {record['ci_low_mc']}, {record['ci_high_mc']}")
     for bound in ("ci_low", "ci_high"):

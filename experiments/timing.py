@@ -126,6 +126,11 @@ def records(results: str, seeds: int = SEEDS) -> tuple[list, list]:
             "baseline_autoattack": None, "regime_applies": False, "dataset": runs[0]["dataset"],
             "eps": arms.REGIMES[runs[0]["dataset"]]["eps"], "epochs": None,
             "paper": f"+{paper} % training time (CIFAR-10, GPU)",
+            "section": "paper", "arm": f"{framework}_he", "against": framework,
+            "metric": "training step time (median ratio of interleaved pairs)",
+            "protocol": {f"{arm} / step time": [f"{framework} training steps timed in interleaved pairs"]
+                         for arm in (f"{framework}_he", framework)},
+            "non_inferiority": 0.0, "ceiling": None, "failed_units": [],
             "overhead_percent": round(100 * (ratio["ratio"] - 1), 3),
             "load_average": [r["load_average"] for r in runs],
         })

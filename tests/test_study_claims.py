@@ -7,7 +7,7 @@ import pytest
 
 from he_keras.evaluation.corruption_selection import select_corruptions
 
-from experiments import arms, catalogue, claims, lifecycle, outcomes, protocol, report, stats, timing, workers
+from experiments import arms, catalogue, claims, health, lifecycle, outcomes, protocol, report, stats, timing, workers
 from experiments import units as unit_lib
 
 
@@ -15,12 +15,15 @@ def flags(values):
     return "".join("1" if v else "0" for v in values)
 
 
-def unit(arm, seed, labels, clean, pgd, square, raw_square=None, si=None):
+def unit(arm, seed, labels, clean, pgd, square, raw_square=None, si=None, epochs_done=60):
     survivors = {"PGD-20": flags(pgd), "Square": flags(square), "APGD-CE": flags(pgd)}
     if raw_square is not None:
         survivors["Square (logits/s)"] = flags(raw_square)
-    return {"arm": arm, "seed": seed,
-            "eval": {"points": {"labels": list(labels), "clean": flags(clean), "survivors": survivors}},
+    return {"arm": arm, "seed": seed, "spec": {"epochs": 60},
+            "train": {"history": {"loss": [0.5] * epochs_done}},
+            "eval": {"points": {"labels": list(labels), "clean": flags(clean), "survivors": survivors},
+                     "clean_accuracy": float(np.mean(clean)),
+                     "attacks": [{"name": name, "config": {"steps": 20, "seed": seed}} for name in survivors]},
             "scale_invariant": {"flags": flags(square if si is None else si)}}
 
 
@@ -48,11 +51,86 @@ def test_paired_claim_effect_sign_and_verdict():
     assert stats.check_record(record, {"digits": 360}) == []
     flipped = catalogue.Claim("t2", "base is more robust", "test", claim.b, claim.a, "base", "n/a")
     assert claims.decide(flipped, units, 5, 60, 0.2)["verdict"] == "contradicted"
-    # A baseline at the floor decides nothing.
-    floor = {k: {s: dict(r, eval={"points": dict(r["eval"]["points"], clean=flags(np.zeros(360)))})
+    # A baseline below the regime (60 % clean) decides nothing.
+    floor = {k: {s: dict(r, eval=dict(r["eval"], points=dict(r["eval"]["points"], clean=flags(np.arange(360) < 216))))
                  for s, r in v.items()} for k, v in units.items()}
     assert claims.decide(claim, floor, 5, 60, 0.2)["verdict"] == "uninformative"
     assert "pending" in claims.decide(claim, units, 6, 60, 0.2)  # a missing seed: no verdict
+
+
+def test_paired_arms_face_the_same_attacks_or_the_record_breaks_the_rules():
+    rng = np.random.default_rng(5)
+    labels = np.repeat(np.arange(10), 36)
+    units = {"x": {}, "x_he": {}}
+    for seed in range(5):
+        plain = rng.random(360) < 0.5
+        units["x"][seed] = unit("x", seed, labels, np.ones(360), plain, plain)
+        units["x_he"][seed] = unit("x_he", seed, labels, np.ones(360), plain, plain, raw_square=plain)
+    sizes = {"digits": 360}
+    # The worst case of both chains gives the HE head twice the attacks (the old `1-*-aa`).
+    both = catalogue.Claim("t", "HE", "test", ((1, "x_he", "AutoAttack"),), ((1, "x", "AutoAttack"),), "x", "")
+    record = claims.decide(both, units, 5, 60, 0.2)
+    assert len(record["protocol"]["x_he / AutoAttack"]) == 2 * len(record["protocol"]["x / AutoAttack"])
+    assert any("different attacks on 'AutoAttack'" in p for p in claims.check([record], sizes))
+    # The chain on the logits is one protocol for both heads.
+    paired = catalogue.Claim("t", "HE", "test", ((1, "x_he", outcomes.PAIRED_AUTOATTACK),),
+                             ((1, "x", outcomes.PAIRED_AUTOATTACK),), "x", "")
+    record = claims.decide(paired, units, 5, 60, 0.2)
+    assert (record["arm"], record["against"], record["metric"]) == ("x_he", "x", outcomes.PAIRED_AUTOATTACK)
+    assert claims.check([record], sizes) == []
+    # A budget that differs (steps) is caught too, whatever the attack's name.
+    units["x"][0]["eval"]["attacks"][0]["config"]["steps"] = 10
+    pgd = catalogue.Claim("t", "HE", "test", ((1, "x_he", "PGD-20"),), ((1, "x", "PGD-20"),), "x", "")
+    assert any("different attacks on 'PGD-20'" in p for p in claims.check([claims.decide(pgd, units, 5, 60, 0.2)], sizes))
+
+
+def test_no_catalogue_claim_gives_one_arm_more_attacks_and_papers_claims_use_their_metric():
+    for claim in catalogue.CLAIMS:
+        heads = {arms.ARMS[arm].head for _, arm, _ in claim.a + claim.b}
+        metrics = {m for _, _, m in claim.a + claim.b}
+        assert not (len(heads) > 1 and "AutoAttack" in metrics), claim.id
+        assert claim.section in ("paper", "beyond")
+    by_id = {c.id: c for c in catalogue.CLAIMS}
+    # The papers' claims on the papers' metrics (seed 003 Tables 5 and 6, HAT Table 2).
+    assert by_id["16-he-lead"].a[0][2] == "Temperature-PGD 1/T=1"
+    assert by_id["17-helis-pgd20"].b == ((1, "pgdat_he", "PGD-20 (logits/s)"),)
+    assert by_id["hat-table2-aa"].b[0][1] == "trades_b5" and by_id["hat-table2-aa"].non_inferiority > 0
+    assert dict(arms.ARMS["trades_b5"].params)["beta"] == 5.0
+    # What no paper claims is asked apart.
+    for beyond in ("1-pgdat-aa", "3-trades", "4-alp", "9-k3-aa", "17-hecmp-vs-he-aa", "5-fastat-aa"):
+        assert by_id[beyond].section == "beyond", beyond
+    assert by_id["1-pgdat-pgd20"].section == "paper"
+
+
+def test_a_failed_unit_is_named_and_the_claim_also_decided_without_it():
+    rng = np.random.default_rng(6)
+    labels = np.repeat(np.arange(10), 36)
+    units = {"base": {}, "better": {}}
+    for seed in range(5):
+        base = rng.random(360) < 0.5
+        better = base | (rng.random(360) < 0.2)
+        stopped = seed == 2  # stopped after 2 epochs: its robustness is gone
+        units["base"][seed] = unit("base", seed, labels, np.ones(360), base, base)
+        units["better"][seed] = unit("better", seed, labels, np.ones(360), better & ~stopped, better & ~stopped,
+                                     epochs_done=2 if stopped else 60)
+    claim = catalogue.Claim("t", "better is more robust", "test", ((1, "better", "PGD-20"),),
+                            ((1, "base", "PGD-20"),), "base", "")
+    record = claims.decide(claim, units, 5, 60, 0.2)
+    assert record["failed_units"] == ["digits/better/seed2"]
+    assert record["verdict"] == "inconclusive"  # the failed seed is counted, not hidden
+    alone = record["without_failed_units"]
+    assert alone["seeds"] == 4 and alone["verdict"] == "reproduced"
+    assert health.failures(units["better"][2]) == ["stopped early: 2 of 60 passes"]
+    assert health.failed_units({"digits": units}) == [
+        {"unit": "digits/better/seed2", "rules": ["stopped early: 2 of 60 passes"]}]
+    # FreeAT's budget of 60 epochs is ceil(60 / 8) = 8 passes: not stopped early.
+    free = dict(units["base"][0], spec={"epochs": 60, "framework_params": {"replays": 8}},
+                train={"history": {"loss": [0.5] * 8}})
+    assert health.failures(free) == []
+    broken = dict(free, train={"history": {"loss": [0.5] * 7 + [float("nan")]}})
+    assert health.failures(broken) == ["non-finite loss: epochs [8]"]
+    assert "clean below floor" in health.failures(dict(units["base"][0], eval=dict(
+        units["base"][0]["eval"], points=dict(units["base"][0]["eval"]["points"], clean=flags(np.arange(360) < 100)))))[0]
 
 
 def test_margin_claims_compare_gains_in_l2_units_and_wait_for_missing_margins():

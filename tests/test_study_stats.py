@@ -77,6 +77,9 @@ def _record(**changes):
         "seeds": 5, "n_eval": 360, "baseline_clean": 0.95, "baseline_autoattack": 0.4,
         "dataset": "digits", "eps": 0.3, "epochs": 30, "delta": 1.0, "mc_error": 0.02,
         "ci_low_mc": [1.48, 1.52], "ci_high_mc": [4.98, 5.02], "borderline": False,
+        "section": "paper", "arm": "pgdat_he", "against": "pgdat", "metric": "PGD-20",
+        "protocol": {"pgdat_he / PGD-20": ["PGD-20: steps=20"], "pgdat / PGD-20": ["PGD-20: steps=20"]},
+        "non_inferiority": 0.0, "ceiling": None, "failed_units": [],
     }
     record.update(changes)
     return record
@@ -98,6 +101,39 @@ def test_check_record_enforces_every_rule():
     assert "borderline" in stats.check_record(_record(**near), sizes)[0]
     assert stats.check_record(_record(**near, borderline=True), sizes) == []
     assert "outside its Monte-Carlo band" in stats.check_record(_record(ci_low=1.6), sizes)[0]
+    assert "section" in stats.check_record(_record(section="other"), sizes)[0]
+    # A non-inferiority claim reads its interval against -margin, with no delta.
+    assert "declares no delta" in stats.check_record(_record(non_inferiority=1.0), sizes)[0]
+    assert stats.check_record(_record(non_inferiority=1.0, delta=0.0, ci_low=-0.5, ci_low_mc=[-0.52, -0.48]),
+                              sizes) == []
+    # A clean gain the ceiling left no room for: a null interval is uninformative.
+    ceiling = {"paper_effect": 2.17, "room": 2.1}
+    null = dict(effect=0.0, ci_low=-0.4, ci_high=0.5, ci_low_mc=[-0.42, -0.38], ci_high_mc=[0.48, 0.52])
+    assert "say 'uninformative'" in stats.check_record(_record(**null, verdict="absent", ceiling=ceiling), sizes)[0]
+    assert stats.check_record(_record(**null, verdict="uninformative", ceiling=ceiling), sizes) == []
+    assert stats.check_record(_record(ceiling=ceiling), sizes) == []  # a gain that showed stays
+
+
+def test_non_inferiority_is_read_against_its_margin():
+    # HAT Table 2 claims similar robustness: HAT not below TRADES by more than M = 1 pt.
+    assert stats.verdict(-0.8, 0.5, 0.95, 0.5, non_inferiority=1.0) == "reproduced"
+    assert stats.verdict(-6.7, -1.9, 0.95, 0.5, non_inferiority=1.0) == "contradicted"
+    assert stats.verdict(-1.5, 0.5, 0.95, 0.5, non_inferiority=1.0) == "inconclusive"
+    assert stats.verdict(-0.8, 0.5, 0.85, 0.5, non_inferiority=1.0) == "uninformative"
+    # Read against 0, the same interval says nothing of similarity.
+    assert stats.verdict(-0.8, 0.5, 0.95, 0.5) == "inconclusive"
+    assert stats.borderline([-1.02, -0.98], [0.4, 0.6], 0.0, non_inferiority=1.0)
+    assert not stats.borderline([-1.02, -0.98], [0.4, 0.6], 0.0)
+
+
+def test_a_ceiling_makes_only_a_null_result_uninformative():
+    assert stats.verdict(-0.4, 0.5, 0.95, 0.5, delta=1.0, ceiling=True) == "uninformative"
+    assert stats.verdict(-0.4, 1.5, 0.95, 0.5, delta=1.0, ceiling=True) == "uninformative"
+    assert stats.verdict(0.4, 1.5, 0.95, 0.5, delta=1.0, ceiling=True) == "reproduced"
+    assert stats.verdict(-1.5, -0.4, 0.95, 0.5, delta=1.0, ceiling=True) == "contradicted"
+    assert stats.verdict(-0.4, 0.5, 0.95, 0.5, delta=1.0) == "absent"
+    assert stats.at_ceiling({"paper_effect": 2.17, "room": 2.1})
+    assert not stats.at_ceiling({"paper_effect": 2.17, "room": 5.0}) and not stats.at_ceiling(None)
 
 
 def test_an_interval_inside_delta_is_absent_whatever_its_sign():
