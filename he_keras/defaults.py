@@ -47,6 +47,15 @@ AUTOATTACK_QUERIES = 5000
 # accuracy-vs-steps curve, the HE paper's FN-objective comparison).
 PROBE_STEP_FRACTION = 0.25
 
+# FastAT's catastrophic-overfitting check (`CatastrophicOverfittingStop`,
+# `--callbacks=fastat_early_stop`): training stops when the probe's PGD
+# accuracy falls by more than `CO_MAX_DROP` between two epochs (Wong et al.,
+# 2020, whose reference code stops at a 0.2 drop), and the probe is large
+# enough that a model whose robustness did not drop sets the check off with
+# probability at most `CO_FALSE_ALARM` (`overfitting_probe_size`).
+CO_MAX_DROP = 0.2
+CO_FALSE_ALARM = 1e-3
+
 # Step-size rule of every PGD that has no step of its own: training PGD,
 # evaluation PGD (PGD-20 of the suite, of the runner's final evaluation and
 # of the experiments) and the PGD-based attacks of the suite. Madry et al.'s
@@ -111,6 +120,55 @@ def probe_step_size(eps: float) -> float:
     ```
     """
     return PROBE_STEP_FRACTION * eps
+
+
+def overfitting_probe_size(
+    max_drop: float = CO_MAX_DROP, false_alarm: float = CO_FALSE_ALARM
+) -> int:
+    """Probe images the catastrophic-overfitting check needs: `ceil(2 ln(1/alpha) / t^2)`.
+
+    The check attacks the same probe images after every epoch and fires when
+    the mean of the paired per-image differences `D_i = a_i(previous) -
+    a_i(current)` (`a_i` = 1 if image i survives the attack), each in
+    {-1, 0, 1}, exceeds `t = max_drop`. For images drawn independently (or
+    without replacement, Hoeffding 1963, Sec. 6) from the training split,
+    Hoeffding's inequality for variables of range 2 bounds the chance that
+    noise alone makes that mean exceed its expectation by `t`:
+    `P(mean(D) - E[D] >= t) <= exp(-2 n t^2 / 2^2) = exp(-n t^2 / 2)`. So when
+    the robust accuracy over the training split did not drop (`E[D] <= 0`),
+    a check fires with probability at most `alpha = false_alarm` once
+    `n >= 2 ln(1 / alpha) / t^2`. The bound needs no assumption on how the
+    accuracies or the per-image outcomes are distributed; a run of E epochs
+    makes E - 1 comparisons, so its false-alarm rate is at most
+    `(E - 1) * alpha`.
+
+    Args:
+        max_drop: The drop `t` of robust accuracy (absolute) that sets the
+            check off, in (0, 1].
+        false_alarm: The per-check false-alarm rate `alpha`, in (0, 1).
+
+    Returns:
+        The number of probe images `n`: 346 at (0.2, 1e-3). (At 64 images,
+        one training batch, the bound guarantees only exp(-64 * 0.2^2 / 2)
+        = 0.28.)
+
+    Raises:
+        ValueError: if `max_drop` is not in (0, 1] or `false_alarm` not in (0, 1).
+
+    Example:
+
+    ```python
+    overfitting_probe_size(0.2, 1e-3)  # 346
+    overfitting_probe_size(0.1, 1e-3)  # 1382
+    ```
+    """
+    if not 0.0 < float(max_drop) <= 1.0:
+        raise ValueError(f"`max_drop` must lie in (0, 1]. Received: max_drop={max_drop!r}")
+    if not 0.0 < float(false_alarm) < 1.0:
+        raise ValueError(
+            f"`false_alarm` must lie in (0, 1). Received: false_alarm={false_alarm!r}"
+        )
+    return math.ceil(2.0 * math.log(1.0 / false_alarm) / max_drop**2)
 
 
 def margin_of(head: str, m: Optional[float] = None) -> float:

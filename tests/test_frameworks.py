@@ -238,7 +238,7 @@ def test_fastat_early_stop_restores_previous_epoch_on_collapse():
     clf.set_weights(undefended_digits_model("linear").get_weights())
     trainer = FastAT(clf, eps=0.02, seed=0)
     trainer.compile(optimizer=keras.optimizers.SGD(1e-3))
-    stop = CatastrophicOverfittingStop(x[:64], y[:64], eps=0.02, seed=0)
+    stop = CatastrophicOverfittingStop(x[:346], y[:346], eps=0.02, batch_size=128, seed=0)
     snapshots = []
     remember = keras.callbacks.LambdaCallback(
         on_epoch_end=lambda epoch, logs: snapshots.append(clf.get_weights())
@@ -258,7 +258,7 @@ def test_fastat_early_stop_restores_previous_epoch_on_collapse():
 def test_early_stop_keeps_training_without_collapse_and_round_trips():
     x, y, _, _ = digits_arrays()
     model = undefended_digits_model("linear")
-    stop = CatastrophicOverfittingStop(x[:64], y[:64], eps=0.02, steps=3, max_drop=0.2)
+    stop = CatastrophicOverfittingStop(x[:346], y[:346], eps=0.02, steps=3, max_drop=0.2)
     stop.set_model(model)
     for epoch in range(3):
         stop.on_epoch_end(epoch, {})

@@ -117,7 +117,8 @@ def test_eps_probe_step_and_autoattack_budgets_have_one_home(monkeypatch):
         assert FRAMEWORKS[name](classifier).eps == defaults.NATURAL_IMAGE_EPS, name
     # The eps/4 probe step and AutoAttack's iterations are read when an
     # attack is built, not copied.
-    x, y = np.zeros((2, 8, 8, 1), "float32"), np.zeros(2, "int64")
+    # (346 images: the probe `CatastrophicOverfittingStop` needs at its defaults.)
+    x, y = np.zeros((346, 8, 8, 1), "float32"), np.zeros(346, "int64")
     monkeypatch.setattr(defaults, "PROBE_STEP_FRACTION", 0.5)
     monkeypatch.setattr(defaults, "AUTOATTACK_STEPS", 30)
     monkeypatch.setattr(defaults, "AUTOATTACK_QUERIES", 700)

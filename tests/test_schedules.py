@@ -121,4 +121,5 @@ def test_callback_factories_follow_the_paper_settings():
     assert (cmp.interpolation_epochs, cmp.initial_probability, cmp.final_probability) == (90, 0.2, 1.0)
     assert len(cmp.x) == 1024
     stop = CALLBACKS["fastat_early_stop"](config, trainer, data)
-    assert (len(stop.x), stop.eps, stop.steps, stop.step_size) == (64, 0.3, 5, 0.075)
+    assert (len(stop.x), stop.eps, stop.steps, stop.step_size) == (346, 0.3, 5, 0.075)
+    assert (stop.max_drop, stop.false_alarm, stop.batch_size) == (0.2, 1e-3, 64)

@@ -13,7 +13,12 @@ import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
 from he_keras.attacks.core import ProjectedGradientAttack
-from he_keras.defaults import probe_step_size
+from he_keras.defaults import (
+    CO_FALSE_ALARM,
+    CO_MAX_DROP,
+    overfitting_probe_size,
+    probe_step_size,
+)
 from he_keras.models.heads import find_head
 
 
@@ -109,26 +114,42 @@ class CatastrophicOverfittingStop(keras.callbacks.Callback):
     """Early stop of FastAT (Wong et al., 2020) when PGD accuracy collapses.
 
     After every epoch, PGD (`steps` steps of `step_size`, uniform start,
-    cross-entropy, inference mode) attacks a fixed training batch. If the
-    robust accuracy falls by more than `max_drop` (absolute) below that of
-    the previous epoch, training stops and the classifier gets back the
-    weights it had after the previous epoch (the last ones that passed the
-    check). The reference code checks the first batch of each epoch's
-    shuffled order; a fixed batch makes the epochs comparable.
+    cross-entropy, inference mode) attacks a fixed probe of training images.
+    If the robust accuracy falls by more than `max_drop` (absolute) below
+    that of the previous epoch, training stops and the classifier gets back
+    the weights it had after the previous epoch (the last ones that passed
+    the check). The reference code checks the first batch of each epoch's
+    shuffled order; a fixed probe, attacked from the same random start at
+    every check, makes two epochs' accuracies differ only by the model.
+
+    The probe must hold at least `overfitting_probe_size(max_drop,
+    false_alarm)` images (`he_keras.defaults`; 346 at the defaults): then,
+    by Hoeffding's inequality on the paired per-image differences, a model
+    whose robust accuracy on the training split did not drop sets the check
+    off with probability at most `false_alarm`. With one 64-image batch a
+    drop of 0.2 is within noise.
 
     Args:
-        x: The training batch to attack, images in [0, 1].
-        y: Its integer labels.
+        x: The probe images, in [0, 1], drawn at random from the training split.
+        y: Their integer labels.
         eps: Radius of the check (the training eps).
         step_size: PGD step (None: `eps / 4`, 2/255 at eps 8/255).
         steps: PGD steps (5).
-        max_drop: Largest tolerated drop of robust accuracy (0.2).
-        seed: Seed of the PGD random start.
+        max_drop: Largest tolerated drop of robust accuracy, in (0, 1] (0.2).
+        false_alarm: Per-check false-alarm rate the probe must reach, in
+            (0, 1) (1e-3).
+        batch_size: Images attacked per PGD call (None: the whole probe at once).
+        seed: Seed of the PGD random start (None: drawn once, non-deterministically).
+
+    Raises:
+        ValueError: if `x` holds fewer images than `overfitting_probe_size`
+            requires, or an argument is out of range.
 
     Example:
 
     ```python
-    stop = CatastrophicOverfittingStop(x_train[:128], y_train[:128], eps=8 / 255)
+    n = overfitting_probe_size(0.2, 1e-3)  # 346
+    stop = CatastrophicOverfittingStop(x_train[:n], y_train[:n], eps=8 / 255, batch_size=128)
     trainer.fit(data, epochs=30, callbacks=[stop])
     ```
     """
@@ -140,7 +161,9 @@ class CatastrophicOverfittingStop(keras.callbacks.Callback):
         eps: float,
         step_size: Optional[float] = None,
         steps: int = 5,
-        max_drop: float = 0.2,
+        max_drop: float = CO_MAX_DROP,
+        false_alarm: float = CO_FALSE_ALARM,
+        batch_size: Optional[int] = None,
         seed: Optional[int] = 0,
     ) -> None:
         super().__init__()
@@ -151,18 +174,31 @@ class CatastrophicOverfittingStop(keras.callbacks.Callback):
                 "`x` and `y` must hold the same non-zero number of examples. "
                 f"Received: {len(x)} images and {len(y)} labels"
             )
-        if not 0.0 <= float(max_drop) <= 1.0:
-            raise ValueError(f"`max_drop` must lie in [0, 1]. Received: max_drop={max_drop!r}")
+        needed = overfitting_probe_size(max_drop, false_alarm)
+        if len(x) < needed:
+            raise ValueError(
+                f"The catastrophic-overfitting check needs at least {needed} probe images "
+                f"for max_drop={max_drop!r} at false_alarm={false_alarm!r} (Hoeffding: "
+                f"ceil(2 ln(1/false_alarm) / max_drop^2)). Received: {len(x)} images. "
+                "Pass more images, or a larger `max_drop` or `false_alarm`"
+            )
+        if batch_size is not None and not int(batch_size) >= 1:
+            raise ValueError(f"`batch_size` must be >= 1 or None. Received: batch_size={batch_size!r}")
         self.x = x
         self.y = y
         self.eps = float(eps)
         self.step_size = float(probe_step_size(eps) if step_size is None else step_size)
         self.steps = int(steps)
         self.max_drop = float(max_drop)
+        self.false_alarm = float(false_alarm)
+        self.batch_size = None if batch_size is None else int(batch_size)
         self.seed = seed
         self.attack = ProjectedGradientAttack(
             eps=self.eps, step_size=self.step_size, steps=self.steps, seed=seed
         )
+        # Every check rewinds the attack's generator to this state: the same
+        # random start, whatever the number of checks before.
+        self._start_state = self.attack.rng.state.numpy()
         self.accuracies: list = []
         self.best_weights: Optional[list] = None
         self.stopped_epoch: Optional[int] = None
@@ -171,11 +207,21 @@ class CatastrophicOverfittingStop(keras.callbacks.Callback):
         return getattr(self.model, "classifier", self.model)
 
     def robust_accuracy(self) -> float:
-        """PGD accuracy of the current classifier on the fixed batch."""
+        """PGD accuracy of the current classifier on the probe.
+
+        Returns:
+            The share of probe images still classified correctly after the
+            attack, which starts from the same random point at every call.
+        """
         classifier = self._classifier()
-        x_adv = self.attack(classifier, self.x, self.y)
-        logits = classifier(x_adv, training=False)
-        return float(np.mean(np.argmax(np.asarray(logits), axis=1) == self.y))
+        self.attack.rng.reset(self._start_state)
+        chunk = self.batch_size or len(self.x)
+        correct = 0
+        for start in range(0, len(self.x), chunk):
+            x, y = self.x[start : start + chunk], self.y[start : start + chunk]
+            logits = classifier(self.attack(classifier, x, y), training=False)
+            correct += int(np.sum(np.argmax(np.asarray(logits), axis=1) == y))
+        return correct / len(self.x)
 
     def on_epoch_end(self, epoch: int, logs: Optional[dict] = None) -> None:
         accuracy = self.robust_accuracy()
@@ -202,6 +248,8 @@ class CatastrophicOverfittingStop(keras.callbacks.Callback):
             "step_size": self.step_size,
             "steps": self.steps,
             "max_drop": self.max_drop,
+            "false_alarm": self.false_alarm,
+            "batch_size": self.batch_size,
             "seed": self.seed,
         }
 
@@ -209,8 +257,33 @@ class CatastrophicOverfittingStop(keras.callbacks.Callback):
 def fastat_early_stop_callback(
     config: Any, trainer: keras.Model, data: Any
 ) -> CatastrophicOverfittingStop:
-    """`--callbacks=fastat_early_stop`: PGD-5 on the first training batch (test-time preprocessing)."""
+    """`--callbacks=fastat_early_stop`: PGD-5 on the first `overfitting_probe_size()` training images.
+
+    Args:
+        config: The run's `TrainConfig` (`eps`, `batch_size`, `seed`).
+        trainer: The trainer (unused; the callback reads its model from Keras).
+        data: The `Dataset`; the probe is the first images of
+            `data.probe_pool` (the training split preprocessed as test
+            data) in their stored order, a random sample when that order is
+            not sorted (the embedded datasets' split is shuffled).
+
+    Returns:
+        A `CatastrophicOverfittingStop` with `CO_MAX_DROP` (0.2) and
+        `CO_FALSE_ALARM` (1e-3), 346 probe images attacked `batch_size` at a time.
+
+    Raises:
+        ValueError: if the training split holds fewer images than the probe needs.
+
+    Example:
+
+    ```python
+    stop = CALLBACKS["fastat_early_stop"](config, trainer, data)
+    ```
+    """
     from he_keras.data import to_numpy
 
-    x, y = to_numpy(data.probe_pool, config.batch_size)
-    return CatastrophicOverfittingStop(x, y, eps=config.eps, seed=config.seed)
+    x, y = to_numpy(data.probe_pool, overfitting_probe_size(CO_MAX_DROP, CO_FALSE_ALARM))
+    return CatastrophicOverfittingStop(
+        x, y, eps=config.eps, max_drop=CO_MAX_DROP, false_alarm=CO_FALSE_ALARM,
+        batch_size=config.batch_size, seed=config.seed,
+    )
