@@ -9,9 +9,11 @@ regime* when
 
 - clean test accuracy >= 90 %,
 - AutoAttack-standard robust test accuracy lies in [25 %, 85 %], and
-- the validation robust accuracy (PGD-10 on the seeded validation split,
-  logged by the runner after every epoch) of the last 5 epochs spans
-  (max - min) less than 1 point.
+- training converged: the validation robust accuracy (PGD-10 on the seeded
+  validation split, logged by the runner after every epoch) changes by less
+  than 1 point across its last 5 epochs after the last LR decay (a fitted
+  line: `experiments.stats.trend` / `converged`, the rule the study's
+  verdicts use too).
 
 Model selection uses the validation curve only; the test numbers are
 recorded, never used to pick epochs.
@@ -48,6 +50,7 @@ from he_keras.files import read_json, write_json
 from he_keras.models.io import load_model
 from he_keras.runs import TrainConfig, run
 
+from experiments import stats
 from experiments.calibration_settings import SETTINGS
 from experiments.validation_noise import fixed_seed_validation, validation_attack_noise
 
@@ -55,11 +58,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS_DIR = os.path.join(HERE, "results", "calibration")
 RUNS_DIR = os.path.join(os.path.dirname(HERE), "runs", "calibration")
 
-# The regime of issue 14.
-CLEAN_MIN = 0.90
-AUTOATTACK_RANGE = (0.25, 0.85)
 PLATEAU_EPOCHS = 5
-PLATEAU_SPAN = 0.01
 
 def plateau(values: Sequence[float], window: int = PLATEAU_EPOCHS) -> dict:
     """How much the last `window` values still move.
@@ -84,16 +83,19 @@ def plateau(values: Sequence[float], window: int = PLATEAU_EPOCHS) -> dict:
     return out
 
 
-def regime(clean: float, autoattack: float, val_adv: Sequence[float]) -> dict:
-    """Checks the regime of issue 14 on one trained model.
+def regime(clean: float, autoattack: float, val_adv: Sequence[float],
+           lr_decay_epochs: Sequence[float] = ()) -> dict:
+    """Checks the regime of issue 14 on one trained model (the study's `stats` rules).
 
     Args:
         clean: Clean test accuracy.
         autoattack: AutoAttack-standard robust test accuracy.
         val_adv: Per-epoch validation robust accuracy.
+        lr_decay_epochs: The run's LR decays (the trend is read after the last).
 
     Returns:
-        Each criterion's flag and `"met"` (all of them).
+        Each criterion's flag, the validation `trend` (points) and `"met"`
+        (all criteria).
 
     Example:
 
@@ -101,13 +103,13 @@ def regime(clean: float, autoattack: float, val_adv: Sequence[float]) -> dict:
     regime(0.95, 0.40, [0.30, 0.40, 0.40, 0.405, 0.40, 0.40])["met"]  # True
     ```
     """
-    span = plateau(val_adv)["span"]
+    trend = stats.trend(val_adv, lr_decay_epochs=lr_decay_epochs) if len(val_adv) >= PLATEAU_EPOCHS else None
     checks = {
-        "clean_ge_90": clean >= CLEAN_MIN,
-        "autoattack_in_25_85": AUTOATTACK_RANGE[0] <= autoattack <= AUTOATTACK_RANGE[1],
-        "val_plateau_lt_1pt": span is not None and span < PLATEAU_SPAN,
+        "clean_ge_90": clean >= stats.MIN_CLEAN,
+        "autoattack_in_25_85": stats.AUTOATTACK_RANGE[0] <= autoattack <= stats.AUTOATTACK_RANGE[1],
+        "val_converged": stats.converged([trend]),
     }
-    return dict(checks, met=all(checks.values()))
+    return dict(checks, val_trend=trend, met=all(checks.values()))
 
 
 def train(name: str, setting: dict, runs_dir: str) -> dict:
@@ -266,7 +268,9 @@ def derive(record: dict) -> dict:
         plateau_fixed_seed=plateau(fixed) if fixed else None,
         plateau_judged_on=judged,
     )
-    record["regime"] = regime(test["clean_accuracy"], test["autoattack_accuracy"], curves[judged])
+    config = record["config"]
+    decays = config.get("lr_decay_epochs") or () if config.get("lr_schedule") == "piecewise" else ()
+    record["regime"] = regime(test["clean_accuracy"], test["autoattack_accuracy"], curves[judged], decays)
     return record
 
 

@@ -97,7 +97,8 @@ def _verdict(claim: Claim, effect: dict, base: dict, ceiling: Optional[dict]) ->
     low_band, high_band = ([round(v, 3) for v in effect[k]] for k in ("ci_low_mc", "ci_high_mc"))
     return {
         "verdict": stats.verdict(low, high, base["clean"], base["AutoAttack"], delta=claim.delta,
-                                 non_inferiority=claim.non_inferiority, ceiling=stats.at_ceiling(ceiling)),
+                                 non_inferiority=claim.non_inferiority, ceiling=stats.at_ceiling(ceiling),
+                                 baseline_trend=base["trend"]),
         "effect": round(effect["effect"], 3), "ci_low": low, "ci_high": high,
         "width": round(effect["width"], 3), "mc_error": round(effect["mc_error"], 4),
         "ci_low_mc": low_band, "ci_high_mc": high_band, "n_bootstrap": effect["n_bootstrap"],
@@ -124,7 +125,10 @@ def decide(claim: Claim, units: dict, seeds_required: int, epochs: int, eps: flo
     mixed = mixed_corruption_models(claim, units, seeds)
     if mixed:
         return {"id": claim.id, "claim": claim.claim, "pending": mixed}
-    base = arm_means({claim.baseline: {s: units[claim.baseline][s] for s in seeds}}, claim.baseline)
+    base_units = {s: units[claim.baseline][s] for s in seeds}
+    trend = arm_trend(base_units)
+    base = dict(arm_means({claim.baseline: base_units}, claim.baseline),
+                trend=None if trend is None else round(trend, 3))
     ceiling = None
     if claim.ceiling:
         room = 100.0 * (1.0 - float(np.mean(side(units, claim.b, seeds))))
@@ -136,7 +140,8 @@ def decide(claim: Claim, units: dict, seeds_required: int, epochs: int, eps: flo
         **described(claim, units, seeds), **_verdict(claim, effect, base, ceiling),
         "delta": claim.delta, "non_inferiority": claim.non_inferiority, "ceiling": ceiling,
         "unit": claim.unit, "baseline": claim.baseline, "baseline_clean": round(base["clean"], 4),
-        "baseline_autoattack": round(base["AutoAttack"], 4), "dataset": claim.dataset,
+        "baseline_autoattack": round(base["AutoAttack"], 4),
+        "baseline_trend": base["trend"], "dataset": claim.dataset,
         "eps": eps, "epochs": epochs, "paper": claim.paper,
         "failed_units": [u for s in seeds for u in failed[s]],
     }
@@ -193,9 +198,15 @@ def check(records: Sequence[dict], split_sizes: dict, quick: bool = False) -> li
     return problems
 
 
-def plateau(record: dict, window: int = 5) -> Optional[float]:
-    """Change (last - first, points) of the validation robust accuracy over the last `window` epochs."""
-    values = record["train"]["history"].get("val_adv_accuracy", [])
-    if len(values) < window:
-        return None
-    return 100.0 * (values[-1] - values[-window])
+def unit_trend(record: dict) -> Optional[float]:
+    """`stats.trend` of a unit's validation robust accuracy, read after its last LR decay."""
+    spec = record["spec"]
+    decays = spec.get("lr_decay_epochs") or () if spec.get("lr_schedule", "piecewise") == "piecewise" else ()
+    return stats.trend(record["train"]["history"].get("val_adv_accuracy", []), lr_decay_epochs=decays,
+                       updates_per_batch=int(spec.get("framework_params", {}).get("replays", 1)))
+
+
+def arm_trend(by_seed: dict) -> Optional[float]:
+    """Mean `unit_trend` over an arm's seeds (None if a seed has none)."""
+    trends = [unit_trend(r) for r in by_seed.values()]
+    return None if not trends or any(t is None for t in trends) else float(np.mean(trends))

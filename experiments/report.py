@@ -77,8 +77,9 @@ def _arm_rows(units: dict) -> list:
             raw = _pct([outcomes.outcome(r, "PGD-20 (logits/s)").mean() for r in records])
         else:
             raw = "—"
-        changes = [c for c in (claims.plateau(r) for r in records) if c is not None]
+        changes = [c for c in (claims.unit_trend(r) for r in records) if c is not None]
         plateau = (f"{np.mean(changes):+.1f} (|·| {np.mean(np.abs(changes)):.1f}, max {max(abs(c) for c in changes):.1f})"
+                   + ("" if stats.converged([claims.arm_trend(by_seed)]) else " **not converged**")
                    if changes else "—")
         train = np.median([r["train"]["wall_seconds"] for r in records]) / 60
         evaluation = np.median([r["eval_wall_seconds"] for r in records]) / 60
@@ -315,8 +316,11 @@ def method_lines() -> list:
         "**absent** (interval inside (−δ, +δ): the effect, if any, is smaller than δ), "
         "**reproduced** (interval above 0), **contradicted** "
         "(below 0), **inconclusive** (contains 0; its width is given), **uninformative** (the "
-        f"claim's baseline arm has clean < {stats.MIN_CLEAN:.0%} or AutoAttack outside "
-        f"[{stats.AUTOATTACK_RANGE[0]:.0%}, {stats.AUTOATTACK_RANGE[1]:.0%}]; a timing claim whose "
+        f"claim's baseline arm has clean < {stats.MIN_CLEAN:.0%}, AutoAttack outside "
+        f"[{stats.AUTOATTACK_RANGE[0]:.0%}, {stats.AUTOATTACK_RANGE[1]:.0%}] or has not converged "
+        f"(|validation trend| ≥ {stats.CONVERGENCE_TOLERANCE:g} pt, Arms below); a claim whose comparison "
+        "arm left the paper's effect no room below 100 % and whose interval is absent or inconclusive; "
+        "a timing claim whose "
         f"timed runs saw a 1-minute load average above {stats.MAX_TIMING_LOAD:g}, i.e. other work "
         "on the cores). A verdict marked *borderline* changes for some bounds inside their "
         "Monte-Carlo bands: another bootstrap seed could flip it.",
@@ -398,17 +402,18 @@ def render(results: str, doc: str, readme: Optional[str], quick: bool = False) -
                       f"![{dataset} validation]({os.path.relpath(figure, os.path.dirname(os.path.abspath(doc)))})",
                       ""]
             means = claims.arm_means({"pgdat": base}, "pgdat")
-            changes = [c for c in (claims.plateau(r) for r in base.values()) if c is not None]
+            changes = [c for c in (claims.unit_trend(r) for r in base.values()) if c is not None]
             trend = float(np.mean(changes)) if changes else float("nan")
             jitter = float(np.mean(np.abs(changes))) if changes else float("nan")
             checks = [("clean >= 90 %", means["clean"] >= stats.MIN_CLEAN),
                       ("AutoAttack in [25, 85] %",
                        stats.AUTOATTACK_RANGE[0] <= means["AutoAttack"] <= stats.AUTOATTACK_RANGE[1]),
-                      ("validation change over the last 5 epochs < 1 pt", abs(trend) < 1.0)]
+                      (f"converged (validation trend < {stats.CONVERGENCE_TOLERANCE:g} pt)",
+                       stats.converged([claims.arm_trend(base)]))]
             lines += [f"Plain PGD-AT in this study ({len(base)} seed{'s' if len(base) > 1 else ''}): clean "
                       f"{100 * means['clean']:.1f} %, AutoAttack {100 * means['AutoAttack']:.1f} %, "
-                      f"validation change over the last 5 epochs {trend:+.2f} pts (mean over seeds; "
-                      f"mean |change| {jitter:.2f} pts, one validation point = "
+                      f"validation trend {trend:+.2f} pts (mean over seeds; "
+                      f"mean |trend| {jitter:.2f} pts, one validation point = "
                       f"{100 / max(1, base[min(base)]['train']['validation']['n_examples']):.2f} pts): "
                       + "; ".join(f"{name}: {'met' if ok else 'MISSED'}" for name, ok in checks) + ".", ""]
     lines += ["## Verdicts", ""]
@@ -435,15 +440,18 @@ def render(results: str, doc: str, readme: Optional[str], quick: bool = False) -
             lines.append(f"- `{p['id']}` {p['claim']} — {what}")
         lines.append("")
     lines += ["## Arms", "",
-              "Accuracy in % (mean ± sd over seeds) on the whole test split; `val change` = "
-              "change of the validation PGD-10 accuracy across the last 5 epochs (the attack restarts "
-              "from the same seed every epoch), mean over seeds (the regime asks |mean| < 1), then "
-              "the mean and the largest |change| of one seed, in points; minutes = median per unit.", ""]
+              "Accuracy in % (mean ± sd over seeds) on the whole test split; `val trend` = "
+              "fitted change of the validation PGD-10 accuracy (the attack restarts from the same seed "
+              f"every epoch) across the last {stats.CONVERGENCE_WINDOW} passes after the last LR decay "
+              "(at least 2: FreeAT's budget ends 2 passes after its last decay), mean over seeds "
+              f"(converged: |mean| < {stats.CONVERGENCE_TOLERANCE:g}, `experiments/stats.py`, the rule of "
+              "calibration and of every verdict's baseline), then the mean and the largest |trend| of one "
+              "seed, in points; minutes = median per unit.", ""]
     for dataset, units in units_by_dataset.items():
         if units:
             lines += [f"### {dataset}", ""]
             lines += _table(["arm", "seeds", "clean", "PGD-20", "PGD-20 (logits/s)", "AutoAttack",
-                             "scale-invariant", "val change", "train / eval min"],
+                             "scale-invariant", "val trend", "train / eval min"],
                             _arm_rows(units)) + [""]
     lines += _corruption_lines(units_by_dataset)
     lines += ["## Wall time", "",

@@ -18,8 +18,9 @@ ever written):
 - `contradicted`: the interval lies below 0;
 - `inconclusive`: the interval contains 0 (its width says how much was learnt);
 - `uninformative`: the baseline missed the regime in which the claim can be
-  decided (clean accuracy below `MIN_CLEAN`, or AutoAttack accuracy outside
-  `AUTOATTACK_RANGE`), whatever the interval says; or a timing was measured
+  decided (clean accuracy below `MIN_CLEAN`, AutoAttack accuracy outside
+  `AUTOATTACK_RANGE`, or training not converged: `converged`), whatever the
+  interval says; or a timing was measured
   while other work shared the cores; or the comparison arm sits so near 100 %
   that the paper's effect had no room to show (`ceiling`) and the interval
   is `absent` or `inconclusive`.
@@ -64,6 +65,12 @@ VERDICTS = ("reproduced", "contradicted", "absent", "inconclusive", "uninformati
 DELTA_POINTS = 1.0
 MIN_CLEAN = 0.90
 AUTOATTACK_RANGE = (0.25, 0.85)
+# The one convergence rule (calibration, the report and every verdict): the
+# validation robust accuracy's least-squares change across the last
+# CONVERGENCE_WINDOW passes logged after the last LR decay (`trend`), averaged
+# over an arm's seeds, is smaller than CONVERGENCE_TOLERANCE points.
+CONVERGENCE_WINDOW = 5
+CONVERGENCE_TOLERANCE = 1.0
 # On the 2-core machine the timed process alone keeps the load near 1; above
 # this, other work shared the cores and the ratio measures the contention.
 MAX_TIMING_LOAD = 1.5
@@ -80,6 +87,7 @@ SUMMARY_FIELDS = (
     "n_eval", "baseline_clean", "baseline_autoattack", "dataset", "eps", "epochs",
     "delta", "mc_error", "ci_low_mc", "ci_high_mc", "borderline",
     "section", "arm", "against", "metric", "protocol", "non_inferiority", "ceiling", "failed_units",
+    "baseline_trend",
 )
 SECTIONS = ("paper", "beyond")
 
@@ -220,9 +228,64 @@ def resolution(unit: str) -> float:
     return 0.01 if unit.startswith("L2") else 0.1
 
 
-def in_regime(baseline_clean: Optional[float], baseline_autoattack: Optional[float]) -> bool:
-    """Whether a baseline is in the regime where a claim can be decided."""
+def settled(values: Sequence[float], lr_decay_epochs: Sequence[float] = (), updates_per_batch: int = 1,
+            window: int = CONVERGENCE_WINDOW) -> list:
+    """The values a convergence check reads: the last `window` logged after the last LR decay.
+
+    Args:
+        values: Per-pass validation robust accuracy, in [0, 1].
+        lr_decay_epochs: The run's LR decays, in epochs of its budget.
+        updates_per_batch: Optimizer updates per batch (FreeAT's replays: its
+            budget epoch `e` falls in pass `e / replays`).
+        window: Most passes read.
+
+    Returns:
+        At least the last two values (fewer only when fewer were logged).
+    """
+    values = list(values)
+    start = int(max(lr_decay_epochs) // updates_per_batch) if len(lr_decay_epochs) else 0
+    tail = values[start:][-window:]
+    return tail if len(tail) >= 2 else values[-2:]
+
+
+def trend(values: Sequence[float], **window: object) -> Optional[float]:
+    """Least-squares change, in points, across the `settled` values (None if fewer than 2).
+
+    A fitted line, not last minus first: one validation point more or less at
+    either end does not decide it.
+
+    Example:
+
+    ```python
+    trend([0.3, 0.4, 0.40, 0.41, 0.40, 0.41, 0.40])  # +0.2 (points, last 5)
+    ```
+    """
+    tail = np.asarray(settled(values, **window), np.float64)
+    if len(tail) < 2:
+        return None
+    return float(100.0 * np.polyfit(np.arange(len(tail)), tail, 1)[0] * (len(tail) - 1))
+
+
+def converged(trends: Sequence[Optional[float]]) -> bool:
+    """Whether an arm (one `trend` per seed) has converged: |mean trend| < CONVERGENCE_TOLERANCE.
+
+    Unknown trends (None) never pass.
+    """
+    if not trends or any(t is None for t in trends):
+        return False
+    return abs(float(np.mean(trends))) < CONVERGENCE_TOLERANCE
+
+
+def in_regime(baseline_clean: Optional[float], baseline_autoattack: Optional[float],
+              baseline_trend: Optional[float] = None) -> bool:
+    """Whether a baseline is in the regime where a claim can be decided.
+
+    `baseline_trend` is the arm's mean `trend`; None skips the convergence
+    check (a record must carry it: `check_record`).
+    """
     if baseline_clean is None or baseline_autoattack is None:
+        return False
+    if baseline_trend is not None and not converged([baseline_trend]):
         return False
     low, high = AUTOATTACK_RANGE
     return baseline_clean >= MIN_CLEAN and low <= baseline_autoattack <= high
@@ -238,6 +301,7 @@ def verdict(
     delta: float = 0.0,
     non_inferiority: float = 0.0,
     ceiling: bool = False,
+    baseline_trend: Optional[float] = None,
 ) -> str:
     """The one verdict allowed by an interval, its delta and its baseline (module docstring).
 
@@ -247,8 +311,10 @@ def verdict(
     `delta` = 0 declares no smallest effect of interest (never `absent`).
     `non_inferiority` = M > 0 reads the interval against -M (module
     docstring). `ceiling`: the comparison arm left the paper's effect no room.
+    `baseline_trend`: the baseline arm's mean validation `trend` (None: not
+    checked).
     """
-    if regime_applies and not in_regime(baseline_clean, baseline_autoattack):
+    if regime_applies and not in_regime(baseline_clean, baseline_autoattack, baseline_trend):
         return "uninformative"
     if load_average is not None and max(load_average) > MAX_TIMING_LOAD:
         return "uninformative"
@@ -315,9 +381,11 @@ def check_record(record: dict, split_sizes: dict) -> list[str]:
     expected = verdict(record["ci_low"], record["ci_high"], record["baseline_clean"],
                        record["baseline_autoattack"], not timing,
                        record.get("load_average") if timing else None, record["delta"],
-                       record["non_inferiority"], at_ceiling(record["ceiling"]))
+                       record["non_inferiority"], at_ceiling(record["ceiling"]), record["baseline_trend"])
     if record["verdict"] != expected:
         problems.append(f"{name}: verdict {record['verdict']!r}, its numbers say {expected!r}")
+    if not timing and record["baseline_trend"] is None:
+        problems.append(f"{name}: its baseline's convergence was not checked (baseline_trend None)")
     if record["section"] not in SECTIONS:
         problems.append(f"{name}: section {record['section']!r} is none of {SECTIONS}")
     if record["non_inferiority"] and record["delta"]:

@@ -123,7 +123,7 @@ def records(results: str, seeds: int = SEEDS) -> tuple[list, list]:
             "ci_low_mc": low_band, "ci_high_mc": high_band,
             "borderline": stats.borderline(low_band, high_band, 0.0), "unit": f"percent of step time ({THRESHOLD:g} % - HE overhead)",
             "seeds": len(runs), "n_eval": int(len(he)), "baseline": framework, "baseline_clean": None,
-            "baseline_autoattack": None, "regime_applies": False, "dataset": runs[0]["dataset"],
+            "baseline_autoattack": None, "baseline_trend": None, "regime_applies": False, "dataset": runs[0]["dataset"],
             "eps": arms.REGIMES[runs[0]["dataset"]]["eps"], "epochs": None,
             "paper": f"+{paper} % training time (CIFAR-10, GPU)",
             "section": "paper", "arm": f"{framework}_he", "against": framework,

@@ -26,9 +26,9 @@ def test_regime_fires_on_each_criterion():
         got = calibrate.regime(0.95, aa, FLAT)
         assert not got["met"] and not got["autoattack_in_25_85"]
     rising = calibrate.regime(0.95, 0.40, FLAT[:-1] + [0.42])
-    assert not rising["met"] and not rising["val_plateau_lt_1pt"]
+    assert not rising["met"] and not rising["val_converged"] and rising["val_trend"] > 1.0
     short = calibrate.regime(0.95, 0.40, FLAT[:3])
-    assert not short["met"] and not short["val_plateau_lt_1pt"]
+    assert not short["met"] and not short["val_converged"] and short["val_trend"] is None
 
 
 def test_every_setting_is_plain_pgdat_in_the_issue_bounds():

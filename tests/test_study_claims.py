@@ -20,7 +20,7 @@ def unit(arm, seed, labels, clean, pgd, square, raw_square=None, si=None, epochs
     if raw_square is not None:
         survivors["Square (logits/s)"] = flags(raw_square)
     return {"arm": arm, "seed": seed, "spec": {"epochs": 60},
-            "train": {"history": {"loss": [0.5] * epochs_done}},
+            "train": {"history": {"loss": [0.5] * epochs_done, "val_adv_accuracy": [0.5] * epochs_done}},
             "eval": {"points": {"labels": list(labels), "clean": flags(clean), "survivors": survivors},
                      "clean_accuracy": float(np.mean(clean)),
                      "attacks": [{"name": name, "config": {"steps": 20, "seed": seed}} for name in survivors]},

@@ -79,7 +79,7 @@ def _record(**changes):
         "ci_low_mc": [1.48, 1.52], "ci_high_mc": [4.98, 5.02], "borderline": False,
         "section": "paper", "arm": "pgdat_he", "against": "pgdat", "metric": "PGD-20",
         "protocol": {"pgdat_he / PGD-20": ["PGD-20: steps=20"], "pgdat / PGD-20": ["PGD-20: steps=20"]},
-        "non_inferiority": 0.0, "ceiling": None, "failed_units": [],
+        "non_inferiority": 0.0, "ceiling": None, "failed_units": [], "baseline_trend": 0.2,
     }
     record.update(changes)
     return record
@@ -102,6 +102,9 @@ def test_check_record_enforces_every_rule():
     assert stats.check_record(_record(**near, borderline=True), sizes) == []
     assert "outside its Monte-Carlo band" in stats.check_record(_record(ci_low=1.6), sizes)[0]
     assert "section" in stats.check_record(_record(section="other"), sizes)[0]
+    # A baseline still moving decides nothing; one whose convergence was not checked breaks the rules.
+    assert "say 'uninformative'" in stats.check_record(_record(baseline_trend=-1.2), sizes)[0]
+    assert "not checked" in stats.check_record(_record(baseline_trend=None), sizes)[0]
     # A non-inferiority claim reads its interval against -margin, with no delta.
     assert "declares no delta" in stats.check_record(_record(non_inferiority=1.0), sizes)[0]
     assert stats.check_record(_record(non_inferiority=1.0, delta=0.0, ci_low=-0.5, ci_low_mc=[-0.52, -0.48]),
@@ -112,6 +115,25 @@ def test_check_record_enforces_every_rule():
     assert "say 'uninformative'" in stats.check_record(_record(**null, verdict="absent", ceiling=ceiling), sizes)[0]
     assert stats.check_record(_record(**null, verdict="uninformative", ceiling=ceiling), sizes) == []
     assert stats.check_record(_record(ceiling=ceiling), sizes) == []  # a gain that showed stays
+
+
+def test_one_convergence_rule_reads_the_passes_after_the_last_decay():
+    flat = [0.30, 0.35, 0.40, 0.41, 0.40, 0.41, 0.40, 0.41]
+    assert abs(stats.trend(flat)) < 0.5 and stats.converged([stats.trend(flat)])
+    rising = [0.30, 0.32, 0.34, 0.36, 0.38, 0.40]
+    assert stats.trend(rising) == pytest.approx(8.0) and not stats.converged([stats.trend(rising)])
+    # Validation points flipping back and forth (1 point = 0.7 pt on 144) span 2 pts but do not trend.
+    jitter = [0.400, 0.414, 0.393, 0.414, 0.400]
+    assert 100 * (max(jitter) - min(jitter)) > 2 and stats.converged([stats.trend(jitter)])
+    # The jump after a decay is not read: only what follows it (FreeAT: budget epoch 50 of 8 replays
+    # falls in pass 7, so passes 7 and 8).
+    decayed = [0.2] * 6 + [0.40, 0.401]
+    assert stats.trend(decayed) > 10 and abs(stats.trend(decayed, lr_decay_epochs=(40, 50), updates_per_batch=8)) < 0.5
+    assert stats.settled(list(range(60)), lr_decay_epochs=(40, 50)) == [55, 56, 57, 58, 59]
+    # Seeds average: opposite trends of two seeds converge as an arm; unknown never passes.
+    assert stats.converged([1.4, -1.2]) and not stats.converged([1.4, 1.2]) and not stats.converged([None, 0.0])
+    assert stats.verdict(2.0, 5.0, 0.95, 0.5, baseline_trend=1.5) == "uninformative"
+    assert stats.verdict(2.0, 5.0, 0.95, 0.5, baseline_trend=0.5) == "reproduced"
 
 
 def test_non_inferiority_is_read_against_its_margin():
