@@ -269,7 +269,7 @@ def _superseded_lines(results: str, dataset: str) -> list:
         rows.append(f"{record['arm']} seed {record['seed']}: clean "
                     f"{100 * record['eval']['clean_accuracy']:.1f} %, worst-case robust "
                     f"{100 * record['eval']['robust_accuracy']:.1f} %; "
-                    f"{lifecycle.superseded(record, results) or 'same settings'}")
+                    f"{lifecycle.superseded(record, results) or record.get('superseded_because', 'same settings')}")
     return [f"Units trained under an earlier regime of {dataset} (kept in "
             f"`{os.path.relpath(os.path.join(results, 'superseded'), arms.ROOT)}/`, "
             "used by no claim):", ""] + [f"- {row}" for row in rows] + [""]
