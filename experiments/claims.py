@@ -1,10 +1,11 @@
 """The study's claims decided from the units' per-point outcomes.
 
 Each claim of `experiments.catalogue.CLAIMS` has an effect `mean(a - b)` in
-percentage points with the two-way (seeds x points) bootstrap interval of
-`stats.paired_effect`, and the verdict `stats.verdict` of that interval and
-of the claim's baseline arm (clean and AutoAttack accuracy averaged over its
-seeds).
+percentage points (`stats.mean_difference`), or its own statistic (the
+class-wise claims, `experiments.classwise`), with the two-way (seeds x points)
+bootstrap interval of `stats.bootstrap_statistic`, and the verdict
+`stats.verdict` of that interval and of the claim's baseline arm (clean and
+AutoAttack accuracy averaged over its seeds).
 
 A claim is computed once every seed of the dataset (`arms.SEEDS`) is done for
 all of its arms; until then it is listed as pending, never given a verdict.
@@ -58,17 +59,18 @@ def decide(claim: Claim, units: dict, seeds_required: int, epochs: int, eps: flo
     if len(labels) != 1:
         raise ValueError(f"claim {claim.id}: its units were evaluated on different test points")
     try:
-        if claim.sides is not None:
-            a, b = claim.sides(units, seeds=seeds)
+        if claim.statistic is not None:
+            statistic = claim.statistic(units, seeds=seeds, scale=claim.scale)
         else:
-            a, b = side(units, claim.a, seeds), side(units, claim.b, seeds)
+            statistic = stats.mean_difference(side(units, claim.a, seeds), side(units, claim.b, seeds),
+                                              claim.scale)
     except KeyError as err:  # a metric added to the protocol after some units ran
         return {"id": claim.id, "claim": claim.claim, "pending": err.args[0]}
     mixed = mixed_corruption_models(claim, units, seeds)
     if mixed:
         return {"id": claim.id, "claim": claim.claim, "pending": mixed}
-    effect = stats.paired_effect(a, b, scale=claim.scale,
-                                 mc_target=stats.MC_TARGET * stats.resolution(claim.unit))
+    effect = stats.bootstrap_statistic(statistic, len(seeds), len(next(iter(labels))),
+                                       mc_target=stats.MC_TARGET * stats.resolution(claim.unit))
     base = arm_means({claim.baseline: {s: units[claim.baseline][s] for s in seeds}}, claim.baseline)
     # The verdict is read off the rounded interval the record stores, so the
     # record obeys its own rule (`stats.check_record`) to the digit.
