@@ -10,8 +10,9 @@ experiments`), `python -m experiments.study`, `python -m experiments.calibrate`.
 - `analyses`: margins, class weight norms, common corruptions.
 - `locks`, `workers`: worker processes claiming units.
 - `study`: the units' command line.
-- `catalogue`, `outcomes`, `claims`, `stats`: the claims, the per-point
-  outcomes their sides sum, their decision and its statistics.
+- `catalogue`, `outcomes`, `classwise`, `claims`, `stats`: the claims, the
+  per-point outcomes their sides sum, the class-wise statistics, their
+  decision and its statistics.
 - `report`, `timing`, `calibrate`, `run_study`: the document, step timings,
   the regimes' calibration, `make experiments`.
 """

@@ -1,10 +1,11 @@
 """The study's claims decided from the units' per-point outcomes.
 
 Each claim of `experiments.catalogue.CLAIMS` has an effect `mean(a - b)` in
-percentage points with the two-way (seeds x points) bootstrap interval of
-`stats.paired_effect`, and the verdict `stats.verdict` of that interval and
-of the claim's baseline arm (clean and AutoAttack accuracy averaged over its
-seeds).
+percentage points (`stats.mean_difference`), or its own statistic (the
+class-wise claims, `experiments.classwise`), with the two-way (seeds x points)
+bootstrap interval of `stats.bootstrap_statistic`, and the verdict
+`stats.verdict` of that interval and of the claim's baseline arm (clean and
+AutoAttack accuracy averaged over its seeds).
 
 A claim is computed once every seed of the dataset (`arms.SEEDS`) is done for
 all of its arms; until then it is listed as pending, never given a verdict.
@@ -81,12 +82,14 @@ def unequal_protocols(record: dict) -> list:
 
 
 def _interval(claim: Claim, units: dict, seeds: Sequence[int]) -> dict:
-    if claim.sides is not None:
-        a, b = claim.sides(units, seeds=seeds)
+    """The claim's effect and bootstrap interval over `seeds` (`stats.bootstrap_statistic`)."""
+    if claim.statistic is not None:
+        statistic = claim.statistic(units, seeds=seeds, scale=claim.scale)
     else:
-        a, b = side(units, claim.a, seeds), side(units, claim.b, seeds)
-    return stats.paired_effect(a, b, scale=claim.scale,
-                               mc_target=stats.MC_TARGET * stats.resolution(claim.unit))
+        statistic = stats.mean_difference(side(units, claim.a, seeds), side(units, claim.b, seeds), claim.scale)
+    n_points = len(units[claim.arms[0]][seeds[0]]["eval"]["points"]["labels"])
+    return stats.bootstrap_statistic(statistic, len(seeds), n_points,
+                                     mc_target=stats.MC_TARGET * stats.resolution(claim.unit))
 
 
 def _verdict(claim: Claim, effect: dict, base: dict, ceiling: Optional[dict]) -> dict:

@@ -338,7 +338,10 @@ def method_lines() -> list:
         "(alternating within each class) and scored on the other, then the halves swap "
         "(cross-fitting: a gap produced by chance alone has expectation 0). The weight-norm claim "
         "is the covariance over classes of the standardized norm of a class's weight vector and its "
-        "AutoAttack accuracy (linear in the per-point outcomes, so the same bootstrap applies).",
+        "AutoAttack accuracy. Every bootstrap replicate recomputes the statistic from its resampled "
+        "seeds and points: weighted class accuracies, and the class ranking redone on them, so the "
+        "interval counts the uncertainty of which classes are the robust ones "
+        "(`experiments/classwise.py`).",
         "- **Common corruptions** (HE Table 5). Each unit of the arms "
         f"{', '.join(f'`{a}`' for a in analyses.CORRUPTION_ARMS)} is also scored on its test points "
         "corrupted by every applicable corruption of Hendrycks & Dietterich at severities 1-5 "

@@ -5,7 +5,11 @@ seeds (same initialisation, same data order) and evaluated on the same test
 points. Its effect is the mean paired difference of per-point correctness,
 signed in the paper's direction, in percentage points. Its 95 % interval comes
 from a two-way bootstrap that resamples seeds **and** test points, so both the
-training noise and the sampling noise of a finite test split are counted.
+training noise and the sampling noise of a finite test split are counted
+(`paired_effect`). A claim whose statistic is not a mean of per-point terms
+(a class ranking estimated from the data, `experiments.classwise`) gets the
+same bootstrap with the statistic recomputed in every replicate
+(`bootstrap_statistic`).
 
 Each claim declares, before it is decided, a smallest effect of interest
 `delta` (1 point for accuracies, `DELTA_POINTS`). Verdicts (nothing else is
@@ -56,7 +60,7 @@ verdict(effect["ci_low"], effect["ci_high"], baseline_clean=0.95,
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -121,6 +125,97 @@ def mc_error(low_band: Sequence[float], high_band: Sequence[float]) -> float:
     return max(low_band[1] - low_band[0], high_band[1] - high_band[0]) / 2.0
 
 
+def mean_difference(a: np.ndarray, b: np.ndarray, scale: float = 100.0) -> Callable:
+    """The statistic of `paired_effect`: the mean paired difference `scale (a - b)`.
+
+    Args:
+        a: Per-point outcomes of the arm the paper favours, shape
+            `(seeds, points)`; row `k` of `a` and of `b` come from the same seed.
+        b: The comparison arm, same shape and pairing.
+        scale: Multiplier of the difference (100 gives percentage points).
+
+    Returns:
+        `statistic(seed_weights, point_weights)` for `bootstrap_statistic`:
+        the weighted mean `sum_s w_s (w_p @ diff[s]) / (S N)` of each replicate.
+
+    Raises:
+        ValueError: if the shapes differ or hold no seed or point.
+    """
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.ndim != 2 or a.shape != b.shape or min(a.shape) < 1:
+        raise ValueError(
+            f"Paired arms need equal (seeds, points) shapes. Received: {a.shape} and {b.shape}"
+        )
+    diff = scale * (a - b)
+    n_seeds, n_points = diff.shape
+
+    def statistic(seed_weights: np.ndarray, point_weights: np.ndarray) -> np.ndarray:
+        per_seed = point_weights @ diff.T / n_points  # (bootstrap, seeds)
+        return np.sum(per_seed * seed_weights, axis=1) / n_seeds
+
+    return statistic
+
+
+def bootstrap_statistic(
+    statistic: Callable,
+    n_seeds: int,
+    n_points: int,
+    n_bootstrap: int = N_BOOTSTRAP,
+    confidence: float = CONFIDENCE,
+    seed: int = 0,
+    mc_target: float = MC_TARGET * 0.1,
+    max_bootstrap: int = MAX_BOOTSTRAP,
+) -> dict:
+    """A statistic of seeds x test points with a seeds-and-points bootstrap interval.
+
+    A replicate resamples the seeds and, independently, the test points, as
+    multinomial counts: `seed_weights` `(B, n_seeds)` summing to `n_seeds`,
+    `point_weights` `(B, n_points)` summing to `n_points`. The statistic
+    recomputes, from the weighted data, everything it estimates (a class
+    ranking, say), so the interval counts that estimate's noise too.
+
+    Args:
+        statistic: `statistic(seed_weights, point_weights) -> (B,)` values,
+            in the unit of the effect; unit weights give the point estimate.
+        n_seeds: Seeds of the data the statistic reads.
+        n_points: Test points of that data.
+        n_bootstrap: Replicates per round.
+        confidence: Coverage of the interval.
+        seed: Seed of the bootstrap's random generator.
+        mc_target: Rounds of `n_bootstrap` replicates are added until the
+            bounds' Monte-Carlo error (`mc_error`) is below this (in the
+            effect's unit).
+        max_bootstrap: Most replicates in all.
+
+    Returns:
+        `{"effect", "ci_low", "ci_high", "width", "seeds", "n_eval",
+        "mc_error", "ci_low_mc", "ci_high_mc", "n_bootstrap"}`, the last
+        bands the Monte-Carlo 95 % bands of the bounds.
+    """
+    rng = np.random.default_rng(seed)
+    rounds = []
+    while True:
+        seed_weights = rng.multinomial(n_seeds, np.full(n_seeds, 1.0 / n_seeds), size=n_bootstrap)
+        point_weights = rng.multinomial(n_points, np.full(n_points, 1.0 / n_points), size=n_bootstrap)
+        rounds.append(statistic(seed_weights, point_weights))
+        draws = np.concatenate(rounds)
+        low, high, low_band, high_band = _bounds_with_error(draws, confidence)
+        if mc_error(low_band, high_band) <= mc_target or len(draws) + n_bootstrap > max_bootstrap:
+            break
+    return {
+        "effect": float(statistic(np.ones((1, n_seeds)), np.ones((1, n_points)))[0]),
+        "ci_low": low,
+        "ci_high": high,
+        "width": high - low,
+        "seeds": int(n_seeds),
+        "n_eval": int(n_points),
+        "mc_error": mc_error(low_band, high_band),
+        "ci_low_mc": low_band,
+        "ci_high_mc": high_band,
+        "n_bootstrap": int(len(draws)),
+    }
+
+
 def paired_effect(
     a: np.ndarray,
     b: np.ndarray,
@@ -132,6 +227,8 @@ def paired_effect(
     max_bootstrap: int = MAX_BOOTSTRAP,
 ) -> dict:
     """Mean paired difference `a - b` with a seeds-and-points bootstrap interval.
+
+    `bootstrap_statistic` of `mean_difference(a, b, scale)`.
 
     Args:
         a: Per-point outcomes of the arm the paper favours, shape
@@ -148,45 +245,15 @@ def paired_effect(
         max_bootstrap: Most replicates in all.
 
     Returns:
-        `{"effect", "ci_low", "ci_high", "width", "seeds", "n_eval",
-        "mc_error", "ci_low_mc", "ci_high_mc", "n_bootstrap"}`, the last
-        bands the Monte-Carlo 95 % bands of the bounds.
+        The record of `bootstrap_statistic`.
 
     Raises:
         ValueError: if the shapes differ or hold no seed or point.
     """
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if a.ndim != 2 or a.shape != b.shape or min(a.shape) < 1:
-        raise ValueError(
-            f"Paired arms need equal (seeds, points) shapes. Received: {a.shape} and {b.shape}"
-        )
-    diff = scale * (a - b)
-    n_seeds, n_points = diff.shape
-    rng = np.random.default_rng(seed)
-    rounds = []
-    while True:
-        # A bootstrap replicate resamples seeds and points independently; as
-        # multinomial weights, its mean is w_seeds' diff w_points / (S N).
-        seed_weights = rng.multinomial(n_seeds, np.full(n_seeds, 1.0 / n_seeds), size=n_bootstrap)
-        point_weights = rng.multinomial(n_points, np.full(n_points, 1.0 / n_points), size=n_bootstrap)
-        per_seed = point_weights @ diff.T / n_points  # (bootstrap, seeds)
-        rounds.append(np.sum(per_seed * seed_weights, axis=1) / n_seeds)
-        draws = np.concatenate(rounds)
-        low, high, low_band, high_band = _bounds_with_error(draws, confidence)
-        if mc_error(low_band, high_band) <= mc_target or len(draws) + n_bootstrap > max_bootstrap:
-            break
-    return {
-        "effect": float(diff.mean()),
-        "ci_low": low,
-        "ci_high": high,
-        "width": high - low,
-        "seeds": int(n_seeds),
-        "n_eval": int(n_points),
-        "mc_error": mc_error(low_band, high_band),
-        "ci_low_mc": low_band,
-        "ci_high_mc": high_band,
-        "n_bootstrap": int(len(draws)),
-    }
+    statistic = mean_difference(a, b, scale)
+    n_seeds, n_points = np.shape(a)
+    return bootstrap_statistic(statistic, n_seeds, n_points, n_bootstrap, confidence, seed,
+                               mc_target, max_bootstrap)
 
 
 def ratio_interval(

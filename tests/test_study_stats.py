@@ -47,6 +47,22 @@ def test_null_effect_is_inconclusive_and_pairing_matters():
     assert unpaired["width"] > 3 * paired["width"]
 
 
+def test_bootstrap_of_the_mean_difference_is_paired_effect():
+    rng = np.random.default_rng(8)
+    a = (rng.random((4, 250)) < 0.6).astype(float)
+    b = (rng.random((4, 250)) < 0.5).astype(float)
+    effect = stats.paired_effect(a, b, n_bootstrap=3000, seed=5, max_bootstrap=3000)
+    assert stats.bootstrap_statistic(stats.mean_difference(a, b), 4, 250, n_bootstrap=3000, seed=5,
+                                     max_bootstrap=3000) == effect
+    assert effect["effect"] == pytest.approx(100 * np.mean(a - b))
+    # Its replicates: multinomial seed then point weights, weighted mean of the differences.
+    draw = np.random.default_rng(5)
+    seed_weights = draw.multinomial(4, np.full(4, 0.25), size=3000)
+    point_weights = draw.multinomial(250, np.full(250, 1 / 250), size=3000)
+    draws = np.einsum("bs,sn,bn->b", seed_weights, 100 * (a - b), point_weights) / (4 * 250)
+    assert (effect["ci_low"], effect["ci_high"]) == pytest.approx(tuple(np.percentile(draws, [2.5, 97.5])))
+
+
 def test_baseline_outside_the_regime_is_uninformative():
     assert stats.verdict(5.0, 9.0, 0.85, 0.5) == "uninformative"
     assert stats.verdict(5.0, 9.0, 0.95, 0.10) == "uninformative"
