@@ -18,15 +18,18 @@ faced the same ones (`check`).
 
 from __future__ import annotations
 
+import glob
+import os
 from typing import Optional, Sequence
 
 import numpy as np
 
 from he_keras.data import load_dataset
+from he_keras.files import read_json
 
-from experiments import arms, health, stats, timing
+from experiments import arms, health, lifecycle, stats, timing
 from experiments.catalogue import CLAIMS, Claim
-from experiments.outcomes import attacks, load_units, outcome, side
+from experiments.outcomes import ON_MODEL, attacks, load_units, outcome, side
 
 def mixed_corruption_models(claim: Claim, units: dict, seeds: Sequence[int]) -> str:
     """Why an `mCA` claim cannot pair its arms yet, or "" if it can.
@@ -63,22 +66,33 @@ def described(claim: Claim, units: dict, seeds: Sequence[int]) -> dict:
     `arm` is side a's first arm, `against` the first other arm of the claim
     (the same arm when the claim contrasts two metrics of one arm);
     `protocol` maps "arm / metric" to the attacks behind it in the arm's
-    first seed (`outcomes.attacks`).
+    first seed (`outcomes.attacks`), and `protocol_varies` lists the keys
+    whose attacks differ in another seed.
     """
     terms = terms_of(claim)
     arm = terms[0][0]
     metrics = list(dict.fromkeys(m for _, m in terms))
+    per_seed = {f"{a} / {m}": [attacks(units[a][s], m) for s in seeds] for a, m in terms}
     return {"arm": arm, "against": next((a for a, _ in terms if a != arm), arm),
             "metric": metrics[0] if len(metrics) == 1 else " vs ".join(metrics),
-            "protocol": {f"{a} / {m}": attacks(units[a][seeds[0]], m) for a, m in terms}}
+            "protocol": {key: lists[0] for key, lists in per_seed.items()},
+            "protocol_varies": [key for key, lists in per_seed.items()
+                                if any(_settings(x) != _settings(lists[0]) for x in lists)]}
+
+
+def _settings(names: Sequence[str]) -> tuple:
+    """An attack list without what each attack recorded about its model (`outcomes.ON_MODEL`)."""
+    return tuple(n.split(ON_MODEL)[0] for n in names)
 
 
 def unequal_protocols(record: dict) -> list:
-    """Metrics on which the arms of a record faced different attacks (empty when none)."""
+    """Metrics on which the arms of a record faced different attacks, or whose attacks
+    differ between seeds (empty when none)."""
     by_metric: dict = {}
     for key, names in record["protocol"].items():
-        by_metric.setdefault(key.split(" / ", 1)[1], []).append(tuple(names))
-    return [m for m, lists in by_metric.items() if len(set(lists)) > 1]
+        by_metric.setdefault(key.split(" / ", 1)[1], []).append(_settings(names))
+    varies = [key.split(" / ", 1)[1] for key in record.get("protocol_varies", [])]
+    return [m for m, lists in by_metric.items() if len(set(lists)) > 1 or m in varies]
 
 
 def _interval(claim: Claim, units: dict, seeds: Sequence[int]) -> dict:
@@ -128,14 +142,7 @@ def decide(claim: Claim, units: dict, seeds_required: int, epochs: int, eps: flo
     mixed = mixed_corruption_models(claim, units, seeds)
     if mixed:
         return {"id": claim.id, "claim": claim.claim, "pending": mixed}
-    base_units = {s: units[claim.baseline][s] for s in seeds}
-    trend = arm_trend(base_units)
-    base = dict(arm_means({claim.baseline: base_units}, claim.baseline),
-                trend=None if trend is None else round(trend, 3))
-    ceiling = None
-    if claim.ceiling:
-        room = 100.0 * (1.0 - float(np.mean(side(units, claim.b, seeds))))
-        ceiling = {"paper_effect": claim.ceiling, "room": round(room, 3)}
+    base, ceiling = _baseline(claim, units, seeds)
     failed = {s: [f"{claim.dataset}/{arm}/seed{s}" for arm in arm_names if health.failures(units[arm][s])]
               for s in seeds}
     record = {
@@ -151,14 +158,43 @@ def decide(claim: Claim, units: dict, seeds_required: int, epochs: int, eps: flo
     healthy = [s for s in seeds if not failed[s]]
     if record["failed_units"]:
         record["without_failed_units"] = (
-            _verdict(claim, _interval(claim, units, healthy), base, ceiling) if healthy
-            else {"verdict": None, "seeds": 0})
+            _verdict(claim, _interval(claim, units, healthy), *_baseline(claim, units, healthy))
+            if healthy else {"verdict": None, "seeds": 0})
     return record
 
 
+def _baseline(claim: Claim, units: dict, seeds: Sequence[int]) -> tuple:
+    """`(base, ceiling)` over `seeds`: the baseline arm's clean, AutoAttack and trend, and
+    the room side b leaves below 100 % (None unless the claim declares a ceiling)."""
+    base_units = {s: units[claim.baseline][s] for s in seeds}
+    trend = arm_trend(base_units)
+    base = dict(arm_means({claim.baseline: base_units}, claim.baseline),
+                trend=None if trend is None else round(trend, 3))
+    ceiling = None
+    if claim.ceiling:
+        room = 100.0 * (1.0 - float(np.mean(side(units, claim.b, seeds))))
+        ceiling = {"paper_effect": claim.ceiling, "room": round(room, 3)}
+    return base, ceiling
+
+
 def failed_units(results: str) -> list:
-    """Every failed unit of the study (`health.failed_units`), for `summary.json`."""
-    return health.failed_units({d: load_units(results, d) for d in sorted({c.dataset for c in CLAIMS})})
+    """Every failed unit of the study (`health.failed_units`), for `summary.json`.
+
+    Units set aside in `results/superseded/` that failed are listed too, with
+    why they were set aside (`superseded_because`): they decide no claim, but
+    a failure a retraining replaced must stay visible.
+    """
+    datasets = sorted({c.dataset for c in CLAIMS})
+    out = health.failed_units({d: load_units(results, d) for d in datasets})
+    for dataset in datasets:
+        for path in sorted(glob.glob(os.path.join(results, "superseded", dataset, "*", "seed*.json"))):
+            record = read_json(path, "study unit")
+            rules = health.failures(record)
+            if rules:
+                out.append({"unit": f"{dataset}/{record['arm']}/seed{record['seed']}", "rules": rules,
+                            "superseded": record.get("superseded_because")
+                            or lifecycle.superseded(record, results) or "set aside"})
+    return out
 
 
 def decide_all(results: str, quick: bool = False) -> tuple[list, list]:

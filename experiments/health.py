@@ -1,4 +1,7 @@
-"""The study's unit-health rule: which units failed, declared before any claim is decided.
+"""The study's unit-health rule: which units failed (applied before any claim is decided).
+
+Written after an audit had reported one failed unit (digits/fastat/seed2,
+stopped by a false alarm of the FastAT early stop), so not blind to it.
 
 A unit *failed* when its run did not do what its spec asked, whatever its
 accuracy would say about the paper:

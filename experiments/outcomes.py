@@ -34,10 +34,12 @@ Term = tuple  # (coefficient, arm, metric)
 # attacks and budget for every head (`AutoAttack` adds a second chain on
 # `logits / s` for HE heads only: the user-facing worst case, not a paired one).
 PAIRED_AUTOATTACK = "AutoAttack (logits)"
-# Attack config entries that are not settings: the seed (per unit) and what the
-# attack recorded about the model it ran on (Temperature-PGD's head and the
-# 1/T it applied to that head's logits).
-NOT_SETTINGS = ("seed", "last_model", "inverse_temperatures_on_logits")
+# Attack config entries that are not settings: the seed (per unit, left out) and
+# what the attack recorded about the model it ran on (Temperature-PGD's head and
+# the 1/T it applied to that head's logits: shown after ON_MODEL, not compared).
+NOT_SETTINGS = ("seed",)
+ABOUT_MODEL = ("last_model", "inverse_temperatures_on_logits")
+ON_MODEL = " | on this model: "
 
 
 def load_units(results: str, dataset: str) -> dict:
@@ -94,8 +96,11 @@ def attacks(record: dict, metric: str) -> list:
     """The attacks behind `metric` in one unit, each as "name: its settings" (seeds left out).
 
     Two arms compared on a metric faced the same attacks with the same budget
-    exactly when these lists are equal (`claims.check`). `AutoAttack` of an HE
-    head lists both chains (the logits and `logits / s`), a linear head's one.
+    exactly when these lists are equal up to `ON_MODEL` (`claims.check`):
+    what follows it is what the attack recorded about the model (e.g. the 1/T
+    Temperature-PGD applied to an HE head's logits, 1/(T s)). `AutoAttack` of
+    an HE head lists both chains (the logits and `logits / s`), a linear
+    head's one.
     """
     if metric.startswith("worst:"):
         return sorted({a for m in metric[len("worst:"):].split("|") for a in attacks(record, m)})
@@ -111,8 +116,13 @@ def attacks(record: dict, metric: str) -> list:
              + ([n + points_lib.RAW_SUFFIX for n in points_lib.AUTOATTACK]
                 if points_lib.has_raw_chain(record["eval"]["points"]) else [])}.get(metric, [metric])
     configs = {a["name"]: a["config"] for a in record["eval"]["attacks"]}
-    return [name + ": " + ", ".join(f"{k}={v}" for k, v in sorted(configs.get(name, {}).items())
-                                    if k not in NOT_SETTINGS) for name in names]
+    out = []
+    for name in names:
+        config = sorted(configs.get(name, {}).items())
+        text = name + ": " + ", ".join(f"{k}={v}" for k, v in config if k not in NOT_SETTINGS + ABOUT_MODEL)
+        about = ", ".join(f"{k}={v}" for k, v in config if k in ABOUT_MODEL)
+        out.append(text + (ON_MODEL + about if about else ""))
+    return out
 
 
 def _margins(record: dict, metric: str) -> np.ndarray:

@@ -1,5 +1,6 @@
 """The study's claim arithmetic on synthetic units (experiments/claims.py)."""
 
+import json
 import os
 
 import numpy as np
@@ -78,10 +79,18 @@ def test_paired_arms_face_the_same_attacks_or_the_record_breaks_the_rules():
     record = claims.decide(paired, units, 5, 60, 0.2)
     assert (record["arm"], record["against"], record["metric"]) == ("x_he", "x", outcomes.PAIRED_AUTOATTACK)
     assert claims.check([record], sizes) == []
-    # A budget that differs (steps) is caught too, whatever the attack's name.
-    units["x"][0]["eval"]["attacks"][0]["config"]["steps"] = 10
+    # What an attack recorded about its model (the head it ran on) is shown, not compared.
+    for arm, head in (("x", "linear"), ("x_he", "he")):
+        for r in units[arm].values():
+            r["eval"]["attacks"][0]["config"]["last_model"] = {"head": head}
     pgd = catalogue.Claim("t", "HE", "test", ((1, "x_he", "PGD-20"),), ((1, "x", "PGD-20"),), "x", "")
-    assert any("different attacks on 'PGD-20'" in p for p in claims.check([claims.decide(pgd, units, 5, 60, 0.2)], sizes))
+    record = claims.decide(pgd, units, 5, 60, 0.2)
+    assert "head': 'he'" in record["protocol"]["x_he / PGD-20"][0] and claims.check([record], sizes) == []
+    # A budget that differs (steps), in any seed, is caught too, whatever the attack's name.
+    units["x"][3]["eval"]["attacks"][0]["config"]["steps"] = 10
+    record = claims.decide(pgd, units, 5, 60, 0.2)
+    assert record["protocol_varies"] == ["x / PGD-20"]
+    assert any("different attacks on 'PGD-20'" in p for p in claims.check([record], sizes))
 
 
 def test_no_catalogue_claim_gives_one_arm_more_attacks_and_papers_claims_use_their_metric():
@@ -97,9 +106,23 @@ def test_no_catalogue_claim_gives_one_arm_more_attacks_and_papers_claims_use_the
     assert by_id["hat-table2-aa"].b[0][1] == "trades_b5" and by_id["hat-table2-aa"].non_inferiority > 0
     assert dict(arms.ARMS["trades_b5"].params)["beta"] == 5.0
     # What no paper claims is asked apart.
-    for beyond in ("1-pgdat-aa", "3-trades", "4-alp", "9-k3-aa", "17-hecmp-vs-he-aa", "5-fastat-aa"):
+    assert by_id["10-scale"].a[0][2] == "PGD-20 (logits/s)"
+    for beyond in ("1-pgdat-aa", "3-trades", "4-alp", "9-k3-aa", "17-hecmp-vs-he-aa", "5-fastat-aa",
+                   "5-freeat-pgd20", "hat-table5-margin", "003-class-gap-aa"):
         assert by_id[beyond].section == "beyond", beyond
     assert by_id["1-pgdat-pgd20"].section == "paper"
+
+
+def test_a_failed_unit_set_aside_stays_listed_with_why(tmp_path):
+    labels = [c for c in range(10) for _ in range(36)]
+    record = dict(unit("fastat", 2, labels, np.ones(360), np.ones(360), np.ones(360), epochs_done=2),
+                  dataset="digits", superseded_because="a false alarm of the early stop")
+    folder = tmp_path / "superseded" / "digits" / "fastat"
+    folder.mkdir(parents=True)
+    (folder / "seed2.json").write_text(json.dumps(record))
+    assert claims.failed_units(str(tmp_path)) == [
+        {"unit": "digits/fastat/seed2", "rules": ["stopped early: 2 of 60 passes"],
+         "superseded": "a false alarm of the early stop"}]
 
 
 def test_a_failed_unit_is_named_and_the_claim_also_decided_without_it():
