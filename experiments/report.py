@@ -167,11 +167,15 @@ def _corruption_lines(units_by_dataset: dict) -> list:
 
 def summary_line(records: Sequence[dict], pending: Sequence[dict]) -> str:
     """The README's one-line summary of the study."""
-    counts = {v: sum(r["verdict"] == v for r in records) for v in stats.VERDICTS}
+    def counts(section: str, words: dict) -> str:
+        chosen = [r for r in records if r["section"] == section]
+        return f"{len(chosen)} " + ("papers' claims" if section == "paper" else "questions beyond the papers") + \
+            " (" + ", ".join(f"{sum(r['verdict'] == v for r in chosen)} {words[v]}" for v in stats.VERDICTS) + ")"
+
     datasets = sorted({r["dataset"] for r in records}) or ["no dataset yet"]
     return (f"Reproduction study ([docs/REPRODUCTION.md](docs/REPRODUCTION.md), generated from "
-            f"`experiments/results/summary.json`): {len(records)} claims decided on "
-            f"{', '.join(datasets)}: " + ", ".join(f"{n} {v}" for v, n in counts.items())
+            f"`experiments/results/summary.json`), decided on {', '.join(datasets)}: "
+            + counts("paper", {v: v for v in stats.VERDICTS}) + "; " + counts("beyond", ANSWERS)
             + f"; {len(pending)} pending." + _headline(records))
 
 
@@ -186,11 +190,12 @@ def _headline(records: Sequence[dict]) -> str:
         name = dict(HEADLINE).get(base_id)
         if name:
             parts.append(f"{name}{' (' + dataset + ')' if dataset else ''} {record['effect']:+.1f} "
-                         f"[{record['ci_low']:+.1f}, {record['ci_high']:+.1f}] pts, {record['verdict']}")
+                         f"[{record['ci_low']:+.1f}, {record['ci_high']:+.1f}] pts, "
+                         + (record["verdict"] if record["section"] == "paper" else ANSWERS[record["verdict"]]))
     if not parts:
         return ""
-    return (" AutoAttack accuracy (the chain on the logits, the same attacks for both heads) gained by "
-            "adding HE (95 % CI): " + "; ".join(parts) + ".")
+    return (" Does adding HE raise AutoAttack accuracy (the chain on the logits, the same attacks for both "
+            "heads; a question beyond the papers, which report PGD-20), 95 % CI: " + "; ".join(parts) + ".")
 
 
 ANSWERS = {"reproduced": "yes", "contradicted": "no: the opposite", "absent": "no effect ≥ δ",
@@ -239,7 +244,8 @@ def _verdict_table(records: Sequence[dict], kind: str) -> list:
 def _failed_unit_lines(failed: Sequence[dict], records: Sequence[dict]) -> list:
     """The "Failed units" paragraph: each unit, the rules it broke, the claims it enters."""
     lines = ["### Failed units", "",
-             f"Declared before deciding (`experiments/health.py`): a unit failed when its training stopped "
+             f"The rule (`experiments/health.py`; written after the audit had reported the FastAT unit "
+             f"below, so not blind to it): a unit failed when its training stopped "
              f"before the passes its spec asks for, a training loss was not finite, or its clean accuracy "
              f"is below {100 * health.CLEAN_FLOOR:.0f} %. Claims are decided on every unit (a method's "
              "own instability is a finding); a claim that uses a failed unit is also decided without the "
@@ -248,8 +254,9 @@ def _failed_unit_lines(failed: Sequence[dict], records: Sequence[dict]) -> list:
         return lines + ["No unit failed.", ""]
     for entry in failed:
         uses = [r["id"] for r in records if entry["unit"] in r.get("failed_units", [])]
-        lines.append(f"- `{entry['unit']}`: {'; '.join(entry['rules'])}; enters "
-                     f"{', '.join(uses) if uses else 'no claim'}.")
+        lines.append(f"- `{entry['unit']}`: {'; '.join(entry['rules'])}; "
+                     + (f"set aside, used by no claim: {entry['superseded']}." if "superseded" in entry
+                        else f"enters {', '.join(uses) if uses else 'no claim'}."))
     return lines + [""]
 
 
@@ -270,7 +277,7 @@ def _superseded_lines(results: str, dataset: str) -> list:
                     f"{100 * record['eval']['clean_accuracy']:.1f} %, worst-case robust "
                     f"{100 * record['eval']['robust_accuracy']:.1f} %; "
                     f"{lifecycle.superseded(record, results) or record.get('superseded_because', 'same settings')}")
-    return [f"Units trained under an earlier regime of {dataset} (kept in "
+    return [f"Units of {dataset} set aside (an earlier regime, or the recorded reason; kept in "
             f"`{os.path.relpath(os.path.join(results, 'superseded'), arms.ROOT)}/`, "
             "used by no claim):", ""] + [f"- {row}" for row in rows] + [""]
 
@@ -281,7 +288,10 @@ def method_lines() -> list:
         "- **Units.** An arm (a training setting) trained with one seed through the library's "
         "runner (`he_keras.runs.run`, the path of `apps/train.py`) and evaluated once "
         "through `he_keras.evaluation.evaluate` on the **whole** test split; one JSON per unit "
-        "with per-point outcomes (`experiments/units.py`). Arms of a dataset share its "
+        "with per-point outcomes and the SHA-256 of the model's weights (`experiments/units.py`); the models "
+        "stay outside git in `runs/study/`, and a later analysis uses a model only if its weights have that "
+        "checksum (a fresh clone retrains it and keeps it only if its history and checksum repeat). "
+        "Arms of a dataset share its "
         "calibrated regime and are paired by seed (same initialization seed, same validation "
         "split, same data order).",
         "- **Attacks.** Every unit: PGD-20 on the logits (step 2.5·eps/20, random start); for HE "
@@ -338,7 +348,7 @@ def method_lines() -> list:
         "(alternating within each class) and scored on the other, then the halves swap "
         "(cross-fitting: a gap produced by chance alone has expectation 0). The weight-norm claim "
         "is the covariance over classes of the standardized norm of a class's weight vector and its "
-        "AutoAttack accuracy. Every bootstrap replicate recomputes the statistic from its resampled "
+        "PGD-20 accuracy (the paper's figures; under AutoAttack beyond the papers). Every bootstrap replicate recomputes the statistic from its resampled "
         "seeds and points: weighted class accuracies, and the class ranking redone on them, so the "
         "interval counts the uncertainty of which classes are the robust ones "
         "(`experiments/classwise.py`).",

@@ -9,11 +9,15 @@
    written atomically. A unit whose JSON exists is never trained or
    evaluated again; attacks added to the protocol later are run on its
    model (`supplement`), which a fresh clone retrains (`regenerate`).
+   The record keeps the SHA-256 of the model's weights (`weights_sha256`):
+   a model found in `runs/` or retrained later is used only if it is the
+   same model, bit for bit.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import shutil
 import time
@@ -54,6 +58,7 @@ def run_unit(dataset: str, arm_name: str, seed: int, results: str = RESULTS, run
     log(f"  trained {dataset}/{arm_name}/seed{seed} in {train_wall:.0f}s")
 
     model = load_model(metrics["model_path"])
+    checksum = weights_sha256(model)
     x, y = to_numpy(load_dataset(dataset).test, n_test or None)
     t1 = time.perf_counter()
     report = evaluation.evaluate(model, x, y, 10, suite="standard",
@@ -71,6 +76,7 @@ def run_unit(dataset: str, arm_name: str, seed: int, results: str = RESULTS, run
         "eval": {k: report[k] for k in ("settings", "clean_accuracy", "robust_accuracy", "headline",
                                         "attacks", "checks", "points")},
         "scale_invariant": si,
+        "model": {"path": os.path.relpath(metrics["model_path"], runs), "weights_sha256": checksum},
         "eval_wall_seconds": eval_wall,
         "load_average": os.getloadavg()[0],
         "finished": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
@@ -81,6 +87,27 @@ def run_unit(dataset: str, arm_name: str, seed: int, results: str = RESULTS, run
         f"AA {head.get('AutoAttack-standard')} SI {si['accuracy']:.3f} eval {eval_wall:.0f}s")
     keras.backend.clear_session()
     return path
+
+
+def weights_sha256(model: keras.Model) -> str:
+    """SHA-256 of a model's weights: every variable's dtype, shape and bytes, in order.
+
+    Two models with the same architecture hash alike only if every weight is
+    bit-identical (the identity of a unit's model, `regenerate`). Variable
+    names are left out: Keras numbers unnamed layers per process.
+    """
+    digest = hashlib.sha256()
+    for variable in model.weights:
+        value = np.ascontiguousarray(keras.ops.convert_to_numpy(variable))
+        digest.update(f"{value.dtype}|{value.shape}|".encode())
+        digest.update(value.tobytes())
+    return digest.hexdigest()
+
+
+def same_model(record: dict, model_path: str) -> bool:
+    """Whether the model at `model_path` is the unit's (its `weights_sha256`; True if the record has none)."""
+    recorded = record.get("model", {}).get("weights_sha256")
+    return recorded is None or weights_sha256(load_model(model_path)) == recorded
 
 
 def train_config(spec: dict, output_dir: str, n_eval: int, runs: str) -> Any:
@@ -99,27 +126,39 @@ def regenerate(path: str, runs: str = RUNS, results: str = RESULTS, log=print) -
     `runs/` is not committed, so a fresh clone has the units' JSONs but not
     their models. Training is deterministic (same spec, seed and data
     order), so the unit is retrained and accepted only if every epoch of
-    the new history equals the recorded one; otherwise the new model is
-    deleted and False returned (analyses that need it stay missing).
+    the new history equals the recorded one and its weights have the
+    recorded checksum (`weights_sha256`, units recorded since it exists);
+    otherwise the new model is deleted and False returned (analyses that
+    need it stay missing). A model already in `runs/` is used only if it
+    has the recorded checksum.
     """
 
 
     record = read_json(path, "study unit")
     directory = run_dir(runs, record["dataset"], record["arm"], record["seed"])
-    if os.path.exists(os.path.join(directory, "model.keras")):
-        return True
+    name = f"{record['dataset']}/{record['arm']}/seed{record['seed']}"
+    model_path = os.path.join(directory, "model.keras")
+    if os.path.exists(model_path):
+        if same_model(record, model_path):
+            return True
+        log(f"  {name}: the model in {directory} is not the unit's (weights checksum differs); not used")
+        return False
     start = time.perf_counter()
     init_arm = record["spec"].get("init_arm")
     if init_arm and not regenerate(unit_path(record["dataset"], init_arm, record["seed"], results), runs, results,
                                    log):
         return False
-    same = train_again(record, directory, runs) == 0.0
-    name = f"{record['dataset']}/{record['arm']}/seed{record['seed']}"
-    if not same:
+    why = ""
+    if train_again(record, directory, runs) != 0.0:
+        why = "does not repeat the unit's history"
+    elif not same_model(record, model_path):
+        why = "repeats the unit's history but not its weights (checksum differs)"
+    if why:
         shutil.rmtree(directory, ignore_errors=True)
-        log(f"  {name}: retrained model does not repeat the unit's history; not used")
+        log(f"  {name}: retrained model {why}; not used")
         return False
-    log(f"  {name}: model retrained, history identical ({time.perf_counter() - start:.0f}s)")
+    log(f"  {name}: model retrained, history identical"
+        f"{', weights checksum identical' if record.get('model') else ''} ({time.perf_counter() - start:.0f}s)")
     return True
 
 

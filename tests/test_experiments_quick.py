@@ -8,7 +8,10 @@ import pytest
 
 import forkrun
 
+from he_keras.models.io import load_model
+
 from experiments import analyses, arms, stats, workers
+from experiments import units as unit_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -57,6 +60,8 @@ def test_quick_study_trains_evaluates_decides_renders_and_resumes(quick_study):
         run_dir = out / "runs" / "digits" / record["arm"] / f"seed{record['seed']}"
         assert (run_dir / "metrics.json").is_file() and (run_dir / "checkpoints").is_dir()
         assert len(record["train"]["history"]["val_adv_accuracy"]) == record["spec"]["epochs"]
+        # The record names its model by the checksum of its weights.
+        assert record["model"]["weights_sha256"] == unit_lib.weights_sha256(load_model(str(run_dir / "model.keras")))
         # PGD-AT units get margins along R0 (the standard model's directions)
         # and R1 (their own after epoch 1, from a replay that repeated the run).
         if record["arm"] == "pgdat":
@@ -143,6 +148,14 @@ def test_missing_models_are_retrained_only_if_they_repeat_the_unit_and_fine_tuni
         shutil.rmtree(out / "runs" / "digits" / arm / "seed0")
     log = study_seed0(out, "pgdat,pgdat_ft")
     assert log.count("model retrained, history identical") == 2, log
+    # Retrained bit for bit; a model in runs/ whose weights are not the unit's is not used.
+    logs = []
+    assert unit_lib.regenerate(str(path), runs=str(out / "runs"), results=str(out), log=logs.append)
+    other = dict(json.loads(path.read_text()), model={"weights_sha256": "0" * 64})
+    forged = tmp_path / "forged.json"
+    forged.write_text(json.dumps(other))
+    assert not unit_lib.regenerate(str(forged), runs=str(out / "runs"), results=str(out), log=logs.append)
+    assert "weights checksum differs" in logs[-1]
     after = json.loads(path.read_text())["margins"]
     for key in ("R0", "R1", "initial"):
         assert after[key] == before[key]
