@@ -110,3 +110,30 @@ def test_project_l2():
 def test_invalid_parameters(kwargs, match):
     with pytest.raises(ValueError, match=match):
         ProjectedGradientAttack(**kwargs)
+
+
+def test_the_core_and_training_steps_trace_without_autograph(monkeypatch, test_data):
+    """AutoGraph converted the loop and all it calls (objective, the trainer's
+    attack objective) at a training run's first trace: over half of it."""
+    import keras
+    from tensorflow.python.autograph.impl import api
+
+    from he_keras.models import build_model
+    from he_keras.training import PGDAT, TRADES
+
+    converted = []
+    convert = api._convert_actual
+    monkeypatch.setattr(api, "_convert_actual", lambda f, *a: converted.append(f) or convert(f, *a))
+    x, y = test_data
+    classifier = build_model("small_cnn", (8, 8, 1), 10, head="he", s=15.0)
+    for attack in (
+        ProjectedGradientAttack(0.1, 0.02, 3, keep_best=True, seed=0),
+        ProjectedGradientAttack(1.0, 0.2, 3, norm="l2", random_start="normal", objective="kl", seed=0),
+    ):
+        assert attack(classifier, x, y).shape == x.shape
+    for framework in (PGDAT, TRADES):
+        trainer = framework(classifier, eps=0.1, step_size=0.02, steps=2, seed=0)
+        trainer.compile(optimizer=keras.optimizers.Adam(1e-3))
+        history = trainer.fit(x[:64], y[:64], batch_size=32, epochs=1, verbose=0)
+        assert np.isfinite(history.history["loss"]).all()
+    assert not converted, f"converted by AutoGraph: {converted}"

@@ -163,7 +163,7 @@ class ProjectedGradientAttack(Attack):
         self.rng = make_generator(seed)
         self.budget_scale = budget_scale
         self._traces = [0]  # Shared with the `with_budget` copies.
-        self._compiled = tf.function(self._perturb)
+        self._compiled = tf.function(self._perturb, autograph=False)
 
     @property
     def trace_count(self) -> int:
@@ -291,9 +291,11 @@ class ProjectedGradientAttack(Attack):
         sign = -1.0 if self.targeted else 1.0
         x_adv = random_start(self.rng, x, eps, self.norm, self.random_start)
         batch = tf.shape(x)[0]
-        best_x = x_adv
-        best_hit = tf.zeros([batch], tf.bool)
-        best_loss = tf.fill([batch], -float("inf"))
+        # keep_best: the best iterate so far, whether it succeeds, its loss.
+        best = (
+            (x_adv, tf.zeros([batch], tf.bool), tf.fill([batch], -float("inf")))
+            if self.keep_best else ()
+        )
 
         def remember(best, candidate, logits, loss):
             best_x, best_hit, best_loss = best
@@ -311,8 +313,7 @@ class ProjectedGradientAttack(Attack):
                 tf.where(better, loss, best_loss),
             )
 
-        best = (best_x, best_hit, best_loss)
-        for _ in tf.range(steps):
+        def body(i, x_adv, *best):
             with tf.GradientTape() as tape:
                 tape.watch(x_adv)
                 logits = self._logits(model, x_adv)
@@ -324,7 +325,12 @@ class ProjectedGradientAttack(Attack):
                 best = remember(best, x_adv, logits, loss)
             step = step_size * ascent_direction(grad, self.norm)
             delta = project(x_adv + step - x, eps, self.norm)
-            x_adv = tf.stop_gradient(tf.clip_by_value(x + delta, 0.0, 1.0))
+            return (i + 1, tf.stop_gradient(tf.clip_by_value(x + delta, 0.0, 1.0)), *best)
+
+        # An explicit loop, traced without AutoGraph: converting this method
+        # and all it calls (objective, model) took over half of a training
+        # run's first trace.
+        _, x_adv, *best = tf.while_loop(lambda i, *_: i < steps, body, (tf.constant(0), x_adv, *best))
         if not self.keep_best:
             return x_adv
         logits = self._logits(model, x_adv)
