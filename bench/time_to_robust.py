@@ -18,13 +18,16 @@ clean and AutoAttack accuracy per side; `--output` writes them as JSON. Run
 it on an otherwise idle machine: absolute times swing between runs, the
 ratio of interleaved runs much less. Flags after `--` go to `apps/train.py`
 (every he-keras arm); `--lever` adds an arm with more flags (e.g.
-`--lever=--steps_per_execution=23`, interleaved with the rest); a recipe setting
+`--lever=--steps_per_execution=23`, interleaved with the rest), `--torch_lever`
+a PyTorch arm with more twin flags (`--torch_lever=--autocast`, the
+counterpart of `--lever=--precision=mixed_bfloat16`); every he-keras arm's
+ratio is given against every PyTorch arm. A recipe setting
 given there (e.g. `-- --epochs=2`) changes both sides.
 
 Usage (from the repository root):
   python bench/time_to_robust.py --seeds=0,1,2 --output=/tmp/time_to_robust.json
   python bench/time_to_robust.py --torch_python=/path/to/venv/bin/python \
-      --lever=--steps_per_execution=23
+      --lever=--precision=mixed_bfloat16 --torch_lever=--autocast
 """
 
 from __future__ import annotations
@@ -49,6 +52,10 @@ _LEVERS = flags.DEFINE_multi_string(
     "lever", [], "apps/train.py flags and NAME=value environment variables (space-separated) of "
                  "one more he-keras arm, interleaved with the others; repeatable, e.g. "
                  "--lever=--steps_per_execution=23 --lever=TF_ENABLE_ONEDNN_OPTS=1.",
+)
+_TORCH_LEVERS = flags.DEFINE_multi_string(
+    "torch_lever", [], "torch_twin.py flags (space-separated) of one more PyTorch arm, interleaved "
+                       "with the others; repeatable, e.g. --torch_lever=--autocast.",
 )
 _AUTOATTACK = flags.DEFINE_boolean(
     "autoattack", True, "Evaluate every model with AutoAttack-standard (minutes per model).")
@@ -96,10 +103,11 @@ def keras_run(seed: int, out: str, extra: list) -> dict:
             "model": os.path.join(directory, "model.keras")}
 
 
-def torch_run(seed: int, out: str, data: str, settings: dict) -> dict:
-    """The PyTorch twin; its training seconds and process wall time."""
+def torch_run(seed: int, out: str, data: str, settings: dict, extra: list) -> dict:
+    """The PyTorch twin with `extra` flags; its training seconds and process wall time."""
+    os.makedirs(out, exist_ok=True)
     weights = os.path.join(out, f"torch-{seed}.npz")
-    args = [f"--{name}={settings[name]}" for name in TWIN_SETTINGS]
+    args = [f"--{name}={settings[name]}" for name in TWIN_SETTINGS] + extra
     stdout, wall = run([_TORCH_PYTHON.value, "bench/torch_twin.py", f"--data={data}",
                         f"--output={weights}", f"--seed={seed}", *args])
     return {**json.loads(stdout.strip().splitlines()[-1]), "wall_seconds": wall, "weights": weights}
@@ -148,7 +156,13 @@ def main(argv):
     arms = {"he-keras": extra}
     for lever in _LEVERS.value:
         arms[f"he-keras {lever}"] = extra + lever.split()
-    names = list(arms) + (["PyTorch"] if twin else [])
+    torch_arms = {"PyTorch": []}
+    for lever in _TORCH_LEVERS.value:
+        torch_arms[f"PyTorch {lever}"] = lever.split()
+    if not twin:
+        torch_arms = {}
+    arms.update(torch_arms)
+    names = list(arms)
     load = [os.getloadavg()[0]]
     runs = []
     for index, seed in enumerate(seeds):
@@ -156,8 +170,9 @@ def main(argv):
         order = names[index % len(names):] + names[: index % len(names)]
         row = {"seed": seed, "order": order}
         for name in order:
-            if name == "PyTorch":
-                row[name] = torch_run(seed, out, split, settings)
+            if name in torch_arms:
+                row[name] = torch_run(seed, os.path.join(out, str(names.index(name))), split, settings,
+                                      torch_arms[name])
             else:
                 row[name] = keras_run(seed, os.path.join(out, str(names.index(name))), arms[name])
             print(f"  seed {seed} {name}: {row[name]['train_seconds']:.1f} s", flush=True)
@@ -169,7 +184,7 @@ def main(argv):
 
     for row in runs if _AUTOATTACK.value else ():
         for name in names:
-            if name == "PyTorch":
+            if name in torch_arms:
                 model = build_model("small_cnn", data.input_shape, 10, head="he", s=float(settings["s"]))
                 weights = np.load(row[name]["weights"])
                 model.set_weights([weights[f"arr_{i}"] for i in range(len(weights.files))])
@@ -192,10 +207,10 @@ def main(argv):
                                  autoattack=[r[name]["autoattack"] for r in runs])
             line += (f"; clean {' / '.join(f'{100 * v:.1f}' for v in summary[name]['clean_accuracy'])} %, "
                      f"AutoAttack {' / '.join(f'{100 * v:.1f}' for v in summary[name]['autoattack'])} %")
-        if twin and name != "PyTorch":
-            ratios = [r["PyTorch"]["train_seconds"] / r[name]["train_seconds"] for r in runs]
-            summary[name]["pytorch_over_this"] = ratios
-            line += (f"; PyTorch / this: {' / '.join(f'{v:.2f}' for v in ratios)} "
+        for torch_name in torch_arms if name not in torch_arms else ():
+            ratios = [r[torch_name]["train_seconds"] / r[name]["train_seconds"] for r in runs]
+            summary[name].setdefault("pytorch_over_this", {})[torch_name] = ratios
+            line += (f"; {torch_name} / this: {' / '.join(f'{v:.2f}' for v in ratios)} "
                      f"(median {statistics.median(ratios):.2f})")
         print(line)
     if _OUTPUT.value:

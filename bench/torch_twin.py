@@ -17,7 +17,9 @@ arrays he-keras trains on (`--data`, written by `time_to_robust.py`):
   learning rate, batches of a fresh shuffle every epoch, the last one
   smaller.
 
-Only the training loop is timed (the data are in memory as tensors). The
+`--autocast` runs the forward passes under bfloat16 autocast (the head and
+the losses in float32), the counterpart of he-keras'
+`--precision=mixed_bfloat16`. Only the training loop is timed (the data are in memory as tensors). The
 trained weights are written in Keras' layouts (`--output`, an .npz) so that
 `time_to_robust.py` evaluates them with he-keras' AutoAttack on the same
 footing as the he-keras model. This file needs only torch and NumPy.
@@ -56,7 +58,12 @@ class SmallCNNHE(nn.Module):
     def cosine(self, x: torch.Tensor) -> torch.Tensor:
         x = x.permute(0, 3, 1, 2)  # NHWC images, as Keras takes them.
         x = F.max_pool2d(F.relu(self.conv2(F.relu(self.conv1(x)))), 2)
-        z = F.relu(self.dense(x.permute(0, 2, 3, 1).flatten(1)))
+        z = F.relu(self.dense(x.permute(0, 2, 3, 1).flatten(1))).float()
+        # The head in float32 under autocast too, as `HypersphereDense` computes.
+        with torch.autocast("cpu", enabled=False):
+            return self.head(z)
+
+    def head(self, z: torch.Tensor) -> torch.Tensor:
         z = z * torch.rsqrt(z.square().sum(1, keepdim=True) + NORM_EPSILON)
         w = self.kernel * torch.rsqrt(self.kernel.square().sum(0, keepdim=True) + NORM_EPSILON)
         return z @ w
@@ -77,13 +84,15 @@ class SmallCNNHE(nn.Module):
 
 
 def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, step: float,
-        steps: int, generator: torch.Generator) -> torch.Tensor:
-    """L-inf PGD on the cross-entropy, uniform start, signed steps."""
+        steps: int, generator: torch.Generator, autocast: bool = False) -> torch.Tensor:
+    """L-inf PGD on the cross-entropy, uniform start, signed steps (the
+    forward passes under bfloat16 autocast if `autocast`)."""
     delta = (torch.rand(x.shape, generator=generator) * 2 - 1) * eps
     x_adv = (x + delta).clamp(0, 1)
     for _ in range(steps):
         x_adv.requires_grad_(True)
-        loss = F.cross_entropy(model(x_adv), y)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            loss = F.cross_entropy(model(x_adv), y)
         (grad,) = torch.autograd.grad(loss, x_adv)
         x_adv = x_adv.detach() + step * grad.sign()
         x_adv = torch.min(torch.max(x_adv, x - eps), x + eps).clamp(0, 1)
@@ -104,6 +113,8 @@ def main() -> None:
     parser.add_argument("--s", type=float, default=15.0)
     parser.add_argument("--m", type=float, default=0.2)
     parser.add_argument("--threads", type=int, default=0, help="intra-op threads (0: torch's default)")
+    parser.add_argument("--autocast", action="store_true",
+                        help="bfloat16 autocast of the forward passes (he-keras' --precision=mixed_bfloat16)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -121,17 +132,18 @@ def main() -> None:
             idx = order[lo : lo + args.batch_size]
             xb, yb = x[idx], y[idx]
             model.eval()
-            x_adv = pgd(model, xb, yb, args.eps, args.step_size, args.steps, generator)
+            x_adv = pgd(model, xb, yb, args.eps, args.step_size, args.steps, generator, args.autocast)
             model.train()
-            cosine = model.cosine(x_adv)
-            loss = F.cross_entropy(args.s * (cosine - args.m * F.one_hot(yb, cosine.shape[1])), yb)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.autocast):
+                cosine = model.cosine(x_adv)
+                loss = F.cross_entropy(args.s * (cosine - args.m * F.one_hot(yb, cosine.shape[1])), yb)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
     train_seconds = time.perf_counter() - started
     np.savez(args.output, *model.keras_weights())
     print(json.dumps({"train_seconds": train_seconds, "threads": torch.get_num_threads(),
-                      "torch": torch.__version__}))
+                      "autocast": args.autocast, "torch": torch.__version__}))
 
 
 if __name__ == "__main__":
