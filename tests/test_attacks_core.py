@@ -137,3 +137,30 @@ def test_the_core_and_training_steps_trace_without_autograph(monkeypatch, test_d
         history = trainer.fit(x[:64], y[:64], batch_size=32, epochs=1, verbose=0)
         assert np.isfinite(history.history["loss"]).all()
     assert not converted, f"converted by AutoGraph: {converted}"
+
+
+def test_a_users_model_function_and_objective_still_get_autograph(test_data):
+    """Only he-keras', Keras' and TF's own code skips AutoGraph: a user's
+    callables may use `len()` and Python `if` on tensors, as in a tf.function."""
+    x, y = test_data
+    w = tf.constant(np.random.default_rng(0).normal(size=(64, 10)), tf.float32)
+
+    def linear_model(images, training=False):
+        flat = tf.reshape(images, [len(images), -1])
+        if tf.reduce_sum(flat) > 0:  # A tensor condition: needs AutoGraph.
+            flat = flat * 1.0
+        return tf.matmul(flat, w)
+
+    def hinge(labels, logits, reference):
+        margin = tf.reduce_sum(logits * tf.one_hot(labels, 10), -1) - tf.reduce_max(logits, -1)
+        if tf.reduce_any(margin < 0):
+            margin = margin * 1.0
+        return -margin
+
+    attack = ProjectedGradientAttack(0.1, 0.02, 5, objective=hinge, seed=0)
+    x_adv = attack(linear_model, x, y).numpy()
+    assert np.abs(x_adv - x).max() <= 0.1 + 1e-6 and np.abs(x_adv - x).max() > 0.05
+    logits = linear_model(tf.constant(x))
+    after = linear_model(tf.constant(x_adv))
+    margin_of = lambda out: (tf.reduce_sum(out * tf.one_hot(y, 10), -1) - tf.reduce_max(out, -1)).numpy()
+    assert margin_of(after).mean() < margin_of(logits).mean()

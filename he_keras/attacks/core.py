@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 from typing import Any, Callable, Optional, Union
 
+import keras
 import tensorflow as tf
 
 from he_keras import losses
@@ -65,6 +66,28 @@ def random_start(
         radius = rng.uniform(tf.concat([tf.shape(x)[:1], tf.ones_like(tf.shape(x)[1:])], 0))
         delta = direction * eps * tf.pow(radius, 1.0 / dims)
     return tf.clip_by_value(x + delta, 0.0, 1.0)
+
+
+def graph_ready(fn: Callable) -> Callable:
+    """`fn`, made callable inside the attack loop, which AutoGraph does not convert.
+
+    he-keras', Keras' and TensorFlow's own code (and every Keras layer or
+    model) is written for graphs and is called as it is: converting the loop
+    and all it calls took over half of a training run's first trace. Any
+    other callable (a user's model function or objective) runs as a nested
+    `tf.function` with AutoGraph, as it ran inside the attack before, so
+    Python `if` or `len()` on tensors keep working there.
+
+    Args:
+        fn: A model or objective callable.
+
+    Returns:
+        `fn` itself, or `fn` wrapped in a `tf.function`.
+    """
+    module = getattr(fn, "__module__", None) or type(fn).__module__
+    if isinstance(fn, keras.layers.Layer) or module.split(".")[0] in ("he_keras", "keras", "tensorflow"):
+        return fn
+    return tf.function(fn)
 
 
 def make_generator(seed: Optional[int]) -> tf.random.Generator:
@@ -286,6 +309,7 @@ class ProjectedGradientAttack(Attack):
         steps: tf.Tensor,
     ) -> tf.Tensor:
         self._traces[0] += 1
+        model, objective = graph_ready(model), graph_ready(self.objective)
         if self.needs_reference and not has_reference:
             reference = tf.stop_gradient(self._logits(model, x))
         sign = -1.0 if self.targeted else 1.0
@@ -317,7 +341,7 @@ class ProjectedGradientAttack(Attack):
             with tf.GradientTape() as tape:
                 tape.watch(x_adv)
                 logits = self._logits(model, x_adv)
-                loss = sign * self.objective(y, logits, reference)
+                loss = sign * objective(y, logits, reference)
             grad = tape.gradient(
                 loss, x_adv, unconnected_gradients=tf.UnconnectedGradients.ZERO
             )
@@ -327,14 +351,12 @@ class ProjectedGradientAttack(Attack):
             delta = project(x_adv + step - x, eps, self.norm)
             return (i + 1, tf.stop_gradient(tf.clip_by_value(x + delta, 0.0, 1.0)), *best)
 
-        # An explicit loop, traced without AutoGraph: converting this method
-        # and all it calls (objective, model) took over half of a training
-        # run's first trace.
+        # An explicit loop, traced without AutoGraph (see `graph_ready`).
         _, x_adv, *best = tf.while_loop(lambda i, *_: i < steps, body, (tf.constant(0), x_adv, *best))
         if not self.keep_best:
             return x_adv
         logits = self._logits(model, x_adv)
-        best = remember(best, x_adv, logits, sign * self.objective(y, logits, reference))
+        best = remember(best, x_adv, logits, sign * objective(y, logits, reference))
         return best[0]
 
 
