@@ -156,11 +156,10 @@ def main(argv):
     arms = {"he-keras": extra}
     for lever in _LEVERS.value:
         arms[f"he-keras {lever}"] = extra + lever.split()
-    torch_arms = {"PyTorch": []}
-    for lever in _TORCH_LEVERS.value:
-        torch_arms[f"PyTorch {lever}"] = lever.split()
-    if not twin:
-        torch_arms = {}
+    torch_arms = (
+        {"PyTorch": [], **{f"PyTorch {lever}": lever.split() for lever in _TORCH_LEVERS.value}}
+        if twin else {}
+    )
     arms.update(torch_arms)
     names = list(arms)
     load = [os.getloadavg()[0]]

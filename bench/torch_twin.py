@@ -19,8 +19,8 @@ arrays he-keras trains on (`--data`, written by `time_to_robust.py`):
 
 `--autocast` runs the forward passes under bfloat16 autocast (the head and
 the losses in float32), the counterpart of he-keras'
-`--precision=mixed_bfloat16`. Only the training loop is timed (the data are in memory as tensors). The
-trained weights are written in Keras' layouts (`--output`, an .npz) so that
+`--precision=mixed_bfloat16`. Only the training loop is timed (the data are
+in memory as tensors). The trained weights are written in Keras' layouts (`--output`, an .npz) so that
 `time_to_robust.py` evaluates them with he-keras' AutoAttack on the same
 footing as the he-keras model. This file needs only torch and NumPy.
 

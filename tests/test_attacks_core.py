@@ -124,6 +124,15 @@ def test_the_core_and_training_steps_trace_without_autograph(monkeypatch, test_d
     converted = []
     convert = api._convert_actual
     monkeypatch.setattr(api, "_convert_actual", lambda f, *a: converted.append(f) or convert(f, *a))
+
+    def needs_autograph(t):
+        if t > 0:
+            t = -t
+        return t
+
+    tf.function(needs_autograph)(tf.constant(1.0))
+    assert converted, "the conversion counter does not see AutoGraph convert"
+    converted.clear()
     x, y = test_data
     classifier = build_model("small_cnn", (8, 8, 1), 10, head="he", s=15.0)
     for attack in (

@@ -205,16 +205,16 @@ def epoch_stream(
     through `log2(epochs)` concatenations and only the current epoch's
     iterator (and shuffle buffer) is alive.
 
-    Args:
-        epoch_batches: Builds the batches of one epoch.
-        first: First epoch.
-        end: One past the last epoch (`first < end`).
-
     The stream runs without tf.data's autotuning: its model thread waits out
     an optimization period that grows to tens of seconds, and the iterator's
     destructor, when `fit` returns, waited for it (16-39 s after 25 s of
     quickstart training, in four runs of seven; the README's "Time to a
     robust model"). Batches, their order and the prefetching stay as they are.
+
+    Args:
+        epoch_batches: Builds the batches of one epoch.
+        first: First epoch.
+        end: One past the last epoch (`first < end`).
 
     Returns:
         A `tf.data.Dataset` for `fit(..., steps_per_epoch=...)`.
