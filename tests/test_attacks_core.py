@@ -1,5 +1,7 @@
 """The projected-gradient attack core."""
 
+import functools
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -173,3 +175,71 @@ def test_a_users_model_function_and_objective_still_get_autograph(test_data):
     after = linear_model(tf.constant(x_adv))
     margin_of = lambda out: (tf.reduce_sum(out * tf.one_hot(y, 10), -1) - tf.reduce_max(out, -1)).numpy()
     assert margin_of(after).mean() < margin_of(logits).mean()
+
+
+def kernels_run(fn, logdir) -> set:
+    """The kernels TensorFlow ran during `fn()`, from its profiler's trace."""
+    import glob
+
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    tf.profiler.experimental.start(str(logdir))
+    try:
+        fn()
+    finally:
+        tf.profiler.experimental.stop()
+    kernels = set()
+    for path in glob.glob(f"{logdir}/**/*.xplane.pb", recursive=True):
+        space = xplane_pb2.XSpace()
+        with open(path, "rb") as f:
+            space.ParseFromString(f.read())
+        for plane in space.planes:
+            names = {key: meta.name for key, meta in plane.event_metadata.items()}
+            for line in plane.lines:
+                if line.name.startswith("tf_Compute"):
+                    # Op events are named "<node name>:<kernel>".
+                    kernels |= {names[e.metadata_id].rpartition(":")[2] for e in line.events}
+    return kernels
+
+
+def test_attack_loops_run_onednns_max_pool_gradient_like_a_plain_step(tmp_path, test_data):
+    """In a lowered `tf.while_loop`, oneDNN's layout pass could visit the
+    max-pooling gradient before its forward op and leave it on the plain
+    kernel, about 7x slower on the quickstart net. Which trace it hit varied
+    (about 1 in 4 traces of the PGD loop, 1 in 7 of APGD's): 8 fresh traces
+    of each, then FAB-T, CW-L2 and a TRADES step. Every gradient loop now
+    computes its gradients in a `loop_step` (DeepFool's batch Jacobian, which
+    pfor vectorizes, still runs the plain kernel)."""
+    import keras
+
+    from he_keras.attacks import APGD, CarliniWagnerL2, FABTargeted
+    from he_keras.models import build_model
+    from he_keras.training import TRADES
+
+    x, y = (tf.constant(t[:32]) for t in test_data)
+    keras.utils.set_random_seed(0)
+    classifier = build_model("small_cnn", (8, 8, 1), 10, head="he", s=15.0)
+    trainer = TRADES(classifier, eps=0.1, step_size=0.02, steps=2, seed=0)
+    trainer.compile(optimizer=keras.optimizers.Adam(1e-3))
+    attacks = {
+        "PGD": [ProjectedGradientAttack(0.1, 0.02, 2, seed=i) for i in range(8)],
+        "APGD": [APGD(0.1, steps=2, seed=i) for i in range(8)],
+        "FAB-T": [FABTargeted(0.1, steps=2, n_target_classes=2, seed=0)],
+        "CW-L2": [CarliniWagnerL2(1.0, steps=2, binary_search_steps=1)],
+    }
+    runs = {
+        name: [functools.partial(attack, classifier, x, y) for attack in group]
+        for name, group in attacks.items()
+    }
+    runs["TRADES step"] = [functools.partial(trainer.fit, x, y, batch_size=32, epochs=1, verbose=0)]
+    plain = []
+    for name, group in runs.items():
+        for run in group:
+            run()  # Traced before the profiled calls.
+        kernels = kernels_run(lambda: [run() for run in group], tmp_path / name.replace(" ", "_"))
+        if not any(k.startswith("_MklNative") for k in kernels):
+            pytest.skip(f"TensorFlow's oneDNN kernels are off here (ran {sorted(kernels)[:8]} ...)")
+        assert "_MklNativeMaxPoolGrad" in kernels or "MaxPoolGrad" in kernels, (name, kernels)
+        if "MaxPoolGrad" in kernels:
+            plain.append(name)
+    assert not plain, f"the plain max-pooling gradient ran in {plain}"

@@ -46,6 +46,8 @@ from he_keras.attacks.base import (
 )
 from he_keras.attacks.core import (
     ascent_direction,
+    graph_ready,
+    loop_step,
     make_generator,
     project,
     validate_attack_params,
@@ -227,6 +229,9 @@ class APGD(Attack):
         is_check = tf.constant([interval > 0 for interval in intervals])
         check_interval = tf.constant(intervals)
 
+        model = graph_ready(model)
+
+        @loop_step
         def loss_and_grad(x_adv):
             with tf.GradientTape() as tape:
                 tape.watch(x_adv)

@@ -32,7 +32,7 @@ from he_keras.attacks.base import (
     minimal_norm_output,
     require,
 )
-from he_keras.attacks.core import validate_attack_params
+from he_keras.attacks.core import graph_ready, loop_step, validate_attack_params
 
 _ADAM_BETA_1 = 0.9
 _ADAM_BETA_2 = 0.999
@@ -131,19 +131,25 @@ class CarliniWagnerL2(Attack):
         const = tf.fill(batch, self.initial_const)
         best_l2 = tf.fill(batch, float("inf"))
         best_adv = x
+        model = graph_ready(model)
+
+        @loop_step
+        def loss_and_grad(w, const):
+            with tf.GradientTape() as tape:
+                tape.watch(w)
+                x_new = (tf.tanh(w) + 1.0) / 2.0
+                l2 = tf.reduce_sum(tf.square(x_new - x), axis=tf.range(1, tf.rank(x)))
+                margin = losses.cw_margin(y, logits_of(model, x_new), float("inf"))
+                loss = l2 + const * tf.nn.relu(self.confidence - margin)
+            return x_new, l2, margin, tape.gradient(loss, w)
+
         for _ in tf.range(self.binary_search_steps):
             w = w_start
             m = tf.zeros_like(x)
             v = tf.zeros_like(x)
             succeeded = tf.zeros(batch, tf.bool)
             for t in tf.range(1, self.steps + 1):
-                with tf.GradientTape() as tape:
-                    tape.watch(w)
-                    x_new = (tf.tanh(w) + 1.0) / 2.0
-                    l2 = tf.reduce_sum(tf.square(x_new - x), axis=tf.range(1, tf.rank(x)))
-                    margin = losses.cw_margin(y, logits_of(model, x_new), float("inf"))
-                    loss = l2 + const * tf.nn.relu(self.confidence - margin)
-                grad = tape.gradient(loss, w)
+                x_new, l2, margin, grad = loss_and_grad(w, const)
                 success = margin > self.confidence
                 succeeded = tf.logical_or(succeeded, success)
                 closer = tf.logical_and(success, l2 < best_l2)

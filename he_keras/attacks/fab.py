@@ -38,7 +38,7 @@ from he_keras.attacks.base import (
     ranked_class,
     require,
 )
-from he_keras.attacks.core import make_generator, validate_attack_params
+from he_keras.attacks.core import graph_ready, loop_step, make_generator, validate_attack_params
 
 
 def linf_hyperplane_projection(
@@ -223,13 +223,20 @@ class FABTargeted(Attack):
             x_k = tf.clip_by_value(x + 0.5 * self.eps * u, 0.0, 1.0)
         adv = x
         best = tf.fill([tf.shape(x)[0]], float("inf"))
-        for _ in tf.range(self.steps):
+        model = graph_ready(model)
+
+        @loop_step
+        def margin_and_grad(x_k):
             with tf.GradientTape() as tape:
                 tape.watch(x_k)
                 logits = logits_of(model, x_k)
                 f = tf.gather(logits, target, batch_dims=1)
                 f -= tf.gather(logits, y, batch_dims=1)
-            w = tf.reshape(tape.gradient(f, x_k), tf.shape(flat_x))
+            return f, tape.gradient(f, x_k)
+
+        for _ in tf.range(self.steps):
+            f, grad = margin_and_grad(x_k)
+            w = tf.reshape(grad, tf.shape(flat_x))
             flat_k = tf.reshape(x_k, tf.shape(flat_x))
             b = tf.reduce_sum(w * flat_k, axis=-1) - f
             d = linf_hyperplane_projection(
