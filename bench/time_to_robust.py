@@ -1,8 +1,6 @@
 """Time to a robust model: `apps/train.py` against a plain PyTorch loop, end to end.
 
-Trains the quickstart recipe (`configs/quickstart.cfg`: digits, small CNN +
-HE head s = 15, m = 0.2, PGD-7 at eps 0.3 step 0.075, Adam 2e-3, batch 64,
-30 epochs) with validation off on the 1,437 training images, once per seed
+Trains a recipe with validation off on its whole training split, once per seed
 through the user's path (`apps/train.py` in a fresh process, `train_seconds`
 from its metrics.json: the whole `fit`, tracing included) and once through
 `torch_twin.py`, the same recipe as a plain eager PyTorch loop on the same
@@ -10,7 +8,15 @@ arrays (run with `--torch_python`, default this interpreter; skipped with a
 message when torch is not installed there). The two sides alternate which
 goes first from one seed to the next. Then both models are evaluated by
 he-keras: clean accuracy and AutoAttack-standard (one chain, on the logits)
-at eps 0.3 on the 360 test images.
+at the recipe's eps on the test split. Recipes (`--recipe`):
+
+- `quickstart` (`configs/quickstart.cfg`): digits (1,437 training images),
+  small CNN + HE head s = 15, m = 0.2, PGD-7 at eps 0.3 step 0.075, Adam
+  2e-3, batch 64, 30 epochs;
+- `mnist5k`: the reproduction study's MNIST regime (`experiments.arms.REGIMES`)
+  with its PGD-AT+HE arm: 5,000 real MNIST digits (4,000 for training),
+  small CNN + HE head, PGD-10 at eps 0.3 step 0.075 with eps warm-up over 3
+  epochs, Adam 1e-3 decayed x0.1 after epochs 10 and 13, batch 64, 15 epochs.
 
 Prints, per seed and as medians: training seconds of each side, the ratio
 PyTorch / he-keras (above 1: he-keras is faster), process wall times, and
@@ -26,6 +32,7 @@ given there (e.g. `-- --epochs=2`) changes both sides.
 
 Usage (from the repository root):
   python bench/time_to_robust.py --seeds=0,1,2 --output=/tmp/time_to_robust.json
+  python bench/time_to_robust.py --recipe=mnist5k --noautoattack
   python bench/time_to_robust.py --torch_python=/path/to/venv/bin/python \
       --lever=--precision=mixed_bfloat16 --torch_lever=--autocast
 """
@@ -43,6 +50,7 @@ from typing import Optional
 
 from absl import app, flags
 
+_RECIPE = flags.DEFINE_enum("recipe", "quickstart", ["quickstart", "mnist5k"], "Recipe to train.")
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds, one pair of runs each.")
 _TORCH_PYTHON = flags.DEFINE_string(
     "torch_python", sys.executable, "Python interpreter with torch for the PyTorch twin."
@@ -64,18 +72,41 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPE = os.path.join(ROOT, "configs", "quickstart.cfg")
 TRAIN_FLAGS = ["--validation_split=0", "--notensorboard", "--verbose=0"]
 # The recipe's settings the twin takes as arguments (the rest are its defaults).
-TWIN_SETTINGS = ("epochs", "batch_size", "lr", "eps", "step_size", "steps", "s", "m")
+TWIN_SETTINGS = ("epochs", "batch_size", "lr", "eps", "step_size", "steps", "s", "m",
+                 "eps_warmup_epochs", "lr_decay_epochs", "lr_decay_factor")
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
 
 
-def recipe_settings() -> dict:
-    """The quickstart flagfile's `--name=value` settings."""
+def recipe_settings(recipe: str) -> dict:
+    """The recipe's `apps/train.py` settings, as `name: value` strings."""
+    from he_keras.defaults import pgd_step_size
+    from he_keras.runs.config import TrainConfig
+
     settings = {}
-    with open(RECIPE) as f:
-        for line in f:
-            if line.startswith("--"):
-                name, _, value = line[2:].strip().partition("=")
-                settings[name] = value
+    if recipe == "quickstart":
+        with open(RECIPE) as f:
+            for line in f:
+                if line.startswith("--"):
+                    name, _, value = line[2:].strip().partition("=")
+                    settings[name] = value
+        settings.pop("output_dir")
+    else:
+        sys.path.insert(0, ROOT)
+        from experiments import arms
+
+        spec = arms.ARMS["pgdat_he"].spec(recipe, seed=0)
+        spec.pop("framework_params")
+        spec.pop("validation_split")
+        spec.pop("seed")
+        settings = {name: ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+                    for name, value in spec.items()}
+    defaults = TrainConfig()
+    settings.setdefault("s", str(defaults.s))
+    settings.setdefault("m", "0.2")  # the HE head's margin (`m=-1`: the head's default)
+    settings.setdefault("step_size", str(pgd_step_size(float(settings["eps"]), int(settings["steps"]))))
+    settings.setdefault("eps_warmup_epochs", str(defaults.eps_warmup_epochs))
+    settings.setdefault("lr_decay_epochs", "")
+    settings.setdefault("lr_decay_factor", str(defaults.lr_decay_factor))
     return settings
 
 
@@ -89,13 +120,14 @@ def run(command: list, env: Optional[dict] = None) -> tuple[str, float]:
     return done.stdout, time.time() - started
 
 
-def keras_run(seed: int, out: str, extra: list) -> dict:
-    """`apps/train.py` with the recipe and `extra` flags (`NAME=value` items
-    set environment variables); its training seconds and process wall time."""
+def keras_run(seed: int, out: str, settings: dict, extra: list) -> dict:
+    """`apps/train.py` with the recipe's settings and `extra` flags (`NAME=value`
+    items set environment variables); its training seconds and process wall time."""
     directory = os.path.join(out, f"keras-{seed}")
     env = dict(item.split("=", 1) for item in extra if not item.startswith("--"))
     args = [item for item in extra if item.startswith("--")]
-    _, wall = run([sys.executable, "apps/train.py", f"--flagfile={RECIPE}", *TRAIN_FLAGS,
+    recipe = [f"--{name}={value}" for name, value in settings.items() if name != "seed"]
+    _, wall = run([sys.executable, "apps/train.py", *recipe, *TRAIN_FLAGS,
                    f"--seed={seed}", f"--output_dir={directory}", *args], env)
     with open(os.path.join(directory, "metrics.json")) as f:
         metrics = json.load(f)
@@ -134,7 +166,7 @@ def main(argv):
     import numpy as np
 
     extra = list(argv[1:])
-    settings = recipe_settings()
+    settings = recipe_settings(_RECIPE.value)
     # A recipe setting given after `--` changes both sides (e.g. --epochs=2 for a smoke run).
     for arg in extra:
         name, _, value = arg[2:].partition("=")
@@ -173,7 +205,7 @@ def main(argv):
                 row[name] = torch_run(seed, os.path.join(out, str(names.index(name))), split, settings,
                                       torch_arms[name])
             else:
-                row[name] = keras_run(seed, os.path.join(out, str(names.index(name))), arms[name])
+                row[name] = keras_run(seed, os.path.join(out, str(names.index(name))), settings, arms[name])
             print(f"  seed {seed} {name}: {row[name]['train_seconds']:.1f} s", flush=True)
         runs.append(row)
         load.append(os.getloadavg()[0])
@@ -184,13 +216,13 @@ def main(argv):
     for row in runs if _AUTOATTACK.value else ():
         for name in names:
             if name in torch_arms:
-                model = build_model("small_cnn", data.input_shape, 10, head="he", s=float(settings["s"]))
+                model = build_model(settings["model"], data.input_shape, 10, head="he", s=float(settings["s"]))
                 weights = np.load(row[name]["weights"])
                 model.set_weights([weights[f"arr_{i}"] for i in range(len(weights.files))])
             else:
                 model = keras.saving.load_model(row[name]["model"])
             row[name].update(robustness(model, x_test, y_test, settings, row["seed"]))
-    print(f"quickstart recipe, {len(x_train)} training images, validation off, seeds {seeds}; "
+    print(f"{_RECIPE.value} recipe, {len(x_train)} training images, validation off, seeds {seeds}; "
           f"load average {min(load):.2f}-{max(load):.2f}")
     summary = {}
     for name in names:

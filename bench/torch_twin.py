@@ -1,4 +1,4 @@
-"""A plain eager PyTorch loop of the quickstart recipe: the twin `time_to_robust.py` times.
+"""A plain eager PyTorch loop of a `time_to_robust.py` recipe: the twin it times.
 
 PGD-AT with an HE head, written as a PyTorch user would write it, on the
 arrays he-keras trains on (`--data`, written by `time_to_robust.py`):
@@ -13,9 +13,13 @@ arrays he-keras trains on (`--data`, written by `time_to_robust.py`):
   signed-gradient steps, projection and clipping to [0, 1];
 - the outer loss of PGDAT with an HE head: cross-entropy of
   `s * (cos(theta) - m * 1_y)` on the adversarial batch alone;
-- Adam with Keras' defaults (betas 0.9 / 0.999, epsilon 1e-7), constant
-  learning rate, batches of a fresh shuffle every epoch, the last one
-  smaller.
+- Adam with Keras' defaults (betas 0.9 / 0.999, epsilon 1e-7), a constant
+  learning rate or, with `--lr_decay_epochs`, he-keras' piecewise schedule
+  (times `--lr_decay_factor` after `int(epoch * steps_per_epoch)` updates),
+  batches of a fresh shuffle every epoch, the last one smaller;
+- with `--eps_warmup_epochs`, he-keras' eps warm-up: before batch `b` of
+  epoch `e`, eps and step size are `min(1, (e + b / steps_per_epoch) /
+  warmup)` of theirs.
 
 `--autocast` runs the forward passes under bfloat16 autocast (the head and
 the losses in float32), the counterpart of he-keras'
@@ -112,6 +116,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=7)
     parser.add_argument("--s", type=float, default=15.0)
     parser.add_argument("--m", type=float, default=0.2)
+    parser.add_argument("--eps_warmup_epochs", type=float, default=0.0)
+    parser.add_argument("--lr_decay_epochs", default="", help="comma-separated epochs, e.g. 10,13")
+    parser.add_argument("--lr_decay_factor", type=float, default=0.1)
     parser.add_argument("--threads", type=int, default=0, help="intra-op threads (0: torch's default)")
     parser.add_argument("--autocast", action="store_true",
                         help="bfloat16 autocast of the forward passes (he-keras' --precision=mixed_bfloat16)")
@@ -125,14 +132,22 @@ def main() -> None:
     y = torch.from_numpy(data["y_train"].astype(np.int64))
     model = SmallCNNHE(x.shape[1], x.shape[3], int(y.max()) + 1, args.s)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, eps=1e-7)
+    steps_per_epoch = -(-len(x) // args.batch_size)
+    bounds = [int(float(e) * steps_per_epoch) for e in args.lr_decay_epochs.split(",") if e]
+    updates = 0
     started = time.perf_counter()
-    for _ in range(args.epochs):
+    for epoch in range(args.epochs):
         order = torch.randperm(len(x), generator=generator)
-        for lo in range(0, len(x), args.batch_size):
+        for batch, lo in enumerate(range(0, len(x), args.batch_size)):
             idx = order[lo : lo + args.batch_size]
             xb, yb = x[idx], y[idx]
+            share = (min(1.0, (epoch + batch / steps_per_epoch) / args.eps_warmup_epochs)
+                     if args.eps_warmup_epochs > 0 else 1.0)
+            for group in optimizer.param_groups:
+                group["lr"] = args.lr * args.lr_decay_factor ** sum(updates > b for b in bounds)
             model.eval()
-            x_adv = pgd(model, xb, yb, args.eps, args.step_size, args.steps, generator, args.autocast)
+            x_adv = pgd(model, xb, yb, share * args.eps, share * args.step_size, args.steps, generator,
+                        args.autocast)
             model.train()
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.autocast):
                 cosine = model.cosine(x_adv)
@@ -140,6 +155,7 @@ def main() -> None:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            updates += 1
     train_seconds = time.perf_counter() - started
     np.savez(args.output, *model.keras_weights())
     print(json.dumps({"train_seconds": train_seconds, "threads": torch.get_num_threads(),
