@@ -382,6 +382,7 @@ class ProjectedGradientAttack(Attack):
                 tf.where(better, loss, best_loss),
             )
 
+        @loop_step
         def loss_and_grad(x_adv):
             with tf.GradientTape() as tape:
                 tape.watch(x_adv)
@@ -391,8 +392,6 @@ class ProjectedGradientAttack(Attack):
                 loss, x_adv, unconnected_gradients=tf.UnconnectedGradients.ZERO
             )
             return logits, loss, grad
-
-        loss_and_grad = loop_step(loss_and_grad)
 
         def body(i, x_adv, *best):
             logits, loss, grad = loss_and_grad(x_adv)
