@@ -79,7 +79,7 @@ ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
 
 def recipe_settings(recipe: str) -> dict:
     """The recipe's `apps/train.py` settings, as `name: value` strings."""
-    from he_keras.defaults import pgd_step_size
+    from he_keras.defaults import margin_of, pgd_step_size
     from he_keras.runs.config import TrainConfig
 
     settings = {}
@@ -102,7 +102,7 @@ def recipe_settings(recipe: str) -> dict:
                     for name, value in spec.items()}
     defaults = TrainConfig()
     settings.setdefault("s", str(defaults.s))
-    settings.setdefault("m", "0.2")  # the HE head's margin (`m=-1`: the head's default)
+    settings.setdefault("m", str(margin_of(settings["head"], defaults.m)))
     settings.setdefault("step_size", str(pgd_step_size(float(settings["eps"]), int(settings["steps"]))))
     settings.setdefault("eps_warmup_epochs", str(defaults.eps_warmup_epochs))
     settings.setdefault("lr_decay_epochs", "")

@@ -206,8 +206,8 @@ def test_attack_loops_run_onednns_max_pool_gradient_like_a_plain_step(tmp_path, 
     """In a lowered `tf.while_loop`, oneDNN's layout pass could visit the
     max-pooling gradient before its forward op and leave it on the plain
     kernel, about 7x slower on the quickstart net. Which trace it hit varied
-    (about 1 in 4 traces of the PGD loop, 1 in 7 of APGD's): 8 fresh traces
-    of each, then FAB-T, CW-L2 and a TRADES step. Every gradient loop now
+    (4 of 12 traces of the PGD loop, 2 of 12 of APGD's): 8 fresh traces of
+    each, then FAB-T, CW-L2 and a TRADES step. Every gradient loop now
     computes its gradients in a `loop_step` (DeepFool's batch Jacobian, which
     pfor vectorizes, still runs the plain kernel)."""
     import keras

@@ -111,8 +111,8 @@ def loop_step(fn: Callable) -> Callable:
     before its forward op, and a max-pooling gradient whose forward was not
     yet rewritten stays on the plain kernel: with the HE head, the
     quickstart net's PGD loop spent about 1 ms per iteration there against
-    0.15 ms for oneDNN's, in about one trace of four (the README's "Time to
-    a robust model"). A function the optimizer does not inline is an
+    0.15 ms for oneDNN's, in 4 of 12 traces (the README's "Time to a
+    robust model"). A function the optimizer does not inline is an
     acyclic graph of its own, rewritten forward first. Without oneDNN there
     is no layout pass and `fn` is returned as it is, so the graph and the
     round-off of training stay those the study's units were recorded with.
