@@ -20,7 +20,10 @@ at the recipe's eps on the test split. Recipes (`--recipe`):
 
 Prints, per seed and as medians: training seconds of each side, the ratio
 PyTorch / he-keras (above 1: he-keras is faster), process wall times, and
-clean and AutoAttack accuracy per side; `--output` writes them as JSON. Run
+clean and AutoAttack accuracy per side; `--output` writes them as JSON.
+`--evaluate=<that JSON>` trains nothing: it evaluates the models of an earlier
+`--noautoattack` run (AutoAttack takes minutes per model and need not share
+the idle machine the timing needs) and reports that run's times with them. Run
 it on an otherwise idle machine: absolute times swing between runs, the
 ratio of interleaved runs much less. Flags after `--` go to `apps/train.py`
 (every he-keras arm); `--lever` adds an arm with more flags (e.g.
@@ -32,7 +35,8 @@ given there (e.g. `-- --epochs=2`) changes both sides.
 
 Usage (from the repository root):
   python bench/time_to_robust.py --seeds=0,1,2 --output=/tmp/time_to_robust.json
-  python bench/time_to_robust.py --recipe=mnist5k --noautoattack
+  python bench/time_to_robust.py --recipe=mnist5k --noautoattack --output=/tmp/m.json
+  python bench/time_to_robust.py --recipe=mnist5k --evaluate=/tmp/m.json  # AutoAttack later
   python bench/time_to_robust.py --torch_python=/path/to/venv/bin/python \
       --lever=--precision=mixed_bfloat16 --torch_lever=--autocast
 """
@@ -67,6 +71,9 @@ _TORCH_LEVERS = flags.DEFINE_multi_string(
 )
 _AUTOATTACK = flags.DEFINE_boolean(
     "autoattack", True, "Evaluate every model with AutoAttack-standard (minutes per model).")
+_EVALUATE = flags.DEFINE_string(
+    "evaluate", None, "Train nothing: evaluate the models of an earlier run's --output JSON "
+                      "(with the same --recipe) and report its times with the accuracies.")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPE = os.path.join(ROOT, "configs", "quickstart.cfg")
@@ -162,27 +169,16 @@ def torch_available() -> bool:
     return done.returncode == 0
 
 
-def main(argv):
+def train_arms(settings: dict, extra: list, x_train, y_train) -> tuple[dict, list, list]:
+    """Trains every arm once per seed, interleaved; `(arms, runs, load averages)`."""
     import numpy as np
 
-    extra = list(argv[1:])
-    settings = recipe_settings(_RECIPE.value)
-    # A recipe setting given after `--` changes both sides (e.g. --epochs=2 for a smoke run).
-    for arg in extra:
-        name, _, value = arg[2:].partition("=")
-        if arg.startswith("--") and name in settings:
-            settings[name] = value
     seeds = [int(s) for s in _SEEDS.value]
     twin = torch_available()
     if not twin:
         print(f"skipped the PyTorch twin: torch is not installed for {_TORCH_PYTHON.value} "
               "(pass --torch_python=<a python with torch>)")
     out = tempfile.mkdtemp(prefix="time_to_robust-")
-    from he_keras.data import load_dataset, to_numpy
-
-    data = load_dataset(settings["dataset"])
-    x_train, y_train = to_numpy(data.train)
-    x_test, y_test = to_numpy(data.test)
     split = os.path.join(out, "split.npz")
     np.savez(split, x_train=x_train, y_train=y_train)
     arms = {"he-keras": extra}
@@ -209,22 +205,57 @@ def main(argv):
             print(f"  seed {seed} {name}: {row[name]['train_seconds']:.1f} s", flush=True)
         runs.append(row)
         load.append(os.getloadavg()[0])
+    return arms, runs, load
+
+
+def evaluate_arms(names: list, runs: list, settings: dict, input_shape: tuple, x_test, y_test) -> None:
+    """Adds clean and AutoAttack accuracy to every run of `runs` (in place)."""
     import keras
+    import numpy as np
 
     from he_keras.models import build_model
 
-    for row in runs if _AUTOATTACK.value else ():
+    for row in runs:
         for name in names:
-            if name in torch_arms:
-                model = build_model(settings["model"], data.input_shape, 10, head="he", s=float(settings["s"]))
+            if "weights" in row[name]:  # a PyTorch arm
+                model = build_model(settings["model"], input_shape, 10, head="he", s=float(settings["s"]))
                 weights = np.load(row[name]["weights"])
                 model.set_weights([weights[f"arr_{i}"] for i in range(len(weights.files))])
             else:
                 model = keras.saving.load_model(row[name]["model"])
             row[name].update(robustness(model, x_test, y_test, settings, row["seed"]))
-    print(f"{_RECIPE.value} recipe, {len(x_train)} training images, validation off, seeds {seeds}; "
-          f"load average {min(load):.2f}-{max(load):.2f}")
+            print(f"  seed {row['seed']} {name}: clean {100 * row[name]['clean_accuracy']:.1f} %, "
+                  f"AutoAttack {100 * row[name]['autoattack']:.1f} %", flush=True)
+
+
+def main(argv):
+    extra = list(argv[1:])
+    settings = recipe_settings(_RECIPE.value)
+    # A recipe setting given after `--` changes both sides (e.g. --epochs=2 for a smoke run).
+    for arg in extra:
+        name, _, value = arg[2:].partition("=")
+        if arg.startswith("--") and name in settings:
+            settings[name] = value
+    from he_keras.data import load_dataset, to_numpy
+
+    data = load_dataset(settings["dataset"])
+    x_train, y_train = to_numpy(data.train)
+    x_test, y_test = to_numpy(data.test)
+    if _EVALUATE.value:
+        from he_keras.files import read_json
+
+        earlier = read_json(_EVALUATE.value, "time_to_robust results")
+        arms, runs, load = earlier["arms"], earlier["runs"], earlier["load_average"]
+    else:
+        arms, runs, load = train_arms(settings, extra, x_train, y_train)
+    names = list(arms)
+    evaluated = _AUTOATTACK.value or bool(_EVALUATE.value)
+    if evaluated:
+        evaluate_arms(names, runs, settings, data.input_shape, x_test, y_test)
+    print(f"{_RECIPE.value} recipe, {len(x_train)} training images, validation off, seeds "
+          f"{[r['seed'] for r in runs]}; load average {min(load):.2f}-{max(load):.2f}")
     summary = {}
+    torch_names = [name for name in names if "weights" in runs[0][name]]
     for name in names:
         seconds = [r[name]["train_seconds"] for r in runs]
         summary[name] = {
@@ -233,12 +264,12 @@ def main(argv):
         }
         line = (f"  {name}: training {' / '.join(f'{v:.1f}' for v in seconds)} s (median "
                 f"{summary[name]['train_seconds']:.1f}), process {summary[name]['wall_seconds']:.1f} s")
-        if _AUTOATTACK.value:
+        if evaluated:
             summary[name].update(clean_accuracy=[r[name]["clean_accuracy"] for r in runs],
                                  autoattack=[r[name]["autoattack"] for r in runs])
             line += (f"; clean {' / '.join(f'{100 * v:.1f}' for v in summary[name]['clean_accuracy'])} %, "
                      f"AutoAttack {' / '.join(f'{100 * v:.1f}' for v in summary[name]['autoattack'])} %")
-        for torch_name in torch_arms if name not in torch_arms else ():
+        for torch_name in torch_names if name not in torch_names else ():
             ratios = [r[torch_name]["train_seconds"] / r[name]["train_seconds"] for r in runs]
             summary[name].setdefault("pytorch_over_this", {})[torch_name] = ratios
             line += (f"; {torch_name} / this: {' / '.join(f'{v:.2f}' for v in ratios)} "

@@ -414,3 +414,52 @@ def test_hat_with_gamma_zero_trains_exactly_like_trades():
         trainer.train_on_batch(x, y)
     assert max(float(np.max(np.abs(a - v.numpy())))
                for a, v in zip(weights["trades"], trainer.classifier.trainable_variables)) > 1e-3
+
+
+# Frameworks whose objective has no clean forward pass of its own.
+EXTRA_CLEAN_PASS = ("fastat", "freeat", "pgdat")
+
+
+@pytest.mark.parametrize("name", sorted(FRAMEWORKS))
+def test_clean_accuracy_off_skips_only_the_extra_clean_pass(name):
+    """`clean_accuracy=False` drops the forward pass PGD-AT, FastAT and FreeAT
+    run only for the metric, and the metric with it (rather than logging a
+    stale value); it changes nothing else. Frameworks with a clean pass of
+    their own log the metric either way."""
+    x, y = _batch(64)
+    calls, logs, weights = {}, {}, {}
+    for on in (True, False):
+        trainer = _trainer(name, clean_accuracy=on)
+        assert trainer.get_config()["clean_accuracy"] is on
+        classifier, call = trainer.classifier, trainer.classifier.call
+        calls[on] = 0
+
+        def counted(*args, call=call, on=on, **kwargs):
+            calls[on] += 1
+            return call(*args, **kwargs)
+
+        classifier.call = counted  # counts the classifier's calls while the step is traced
+        trainer.compile(optimizer=keras.optimizers.SGD(0.1))
+        logs[on] = trainer.train_on_batch(x, y, return_dict=True)
+        weights[on] = [w.numpy() for w in classifier.weights]
+        # Validation (`evaluate`, as `fit` runs it) still measures clean accuracy.
+        assert "clean_accuracy" in trainer.evaluate(x, y, return_dict=True, verbose=0)
+    assert "clean_accuracy" in logs[True]
+    if name in EXTRA_CLEAN_PASS:
+        assert calls[True] - calls[False] == 1
+        assert "clean_accuracy" not in logs[False]
+    else:
+        assert calls[True] == calls[False]
+        assert logs[False]["clean_accuracy"] == pytest.approx(logs[True]["clean_accuracy"])
+    assert logs[False]["adv_accuracy"] == pytest.approx(logs[True]["adv_accuracy"])
+    assert logs[False]["loss"] == pytest.approx(logs[True]["loss"], rel=1e-5)
+    for on, off in zip(weights[True], weights[False]):
+        np.testing.assert_allclose(off, on, rtol=1e-5, atol=1e-6)
+
+
+def test_run_without_train_clean_accuracy_logs_validation_clean_accuracy(tmp_path):
+    metrics = run(TrainConfig(epochs=1, steps_per_epoch=3, steps=1, n_train=256, validation_split=0.1,
+                              val_steps=1, eval_steps=1, n_eval=32, train_clean_accuracy=False,
+                              tensorboard=False, verbose=0, output_dir=str(tmp_path / "run")))
+    assert "clean_accuracy" not in metrics["history"]
+    assert {"loss", "adv_accuracy", "val_clean_accuracy", "val_adv_accuracy"} <= set(metrics["history"])

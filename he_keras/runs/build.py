@@ -102,6 +102,7 @@ def build_trainer(config: TrainConfig, data) -> keras.Model:
         eval_steps=config.val_steps,
         eval_step_size=config.eval_step_size or None,
         seed=config.seed,
+        clean_accuracy=config.train_clean_accuracy,
         **config.framework_params,
     )
 

@@ -130,6 +130,9 @@ class TrainConfig:
     validation_split: float = _setting(
         0.1, "Share of the training data held out (seeded, stratified) for validation; 0 = none.")
     val_steps: int = _setting(10, "PGD steps of the per-epoch validation (val_adv_accuracy).")
+    train_clean_accuracy: bool = _setting(
+        True, "Log clean_accuracy during training; PGD-AT, FastAT and FreeAT pay one more forward pass "
+              "per step for it (--notrain_clean_accuracy skips it; validation still logs val_clean_accuracy).")
     tensorboard: bool = _setting(True, "Write TensorBoard logs to <output_dir>/logs.")
     callbacks: Sequence[str] = _setting((), "Training callbacks (see he_keras.training.CALLBACKS).")
     verbose: int = _setting(2, "Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch.")

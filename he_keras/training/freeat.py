@@ -154,7 +154,7 @@ class FreeAT(AdversarialTrainer):
             finite = tf.reduce_all(tf.math.is_finite(grad))
             delta = tf.where(finite, project(delta + step, self.eps * budget, self.norm), delta)
         self.perturbation.assign(tf.concat([delta, buffer[batch:]], 0))
-        clean_logits = self.classifier(x, training=False)
+        clean_logits = self.clean_logits_for_metrics(x)
         return self.update_metrics(loss, y, clean_logits, adv_logits, sample_weight)
 
     def get_config(self) -> dict:
