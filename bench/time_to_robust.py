@@ -19,7 +19,10 @@ at the recipe's eps on the test split. Recipes (`--recipe`):
   epochs, Adam 1e-3 decayed x0.1 after epochs 10 and 13, batch 64, 15 epochs.
 
 Prints, per seed and as medians: training seconds of each side, the ratio
-PyTorch / he-keras (above 1: he-keras is faster), process wall times, and
+PyTorch / he-keras (above 1: he-keras is faster) with a 95 % bootstrap
+interval over the pairs (`experiments.stats.ratio_interval`, the study's
+paired-timing statistic; absolute times drift, so take many pairs), process
+wall times, and
 clean and AutoAttack accuracy per side; `--output` writes them as JSON.
 `--evaluate=<that JSON>` trains nothing: it evaluates the models of an earlier
 `--noautoattack` run (AutoAttack takes minutes per model and need not share
@@ -98,7 +101,6 @@ def recipe_settings(recipe: str) -> dict:
                     settings[name] = value
         settings.pop("output_dir")
     else:
-        sys.path.insert(0, ROOT)
         from experiments import arms
 
         spec = arms.ARMS["pgdat_he"].spec(recipe, seed=0)
@@ -139,6 +141,7 @@ def keras_run(seed: int, out: str, settings: dict, extra: list) -> dict:
     with open(os.path.join(directory, "metrics.json")) as f:
         metrics = json.load(f)
     return {"train_seconds": metrics["train_seconds"], "wall_seconds": wall,
+            "epoch_seconds": metrics["fit_times"]["epoch_seconds"],
             "model": os.path.join(directory, "model.keras")}
 
 
@@ -162,6 +165,12 @@ def robustness(model, x, y, settings: dict, seed: int) -> dict:
     report = evaluate(model, x, y, 10, attacks=attacks, eps=eps, seed=seed, curves=False)
     return {"clean_accuracy": report["clean_accuracy"],
             "autoattack": report["headline"]["AutoAttack-standard"]}
+
+
+def steady_epoch(run: dict) -> Optional[float]:
+    """Median seconds of a run's epochs after the first (None with one epoch)."""
+    epochs = run.get("epoch_seconds") or []
+    return statistics.median(epochs[1:]) if len(epochs) > 1 else None
 
 
 def torch_available() -> bool:
@@ -230,6 +239,9 @@ def evaluate_arms(names: list, runs: list, settings: dict, input_shape: tuple, x
 
 def main(argv):
     extra = list(argv[1:])
+    sys.path.insert(0, ROOT)
+    from experiments import stats
+
     settings = recipe_settings(_RECIPE.value)
     # A recipe setting given after `--` changes both sides (e.g. --epochs=2 for a smoke run).
     for arg in extra:
@@ -264,6 +276,15 @@ def main(argv):
         }
         line = (f"  {name}: training {' / '.join(f'{v:.1f}' for v in seconds)} s (median "
                 f"{summary[name]['train_seconds']:.1f}), process {summary[name]['wall_seconds']:.1f} s")
+        steady = [steady_epoch(r[name]) for r in runs]
+        if None not in steady:
+            # What the run spends beyond its epochs at their steady pace: tracing,
+            # the first epoch's warm-up, checkpoints, data set-up.
+            fixed = [r[name]["train_seconds"] - len(r[name]["epoch_seconds"]) * e for r, e in zip(runs, steady)]
+            summary[name].update(steady_epoch_seconds=statistics.median(steady),
+                                 fixed_seconds=statistics.median(fixed))
+            line += (f"; epochs after the first {statistics.median(steady):.3f} s (median), beyond them "
+                     f"{' / '.join(f'{v:.1f}' for v in fixed)} s")
         if evaluated:
             summary[name].update(clean_accuracy=[r[name]["clean_accuracy"] for r in runs],
                                  autoattack=[r[name]["autoattack"] for r in runs])
@@ -272,8 +293,18 @@ def main(argv):
         for torch_name in torch_names if name not in torch_names else ():
             ratios = [r[torch_name]["train_seconds"] / r[name]["train_seconds"] for r in runs]
             summary[name].setdefault("pytorch_over_this", {})[torch_name] = ratios
+            # The study's paired-timing statistic: median ratio, bootstrap over pairs.
+            interval = stats.ratio_interval([r[torch_name]["train_seconds"] for r in runs], seconds)
+            summary[name].setdefault("ratio_interval", {})[torch_name] = interval
             line += (f"; {torch_name} / this: {' / '.join(f'{v:.2f}' for v in ratios)} "
-                     f"(median {statistics.median(ratios):.2f})")
+                     f"(median {interval['ratio']:.2f}, 95 % interval {interval['ci_low']:.2f}-"
+                     f"{interval['ci_high']:.2f})")
+            if None not in steady and all(steady_epoch(r[torch_name]) for r in runs):
+                # The ratio with every cost beyond the steady epochs taken away.
+                pace = stats.ratio_interval([steady_epoch(r[torch_name]) for r in runs], steady)
+                summary[name].setdefault("steady_ratio_interval", {})[torch_name] = pace
+                line += (f"; steady epochs {torch_name} / this: median {pace['ratio']:.2f} "
+                         f"(95 % interval {pace['ci_low']:.2f}-{pace['ci_high']:.2f})")
         print(line)
     if _OUTPUT.value:
         from he_keras.files import write_json

@@ -136,7 +136,9 @@ def main() -> None:
     bounds = [int(float(e) * steps_per_epoch) for e in args.lr_decay_epochs.split(",") if e]
     updates = 0
     started = time.perf_counter()
+    epoch_seconds = []
     for epoch in range(args.epochs):
+        epoch_began = time.perf_counter()
         order = torch.randperm(len(x), generator=generator)
         for batch, lo in enumerate(range(0, len(x), args.batch_size)):
             idx = order[lo : lo + args.batch_size]
@@ -156,9 +158,11 @@ def main() -> None:
             loss.backward()
             optimizer.step()
             updates += 1
+        epoch_seconds.append(time.perf_counter() - epoch_began)
     train_seconds = time.perf_counter() - started
     np.savez(args.output, *model.keras_weights())
-    print(json.dumps({"train_seconds": train_seconds, "threads": torch.get_num_threads(),
+    print(json.dumps({"train_seconds": train_seconds, "epoch_seconds": epoch_seconds,
+                      "threads": torch.get_num_threads(),
                       "autocast": args.autocast, "torch": torch.__version__}))
 
 

@@ -48,13 +48,11 @@ def run_unit(dataset: str, arm_name: str, seed: int, results: str = RESULTS, run
     path = unit_path(dataset, arm_name, seed, results)
     directory = os.path.join(runs, dataset, arm_name, f"seed{seed}")
     n_test = QUICK_N_TEST if quick else 0
-    seconds, began = [], {}
-    timer = keras.callbacks.LambdaCallback(
-        on_epoch_begin=lambda *_: began.update(t=time.perf_counter()),
-        on_epoch_end=lambda *_: seconds.append(time.perf_counter() - began["t"]))
     t0 = time.perf_counter()
-    metrics = run(train_config(spec, directory, n_test, runs), extra_callbacks=[timer])
+    metrics = run(train_config(spec, directory, n_test, runs))
     train_wall = time.perf_counter() - t0
+    # The epochs this process trained (none when the run had already ended).
+    seconds = (metrics["fit_times"] or {}).get("epoch_seconds", [])
     log(f"  trained {dataset}/{arm_name}/seed{seed} in {train_wall:.0f}s")
 
     model = load_model(metrics["model_path"])

@@ -68,6 +68,17 @@ def test_validation_metrics_every_epoch(three_epochs):
     assert "val_adv_accuracy" in stdout and history["he_scale"] == [15.0] * 3
 
 
+def test_metrics_say_where_the_fits_time_went(three_epochs):
+    _, metrics, _, _ = three_epochs
+    times = metrics["fit_times"]
+    assert len(times["epoch_seconds"]) == 3 and min(times["epoch_seconds"]) > 0
+    # The first compiled call (tracing included) ran inside the first epoch.
+    assert 0 < times["first_call_seconds"] < times["epoch_seconds"][0]
+    # Epochs and what ran between them make up the fit, inside `train_seconds`.
+    assert times["outside_epochs_seconds"] > 0
+    assert sum(times["epoch_seconds"]) + times["outside_epochs_seconds"] <= metrics["train_seconds"]
+
+
 def _scalars(directory):
     values = {}
     for path in glob.glob(os.path.join(directory, "events.out.tfevents.*")):

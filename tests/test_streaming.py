@@ -128,6 +128,7 @@ with tfds.testing.mock_data(num_examples=60):
         dataset="imagenette", model="wide_resnet", depth=10, width=1, batch_size=4,
         steps_per_epoch=3, epochs=2, steps=1, val_steps=1, n_eval=4, eval_steps=1,
         eps=4 / 255, lr_schedule="cosine", output_dir=out, verbose=2, tensorboard=False, seed=5,
+        checkpoint_seconds=0,  # after every epoch: the kill comes in the second
     ), [Sigkill()])
 """
 

@@ -33,7 +33,7 @@ PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 # epochs compute (more epochs extend the run). Any other difference from the
 # checkpointed run's settings is refused.
 RESUMABLE_CHANGES = frozenset({
-    "data_dir", "epochs", "eval_step_size", "eval_steps", "jit_compile",
+    "checkpoint_seconds", "data_dir", "epochs", "eval_step_size", "eval_steps", "jit_compile",
     "n_eval", "output_dir", "resume", "strategy", "tensorboard", "verbose",
 })
 # Flags of the frameworks' hyperparameters (`TrainConfig.framework_params`):
@@ -117,6 +117,9 @@ class TrainConfig:
     lr_decay_factor: float = _setting(0.1, "Multiplier at each piecewise decay.")
     seed: int = _setting(0, "Random seed.")
     output_dir: str = _setting("runs/train", "Run directory (checkpoints, model.keras, metrics.json).")
+    checkpoint_seconds: float = _setting(
+        30.0, "Checkpoint after the first epoch that ends this many seconds after the previous checkpoint, "
+              "and after the last epoch; 0 = every epoch. A killed run repeats at most this much training.")
     resume: bool = _setting(
         True, "Resume from the run directory's last checkpoint (--noresume: refuse a directory that has one).")
     strategy: str = _setting("default", "default | mirrored | multi_worker (TF_CONFIG).")
@@ -171,6 +174,7 @@ class TrainConfig:
             ("batch_size", self.batch_size >= 1, ">= 1"),
             ("steps_per_epoch", self.steps_per_epoch >= 0, ">= 0 (0 = the whole split)"),
             ("steps_per_execution", self.steps_per_execution >= 1, ">= 1"),
+            ("checkpoint_seconds", self.checkpoint_seconds >= 0, ">= 0 (0 = every epoch)"),
             ("depth", self.depth >= 10 and (self.depth - 4) % 6 == 0, "6n + 4 >= 10"),
             ("width", self.width >= 1, ">= 1"),
             ("lr", self.lr > 0, "> 0"),

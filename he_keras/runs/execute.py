@@ -16,18 +16,22 @@ evaluated once, at the end, batch by batch through the library's evaluation
 path (`he_keras.evaluation.pgd_accuracy`); nothing holds a whole split in
 memory. A run writes into `output_dir`:
 
-- `checkpoints/` — a TF checkpoint after every epoch, the last two kept
+- `checkpoints/` — a TF checkpoint after the epoch that ends
+  `checkpoint_seconds` (default 30) or more after the previous one, and
+  after the last epoch (every epoch with 0), the last two kept
   (classifier and optimizer variables with the step count the LR schedule
   reads, the HE scale, the attacks' random generators, Keras seed-generator
   states such as dropout's, FreeAT's perturbation buffer, the epoch), so a
-  killed run resumes from its last finished epoch; an unreadable newest
+  killed run resumes from its last checkpointed epoch; an unreadable newest
   checkpoint falls back to the previous one;
 - `logs/` — TensorBoard: losses, accuracies (training and validation),
   learning rate and HE scale per epoch (`tensorboard=False` turns it off);
 - `model.keras` — the trained classifier (written atomically);
 - `metrics.json` — config, per-epoch history, final clean and PGD accuracy
   with the attack settings (written atomically after every epoch, before the
-  checkpoint, so its history always covers the checkpointed epochs).
+  checkpoint, so its history always covers the checkpointed epochs), and
+  `train_seconds` with where this process's `fit` spent them (`fit_times`:
+  the first compiled call, each epoch, the time outside the epochs).
 
 A run directory that holds a checkpoint is resumed only with the settings it
 was started with (`RESUMABLE_CHANGES` may differ); one that holds another
@@ -63,7 +67,7 @@ from he_keras.runs.build import (
     training_passes,
 )
 from he_keras.runs.config import TrainConfig, check_run_dir
-from he_keras.training.callbacks import EpochSummaries, TrainingStateLogs
+from he_keras.training.callbacks import EpochSummaries, RunTimes, TrainingStateLogs
 from he_keras.training.checkpointing import EpochCheckpoint, restore_newest_readable, training_checkpoint
 from he_keras.training.eps_warmup import EpsilonWarmup
 from he_keras.training.multi_worker import DistributedTrainLoop, worker_output_dir
@@ -249,8 +253,11 @@ def run(
             history,
             counters,
             callbacks=list(callbacks),
+            last_epoch=passes - 1,
+            interval_seconds=config.checkpoint_seconds,
         )
     )
+    times = RunTimes()
     started = time.time()
     if bool(stopped_var.numpy()):
         if config.verbose:
@@ -281,7 +288,7 @@ def run(
             epochs=passes,
             initial_epoch=initial_epoch,
             steps_per_epoch=steps_per_epoch,
-            callbacks=callbacks,
+            callbacks=[times, *callbacks],
             validation_data=validation_batches,
             verbose=config.verbose,
         )
@@ -305,6 +312,8 @@ def run(
         "passes": passes,
         "optimizer_updates": int(trainer.optimizer.iterations.numpy()),
         "train_seconds": train_seconds,
+        # Where this process's `fit` spent them (absent when nothing was trained).
+        "fit_times": times.result(),
         "steps_per_epoch": steps_per_epoch,
         "validation": None if validation is None else {
             "n_examples": min(n_val, validation_steps * val_batch_size),

@@ -1,11 +1,11 @@
-"""Training callbacks: per-epoch training-state logs, TensorBoard scalars and
-FastAT's catastrophic-overfitting early stop."""
+"""Training callbacks: per-epoch training-state logs, where a fit's time
+goes, TensorBoard scalars and FastAT's catastrophic-overfitting early stop."""
 
 from __future__ import annotations
 
-from typing import Any, Optional
-
 import os
+import time
+from typing import Any, Optional
 
 import keras
 import numpy as np
@@ -47,6 +47,66 @@ class TrainingStateLogs(keras.callbacks.Callback):
         head = find_head(getattr(self.model, "classifier", self.model))
         if head is not None:
             logs["he_scale"] = float(np.asarray(head.scale))
+
+
+class RunTimes(keras.callbacks.Callback):
+    """Where a `fit`'s wall time goes: its first compiled call, its epochs, the rest.
+
+    Put it first among the callbacks: an epoch then ends before the other
+    callbacks' epoch-end work (checkpoints, `metrics.json`, TensorBoard),
+    which counts as time outside the epochs. It has no batch-end hook, so
+    Keras keeps dispatching those of the other callbacks asynchronously.
+
+    Example:
+
+    ```python
+    times = RunTimes()
+    trainer.fit(data, epochs=10, callbacks=[times, ...])
+    times.result()["first_call_seconds"]
+    ```
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._total: Optional[float] = None
+
+    def on_train_begin(self, logs: Optional[dict] = None) -> None:
+        self._began = time.perf_counter()
+        self._calls = 0
+        self._first_call: Optional[float] = None
+        self._epochs: list = []
+
+    def on_train_batch_begin(self, batch: int, logs: Optional[dict] = None) -> None:
+        self._calls += 1
+        if self._calls == 2:
+            self._first_call = time.perf_counter() - self._began
+
+    def on_epoch_begin(self, epoch: int, logs: Optional[dict] = None) -> None:
+        self._epoch_began = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: Optional[dict] = None) -> None:
+        self._epochs.append(time.perf_counter() - self._epoch_began)
+
+    def on_train_end(self, logs: Optional[dict] = None) -> None:
+        self._total = time.perf_counter() - self._began
+
+    def result(self) -> Optional[dict]:
+        """The last `fit`'s times (None before one has ended).
+
+        Returns:
+            `{"first_call_seconds": the first compiled call, tracing included
+            (None with a single call), "epoch_seconds": each epoch from its
+            start to its end (validation included), "outside_epochs_seconds":
+            the rest of the fit (the other callbacks' epoch-end work such as
+            checkpoints, and starting each epoch's data)}`.
+        """
+        if self._total is None:
+            return None
+        return {
+            "first_call_seconds": self._first_call,
+            "epoch_seconds": list(self._epochs),
+            "outside_epochs_seconds": self._total - sum(self._epochs),
+        }
 
 
 class EpochSummaries(keras.callbacks.Callback):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import glob
 import numbers
+import time
 from typing import Callable, Optional, Sequence
 
 import keras
@@ -131,7 +132,7 @@ def callback_counters(callbacks: Sequence[keras.callbacks.Callback]) -> dict:
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
-    """Ends every epoch with `metrics.json` and then a checkpoint.
+    """Ends every epoch with `metrics.json`, and then a checkpoint when due.
 
     Put it last among the callbacks, so that it records the state every other
     callback left (weights restored by an early stop, a reduced learning
@@ -144,6 +145,13 @@ class EpochCheckpoint(keras.callbacks.Callback):
     ReduceLROnPlateau count on across the resume (EarlyStopping's
     `restore_best_weights` copy is not kept).
 
+    A checkpoint is due after the last epoch, after an epoch that stopped
+    the run, and after any epoch that ends `interval_seconds` or more after
+    the previous checkpoint (or the start of training): a killed run then
+    repeats at most that much training, and a run of short epochs does not
+    spend its time writing checkpoints (about 17 ms each for the quickstart
+    net, 30 of them in a 15 s run). 0 checkpoints every epoch.
+
     Args:
         manager: Manager of a `training_checkpoint` holding `epoch`.
         epoch: The checkpoint's variable counting finished epochs.
@@ -155,6 +163,9 @@ class EpochCheckpoint(keras.callbacks.Callback):
         counters: `callback_counters` after each epoch before this run;
             extended in place.
         callbacks: The run's other callbacks, in order.
+        last_epoch: Index of the run's last epoch (None: `fit`'s `epochs - 1`).
+        interval_seconds: Least training time between two checkpoints
+            before the last epoch (0: after every epoch).
     """
 
     def __init__(
@@ -167,8 +178,12 @@ class EpochCheckpoint(keras.callbacks.Callback):
         history: dict,
         counters: list,
         callbacks: Sequence[keras.callbacks.Callback] = (),
+        last_epoch: Optional[int] = None,
+        interval_seconds: float = 0.0,
     ) -> None:
         super().__init__()
+        if not interval_seconds >= 0:
+            raise ValueError(f"`interval_seconds` must be >= 0. Received: interval_seconds={interval_seconds!r}")
         self.manager = manager
         self.epoch = epoch
         self.stopped = stopped
@@ -177,8 +192,11 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self.history = history
         self.counters = counters
         self.callbacks = list(callbacks)
+        self.last_epoch = last_epoch
+        self.interval_seconds = float(interval_seconds)
 
     def on_train_begin(self, logs: Optional[dict] = None) -> None:
+        self._saved_at = time.monotonic()
         saved = self.counters[-1] if self.counters else {}
         for index, callback in enumerate(self.callbacks):
             for name, value in saved.get(f"{index}:{type(callback).__name__}", {}).items():
@@ -194,4 +212,12 @@ class EpochCheckpoint(keras.callbacks.Callback):
             self.metrics_path,
             {"config": self.config, "history": self.history, "callback_counters": self.counters},
         )
-        self.manager.save()
+        # Without `last_epoch`, fit's own count (none known: every epoch is the last).
+        last = self.last_epoch if self.last_epoch is not None else (self.params or {}).get("epochs", 0) - 1
+        if (
+            epoch >= last
+            or self.model.stop_training
+            or time.monotonic() - self._saved_at >= self.interval_seconds
+        ):
+            self.manager.save()
+            self._saved_at = time.monotonic()
