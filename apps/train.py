@@ -9,7 +9,7 @@ one flag per setting, with its default and help; `--helpfull` lists them),
 plus the framework hyperparameters and the process's thread counts. Every
 flag is validated before any compute; invalid input ends the run with one
 `error:` line naming the value and exit code 2, writing nothing. A run
-directory that holds a checkpoint is resumed from its last finished epoch,
+directory that holds a checkpoint is resumed from its last checkpointed epoch,
 with the settings it was started with (an unreadable newest checkpoint falls
 back to the previous one, with a warning); --noresume refuses such a
 directory instead of overwriting it. Per-epoch validation metrics go to the

@@ -257,6 +257,9 @@ def main(argv):
         from he_keras.files import read_json
 
         earlier = read_json(_EVALUATE.value, "time_to_robust results")
+        if (earlier.get("recipe"), earlier.get("settings")) != (_RECIPE.value, settings):
+            raise SystemExit(f"error: {_EVALUATE.value} holds a run of recipe {earlier.get('recipe')!r} with "
+                             f"settings {earlier.get('settings')}; now {_RECIPE.value!r} with {settings}")
         arms, runs, load = earlier["arms"], earlier["runs"], earlier["load_average"]
     else:
         arms, runs, load = train_arms(settings, extra, x_train, y_train)
@@ -290,7 +293,8 @@ def main(argv):
                                  autoattack=[r[name]["autoattack"] for r in runs])
             line += (f"; clean {' / '.join(f'{100 * v:.1f}' for v in summary[name]['clean_accuracy'])} %, "
                      f"AutoAttack {' / '.join(f'{100 * v:.1f}' for v in summary[name]['autoattack'])} %")
-        for torch_name in torch_names if name not in torch_names else ():
+        # Intervals need two pairs or more.
+        for torch_name in torch_names if name not in torch_names and len(runs) > 1 else ():
             ratios = [r[torch_name]["train_seconds"] / r[name]["train_seconds"] for r in runs]
             summary[name].setdefault("pytorch_over_this", {})[torch_name] = ratios
             # The study's paired-timing statistic: median ratio, bootstrap over pairs.
@@ -309,8 +313,8 @@ def main(argv):
     if _OUTPUT.value:
         from he_keras.files import write_json
 
-        write_json(_OUTPUT.value, {"arms": arms, "load_average": load, "runs": runs,
-                                   "summary": summary})
+        write_json(_OUTPUT.value, {"recipe": _RECIPE.value, "settings": settings, "arms": arms,
+                                   "load_average": load, "runs": runs, "summary": summary})
 
 
 if __name__ == "__main__":

@@ -231,32 +231,33 @@ def test_checkpoint_restores_keras_seed_generators(tmp_path):
         np.testing.assert_array_equal(first, second)
 
 
-def test_checkpoints_are_written_when_due(tmp_path, monkeypatch):
+def test_checkpoints_are_written_when_due(tmp_path):
     """After the epoch that ends `interval_seconds` past the previous
-    checkpoint, after an epoch that stops the run and after the last epoch;
-    `metrics.json` after every epoch (a fake clock: 4 s per epoch)."""
+    checkpoint, after an epoch that stops the run, after fit's last epoch and
+    when a fit ends early; `metrics.json` after every epoch (a fake clock:
+    each epoch takes 4 s, a checkpoint none)."""
     from types import SimpleNamespace
 
-    from he_keras.training import checkpointing
+    from he_keras.training.checkpointing import EpochCheckpoint
 
-    def saved_epochs(interval, epochs=6, stop_after=None):
-        clock = iter(range(0, 1000, 4))
-        monkeypatch.setattr(checkpointing.time, "monotonic", lambda: next(clock))
+    def saved_epochs(interval, epochs=6, stop_after=None, ends_after=None):
+        now = [0.0]
         epoch = tf.Variable(0, dtype=tf.int64)
-        directory = tmp_path / f"{interval}-{stop_after}"
+        directory = tmp_path / f"{interval}-{epochs}-{stop_after}-{ends_after}"
         manager = tf.train.CheckpointManager(tf.train.Checkpoint(epoch=epoch), str(directory), None)
-        callback = checkpointing.EpochCheckpoint(
-            manager, epoch, tf.Variable(False), str(directory / "metrics.json"), {}, {}, [],
-            last_epoch=epochs - 1, interval_seconds=interval,
-        )
+        callback = EpochCheckpoint(manager, epoch, tf.Variable(False), str(directory / "metrics.json"),
+                                   {}, {}, [], interval_seconds=interval, clock=lambda: now[0])
         callback.set_model(SimpleNamespace(stop_training=False))
-        callback.on_train_begin()  # t = 0
-        for e in range(epochs):
+        callback.set_params({"epochs": epochs})
+        callback.on_train_begin()
+        for e in range(epochs if ends_after is None else ends_after + 1):
+            now[0] += 4.0
             callback.model.stop_training = e == stop_after
-            callback.on_epoch_end(e, {"loss": float(e)})  # t = 4, 8, ...
+            callback.on_epoch_end(e, {"loss": float(e)})
             assert len(json.loads((directory / "metrics.json").read_text())["history"]["loss"]) == e + 1
             if callback.model.stop_training:
                 break
+        callback.on_train_end()
         return [int(tf.train.load_checkpoint(path).get_tensor("epoch/.ATTRIBUTES/VARIABLE_VALUE"))
                 for path in manager.checkpoints]
 
@@ -265,8 +266,25 @@ def test_checkpoints_are_written_when_due(tmp_path, monkeypatch):
     assert saved_epochs(8) == [2, 4, 6]
     assert saved_epochs(100, stop_after=1) == [2]
     assert saved_epochs(100, epochs=1) == [1]
+    # A fit that stops before its `epochs` (Keras' max_epochs) still ends checkpointed.
+    assert saved_epochs(10, ends_after=3) == [3, 4]
     with pytest.raises(ValueError, match="interval_seconds=-1"):
-        checkpointing.EpochCheckpoint(None, None, None, "", {}, {}, [], interval_seconds=-1)
+        EpochCheckpoint(None, None, None, "", {}, {}, [], interval_seconds=-1)
+
+
+def test_a_run_killed_before_its_first_checkpoint_starts_over_and_ends_the_same(tmp_path, reference_run):
+    """With the default interval, a run of seconds has no checkpoint when the
+    kill comes: the next command trains it from the start, to the same end."""
+    flags, resumed = [*FLAGS, "--checkpoint_seconds=1000000"], str(tmp_path / "resumed")
+    killed = _python("-c", KILLED_RUN, ROOT, str(KILL_EPOCH), str(KILL_BATCH), *flags, f"--output_dir={resumed}")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert tf.train.latest_checkpoint(os.path.join(resumed, "checkpoints")) is None
+    with open(os.path.join(resumed, "metrics.json")) as f:
+        assert len(json.load(f)["history"]["loss"]) == 1
+    proc = _python(TRAIN_APP, *flags, f"--output_dir={resumed}", "--verbose=2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Resumed" not in proc.stdout and "Epoch 1/3" in proc.stdout
+    _assert_same_run(resumed, reference_run("pgdat"))
 
 
 def test_resume_drops_history_of_an_uncheckpointed_epoch(tmp_path):

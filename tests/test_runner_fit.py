@@ -44,16 +44,23 @@ def three_epochs(tmp_path_factory):
     recorder = EpochRecorder()
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):
-        metrics = run(TrainConfig(epochs=3, output_dir=out, verbose=2, **TINY), [recorder])
+        # No checkpoint before the last epoch (a fit of seconds under this interval).
+        metrics = run(TrainConfig(epochs=3, output_dir=out, verbose=2, checkpoint_seconds=1e6, **TINY),
+                      [recorder])
     return out, metrics, recorder, stdout.getvalue()
 
 
 def test_one_fit_counts_the_epochs_of_the_run(three_epochs):
-    _, metrics, recorder, stdout = three_epochs
+    out, metrics, recorder, stdout = three_epochs
     assert [line for line in stdout.splitlines() if line.startswith("Epoch ")] == [
         "Epoch 1/3", "Epoch 2/3", "Epoch 3/3"
     ]
     assert recorder.epochs == [0, 1, 2] and recorder.train_begins == 1
+    # One checkpoint, of the finished run.
+    (checkpoint,) = tf.train.CheckpointManager(
+        tf.train.Checkpoint(), os.path.join(out, "checkpoints"), None
+    ).checkpoints
+    assert tf.train.load_checkpoint(checkpoint).get_tensor("epoch/.ATTRIBUTES/VARIABLE_VALUE") == 3
 
 
 def test_validation_metrics_every_epoch(three_epochs):

@@ -118,8 +118,9 @@ class TrainConfig:
     seed: int = _setting(0, "Random seed.")
     output_dir: str = _setting("runs/train", "Run directory (checkpoints, model.keras, metrics.json).")
     checkpoint_seconds: float = _setting(
-        30.0, "Checkpoint after the first epoch that ends this many seconds after the previous checkpoint, "
-              "and after the last epoch; 0 = every epoch. A killed run repeats at most this much training.")
+        30.0, "Checkpoint after the first epoch that ends this many seconds (wall time) after the previous "
+              "checkpoint, after the last epoch and after an early stop; 0 = every epoch (always with "
+              "multi_worker). A killed run repeats the epochs since its last checkpoint and the interrupted one.")
     resume: bool = _setting(
         True, "Resume from the run directory's last checkpoint (--noresume: refuse a directory that has one).")
     strategy: str = _setting("default", "default | mirrored | multi_worker (TF_CONFIG).")
@@ -135,7 +136,8 @@ class TrainConfig:
     val_steps: int = _setting(10, "PGD steps of the per-epoch validation (val_adv_accuracy).")
     train_clean_accuracy: bool = _setting(
         True, "Log clean_accuracy during training; PGD-AT, FastAT and FreeAT pay one more forward pass "
-              "per step for it (--notrain_clean_accuracy skips it; validation still logs val_clean_accuracy).")
+              "per step for it, which --notrain_clean_accuracy skips (their logs then lack it; TRADES, ALP, "
+              "HAT and standard log it from their own clean pass, and validation logs val_clean_accuracy).")
     tensorboard: bool = _setting(True, "Write TensorBoard logs to <output_dir>/logs.")
     callbacks: Sequence[str] = _setting((), "Training callbacks (see he_keras.training.CALLBACKS).")
     verbose: int = _setting(2, "Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch.")

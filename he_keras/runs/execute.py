@@ -17,8 +17,10 @@ path (`he_keras.evaluation.pgd_accuracy`); nothing holds a whole split in
 memory. A run writes into `output_dir`:
 
 - `checkpoints/` — a TF checkpoint after the epoch that ends
-  `checkpoint_seconds` (default 30) or more after the previous one, and
-  after the last epoch (every epoch with 0), the last two kept
+  `checkpoint_seconds` (default 30) or more after the previous one, after
+  the last epoch and after an early stop (every epoch with 0, and always
+  with `multi_worker`, whose workers must resume from one epoch), the last
+  two kept
   (classifier and optimizer variables with the step count the LR schedule
   reads, the HE scale, the attacks' random generators, Keras seed-generator
   states such as dropout's, FreeAT's perturbation buffer, the epoch), so a
@@ -28,8 +30,9 @@ memory. A run writes into `output_dir`:
   learning rate and HE scale per epoch (`tensorboard=False` turns it off);
 - `model.keras` — the trained classifier (written atomically);
 - `metrics.json` — config, per-epoch history, final clean and PGD accuracy
-  with the attack settings (written atomically after every epoch, before the
-  checkpoint, so its history always covers the checkpointed epochs), and
+  with the attack settings (written atomically after every epoch, before any
+  checkpoint, so its history always covers the checkpointed epochs; a resume
+  cuts it back to them), and
   `train_seconds` with where this process's `fit` spent them (`fit_times`:
   the first compiled call, each epoch, the time outside the epochs).
 
@@ -119,7 +122,7 @@ def run(
     config: TrainConfig,
     extra_callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> dict:
-    """Trains with one `fit`, checkpointing every epoch, then evaluates.
+    """Trains with one `fit`, checkpointing at epoch ends, then evaluates.
 
     Args:
         config: A `TrainConfig` (validated here before any compute).
@@ -253,12 +256,12 @@ def run(
             history,
             counters,
             callbacks=list(callbacks),
-            last_epoch=passes - 1,
-            interval_seconds=config.checkpoint_seconds,
+            # Workers must resume from the same epoch: each checkpoints every epoch.
+            interval_seconds=0.0 if multi_worker else config.checkpoint_seconds,
         )
     )
     times = RunTimes()
-    started = time.time()
+    started = time.perf_counter()
     if bool(stopped_var.numpy()):
         if config.verbose:
             print(f"The run was stopped early after epoch {initial_epoch}; not training further")
@@ -292,7 +295,7 @@ def run(
             validation_data=validation_batches,
             verbose=config.verbose,
         )
-    train_seconds = time.time() - started
+    train_seconds = time.perf_counter() - started
 
     final = pgd_accuracy(
         trainer.classifier,
@@ -312,7 +315,7 @@ def run(
         "passes": passes,
         "optimizer_updates": int(trainer.optimizer.iterations.numpy()),
         "train_seconds": train_seconds,
-        # Where this process's `fit` spent them (absent when nothing was trained).
+        # Where this process's `fit` spent them (None when nothing was trained).
         "fit_times": times.result(),
         "steps_per_epoch": steps_per_epoch,
         "validation": None if validation is None else {

@@ -72,19 +72,29 @@ class RunTimes(keras.callbacks.Callback):
 
     def on_train_begin(self, logs: Optional[dict] = None) -> None:
         self._began = time.perf_counter()
+        self._total = None
         self._calls = 0
         self._first_call: Optional[float] = None
         self._epochs: list = []
 
-    def on_train_batch_begin(self, batch: int, logs: Optional[dict] = None) -> None:
-        self._calls += 1
-        if self._calls == 2:
+    def _first_call_ended(self) -> None:
+        # Whatever comes first after the first call: the next call, the
+        # validation pass, the end of the epoch (one call per epoch).
+        if self._calls == 1 and self._first_call is None:
             self._first_call = time.perf_counter() - self._began
+
+    def on_train_batch_begin(self, batch: int, logs: Optional[dict] = None) -> None:
+        self._first_call_ended()
+        self._calls += 1
+
+    def on_test_begin(self, logs: Optional[dict] = None) -> None:
+        self._first_call_ended()
 
     def on_epoch_begin(self, epoch: int, logs: Optional[dict] = None) -> None:
         self._epoch_began = time.perf_counter()
 
     def on_epoch_end(self, epoch: int, logs: Optional[dict] = None) -> None:
+        self._first_call_ended()
         self._epochs.append(time.perf_counter() - self._epoch_began)
 
     def on_train_end(self, logs: Optional[dict] = None) -> None:
@@ -95,7 +105,7 @@ class RunTimes(keras.callbacks.Callback):
 
         Returns:
             `{"first_call_seconds": the first compiled call, tracing included
-            (None with a single call), "epoch_seconds": each epoch from its
+            (None if no step ran), "epoch_seconds": each epoch from its
             start to its end (validation included), "outside_epochs_seconds":
             the rest of the fit (the other callbacks' epoch-end work such as
             checkpoints, and starting each epoch's data)}`.

@@ -132,7 +132,7 @@ def callback_counters(callbacks: Sequence[keras.callbacks.Callback]) -> dict:
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
-    """Ends every epoch with `metrics.json`, and then a checkpoint when due.
+    """Ends every epoch with `metrics.json`, and training with a checkpoint.
 
     Put it last among the callbacks, so that it records the state every other
     callback left (weights restored by an early stop, a reduced learning
@@ -145,12 +145,15 @@ class EpochCheckpoint(keras.callbacks.Callback):
     ReduceLROnPlateau count on across the resume (EarlyStopping's
     `restore_best_weights` copy is not kept).
 
-    A checkpoint is due after the last epoch, after an epoch that stopped
-    the run, and after any epoch that ends `interval_seconds` or more after
-    the previous checkpoint (or the start of training): a killed run then
-    repeats at most that much training, and a run of short epochs does not
-    spend its time writing checkpoints (about 17 ms each for the quickstart
-    net, 30 of them in a 15 s run). 0 checkpoints every epoch.
+    Checkpoints are written after any epoch that ends `interval_seconds` or
+    more (wall time, validation and callbacks included) after the previous
+    checkpoint or the start of training, after the fit's last epoch, after
+    an epoch that stopped the run, and when training ends with epochs not
+    yet checkpointed. A killed run
+    repeats the epochs since its last checkpoint (less than the interval)
+    and the interrupted one; a run of short epochs does not spend its time
+    writing checkpoints (about 17 ms each for the quickstart net, whose
+    epochs take about 0.5 s). 0 checkpoints every epoch.
 
     Args:
         manager: Manager of a `training_checkpoint` holding `epoch`.
@@ -163,9 +166,9 @@ class EpochCheckpoint(keras.callbacks.Callback):
         counters: `callback_counters` after each epoch before this run;
             extended in place.
         callbacks: The run's other callbacks, in order.
-        last_epoch: Index of the run's last epoch (None: `fit`'s `epochs - 1`).
-        interval_seconds: Least training time between two checkpoints
-            before the last epoch (0: after every epoch).
+        interval_seconds: Least wall time between two checkpoints during
+            training (0: after every epoch).
+        clock: Seconds of a monotonic clock (a test's fake clock).
     """
 
     def __init__(
@@ -178,8 +181,8 @@ class EpochCheckpoint(keras.callbacks.Callback):
         history: dict,
         counters: list,
         callbacks: Sequence[keras.callbacks.Callback] = (),
-        last_epoch: Optional[int] = None,
         interval_seconds: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__()
         if not interval_seconds >= 0:
@@ -192,11 +195,12 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self.history = history
         self.counters = counters
         self.callbacks = list(callbacks)
-        self.last_epoch = last_epoch
         self.interval_seconds = float(interval_seconds)
+        self.clock = clock
+        self._unsaved = False
 
     def on_train_begin(self, logs: Optional[dict] = None) -> None:
-        self._saved_at = time.monotonic()
+        self._saved_at = self.clock()
         saved = self.counters[-1] if self.counters else {}
         for index, callback in enumerate(self.callbacks):
             for name, value in saved.get(f"{index}:{type(callback).__name__}", {}).items():
@@ -212,12 +216,17 @@ class EpochCheckpoint(keras.callbacks.Callback):
             self.metrics_path,
             {"config": self.config, "history": self.history, "callback_counters": self.counters},
         )
-        # Without `last_epoch`, fit's own count (none known: every epoch is the last).
-        last = self.last_epoch if self.last_epoch is not None else (self.params or {}).get("epochs", 0) - 1
-        if (
-            epoch >= last
-            or self.model.stop_training
-            or time.monotonic() - self._saved_at >= self.interval_seconds
-        ):
-            self.manager.save()
-            self._saved_at = time.monotonic()
+        self._unsaved = True
+        last = epoch + 1 >= (self.params or {}).get("epochs", 0)
+        if last or self.model.stop_training or self.clock() - self._saved_at >= self.interval_seconds:
+            self._save()
+
+    def on_train_end(self, logs: Optional[dict] = None) -> None:
+        # A fit that ended before its `epochs` (e.g. capped by Keras' max_epochs).
+        if self._unsaved:
+            self._save()
+
+    def _save(self) -> None:
+        self.manager.save()
+        self._saved_at = self.clock()
+        self._unsaved = False
