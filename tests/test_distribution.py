@@ -182,3 +182,6 @@ def test_two_workers_train_trades_he_to_identical_weights(tmp_path):
         assert len(metrics["history"]["loss"]) == 2
         assert metrics["history"]["attack_eps_fraction"] == [0.5, 1.0]
         assert all(np.isfinite(metrics["history"]["loss"]))
+        # A checkpoint after every epoch whatever --checkpoint_seconds (30 by default) says.
+        checkpoints = tf.train.get_checkpoint_state(str(directory / "checkpoints")).all_model_checkpoint_paths
+        assert [os.path.basename(path) for path in checkpoints] == ["ckpt-1", "ckpt-2"]
