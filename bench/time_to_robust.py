@@ -141,7 +141,8 @@ def keras_run(seed: int, out: str, settings: dict, extra: list) -> dict:
     with open(os.path.join(directory, "metrics.json")) as f:
         metrics = json.load(f)
     return {"train_seconds": metrics["train_seconds"], "wall_seconds": wall,
-            "epoch_seconds": metrics["fit_times"]["epoch_seconds"],
+            # None from a checkout before `fit_times` (e.g. --lever=PYTHONPATH=<old checkout>).
+            "epoch_seconds": (metrics.get("fit_times") or {}).get("epoch_seconds"),
             "model": os.path.join(directory, "model.keras")}
 
 
