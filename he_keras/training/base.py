@@ -55,11 +55,11 @@ class AdversarialTrainer(keras.Model):
             FreeAT) then runs one more forward pass per step, after the
             update, only for this metric (a steady quickstart epoch of
             PGD-AT took 7 % less without it in one of two runs, the
-            README's "Time to a robust model"); False skips it and leaves the metric out of the logs
-            (so `train_on_batch(..., return_dict=False)` returns one value
-            fewer). TRADES, ALP, HAT and `Standard` compute it from their
-            own clean pass either way, and validation always logs
-            `val_clean_accuracy`.
+            README's "Time to a robust model"); False skips it and leaves
+            the metric out of the logs (so `train_on_batch(...,
+            return_dict=False)` returns one value fewer). TRADES, ALP,
+            HAT and `Standard` compute it from their own clean pass either
+            way, and validation always logs `val_clean_accuracy`.
         **kwargs: `keras.Model` keyword arguments (`name`).
 
     Example:

@@ -149,9 +149,8 @@ class EpochCheckpoint(keras.callbacks.Callback):
     more (wall time, validation and callbacks included) after the previous
     checkpoint or the start of training, after the fit's last epoch, after
     an epoch that stopped the run, and when training ends with epochs not
-    yet checkpointed. A killed run
-    repeats the epochs since its last checkpoint (less than the interval)
-    and the interrupted one; a run of short epochs does not spend its time
+    yet checkpointed. A killed run repeats the epochs since its last
+    checkpoint (less than the interval) and the interrupted one; a run of short epochs does not spend its time
     writing checkpoints (on the quickstart, whose epochs take about 0.5 s,
     one after every epoch cost about 0.8 s of a 20 s run). 0 checkpoints
     every epoch.
@@ -187,7 +186,9 @@ class EpochCheckpoint(keras.callbacks.Callback):
     ) -> None:
         super().__init__()
         if not interval_seconds >= 0:
-            raise ValueError(f"`interval_seconds` must be >= 0. Received: interval_seconds={interval_seconds!r}")
+            raise ValueError(
+                f"`interval_seconds` must be >= 0. Received: interval_seconds={interval_seconds!r}"
+            )
         self.manager = manager
         self.epoch = epoch
         self.stopped = stopped
