@@ -22,11 +22,14 @@ Prints, per seed and as medians: training seconds of each side, the ratio
 PyTorch / he-keras (above 1: he-keras is faster) with a 95 % bootstrap
 interval over the pairs (`experiments.stats.ratio_interval`, the study's
 paired-timing statistic; absolute times drift, so take many pairs), process
-wall times, and
-clean and AutoAttack accuracy per side; `--output` writes them as JSON.
+wall times, and clean and AutoAttack accuracy per side; `--output` writes
+them as JSON, after every seed's runs (the models go to `--models_dir`).
 `--evaluate=<that JSON>` trains nothing: it evaluates the models of an earlier
 `--noautoattack` run (AutoAttack takes minutes per model and need not share
-the idle machine the timing needs) and reports that run's times with them. Run
+the idle machine the timing needs), adds each model's accuracies to that file
+as soon as they are measured, so a killed evaluation rerun with the same
+command goes on with the models not yet evaluated, and reports that run's
+times with them. Run
 it on an otherwise idle machine: absolute times swing between runs, the
 ratio of interleaved runs much less. Flags after `--` go to `apps/train.py`
 (every he-keras arm); `--lever` adds an arm with more flags (e.g.
@@ -38,8 +41,10 @@ given there (e.g. `-- --epochs=2`) changes both sides.
 
 Usage (from the repository root):
   python bench/time_to_robust.py --seeds=0,1,2 --output=/tmp/time_to_robust.json
-  python bench/time_to_robust.py --recipe=mnist5k --noautoattack --output=/tmp/m.json
+  python bench/time_to_robust.py --recipe=mnist5k --noautoattack --output=/tmp/m.json \
+      --models_dir=/tmp/m_models
   python bench/time_to_robust.py --recipe=mnist5k --evaluate=/tmp/m.json  # AutoAttack later
+      # (rerun the same command after a kill: models already evaluated are kept)
   python bench/time_to_robust.py --torch_python=/path/to/venv/bin/python \
       --lever=--precision=mixed_bfloat16 --torch_lever=--autocast
 """
@@ -53,7 +58,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 from absl import app, flags
 
@@ -62,7 +67,11 @@ _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds, one pair of runs ea
 _TORCH_PYTHON = flags.DEFINE_string(
     "torch_python", sys.executable, "Python interpreter with torch for the PyTorch twin."
 )
-_OUTPUT = flags.DEFINE_string("output", None, "Optional JSON file for the results.")
+_OUTPUT = flags.DEFINE_string(
+    "output", None, "Optional JSON file for the results, rewritten after every seed's runs.")
+_MODELS_DIR = flags.DEFINE_string(
+    "models_dir", None, "Directory for the trained models and the training split (default: a new "
+                        "temporary directory); keep it to --evaluate the models in a later session.")
 _LEVERS = flags.DEFINE_multi_string(
     "lever", [], "apps/train.py flags and NAME=value environment variables (space-separated) of "
                  "one more he-keras arm, interleaved with the others; repeatable, e.g. "
@@ -76,7 +85,9 @@ _AUTOATTACK = flags.DEFINE_boolean(
     "autoattack", True, "Evaluate every model with AutoAttack-standard (minutes per model).")
 _EVALUATE = flags.DEFINE_string(
     "evaluate", None, "Train nothing: evaluate the models of an earlier run's --output JSON "
-                      "(with the same --recipe) and report its times with the accuracies.")
+                      "(with the same --recipe), adding each model's accuracies to that file as "
+                      "they are measured (a killed evaluation continues where it stopped), and "
+                      "report its times with the accuracies.")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPE = os.path.join(ROOT, "configs", "quickstart.cfg")
@@ -180,7 +191,10 @@ def torch_available() -> bool:
 
 
 def train_arms(settings: dict, extra: list, x_train, y_train) -> tuple[dict, list, list]:
-    """Trains every arm once per seed, interleaved; `(arms, runs, load averages)`."""
+    """Trains every arm once per seed, interleaved; `(arms, runs, load averages)`.
+
+    With `--output`, the results so far are written after every seed's runs.
+    """
     import numpy as np
 
     seeds = [int(s) for s in _SEEDS.value]
@@ -188,7 +202,8 @@ def train_arms(settings: dict, extra: list, x_train, y_train) -> tuple[dict, lis
     if not twin:
         print(f"skipped the PyTorch twin: torch is not installed for {_TORCH_PYTHON.value} "
               "(pass --torch_python=<a python with torch>)")
-    out = tempfile.mkdtemp(prefix="time_to_robust-")
+    out = _MODELS_DIR.value or tempfile.mkdtemp(prefix="time_to_robust-")
+    os.makedirs(out, exist_ok=True)
     split = os.path.join(out, "split.npz")
     np.savez(split, x_train=x_train, y_train=y_train)
     arms = {"he-keras": extra}
@@ -215,11 +230,25 @@ def train_arms(settings: dict, extra: list, x_train, y_train) -> tuple[dict, lis
             print(f"  seed {seed} {name}: {row[name]['train_seconds']:.1f} s", flush=True)
         runs.append(row)
         load.append(os.getloadavg()[0])
+        if _OUTPUT.value:
+            write_results(_OUTPUT.value, settings, arms, load, runs)
     return arms, runs, load
 
 
-def evaluate_arms(names: list, runs: list, settings: dict, input_shape: tuple, x_test, y_test) -> None:
-    """Adds clean and AutoAttack accuracy to every run of `runs` (in place)."""
+def write_results(path: str, settings: dict, arms: dict, load: list, runs: list,
+                  summary: Optional[dict] = None) -> None:
+    """Writes the run's results to `path` atomically (with `summary`, the medians
+    and ratios, when there is one)."""
+    from he_keras.files import write_json
+
+    write_json(path, {"recipe": _RECIPE.value, "settings": settings, "arms": arms, "load_average": load,
+                      "runs": runs, **({"summary": summary} if summary is not None else {})})
+
+
+def evaluate_arms(names: list, runs: list, settings: dict, input_shape: tuple, x_test, y_test,
+                  save: Callable[[], None]) -> None:
+    """Adds clean and AutoAttack accuracy to every run of `runs` (in place) that
+    has none yet, calling `save()` after each."""
     import keras
     import numpy as np
 
@@ -227,6 +256,8 @@ def evaluate_arms(names: list, runs: list, settings: dict, input_shape: tuple, x
 
     for row in runs:
         for name in names:
+            if "autoattack" in row[name]:  # measured before the evaluation was stopped
+                continue
             if "weights" in row[name]:  # a PyTorch arm
                 model = build_model(settings["model"], input_shape, 10, head="he", s=float(settings["s"]))
                 weights = np.load(row[name]["weights"])
@@ -234,6 +265,7 @@ def evaluate_arms(names: list, runs: list, settings: dict, input_shape: tuple, x
             else:
                 model = keras.saving.load_model(row[name]["model"])
             row[name].update(robustness(model, x_test, y_test, settings, row["seed"]))
+            save()
             print(f"  seed {row['seed']} {name}: clean {100 * row[name]['clean_accuracy']:.1f} %, "
                   f"AutoAttack {100 * row[name]['autoattack']:.1f} %", flush=True)
 
@@ -262,12 +294,17 @@ def main(argv):
             raise SystemExit(f"error: {_EVALUATE.value} holds a run of recipe {earlier.get('recipe')!r} with "
                              f"settings {earlier.get('settings')}; now {_RECIPE.value!r} with {settings}")
         arms, runs, load = earlier["arms"], earlier["runs"], earlier["load_average"]
+        timing = earlier.get("summary")
     else:
         arms, runs, load = train_arms(settings, extra, x_train, y_train)
+        timing = None
     names = list(arms)
     evaluated = _AUTOATTACK.value or bool(_EVALUATE.value)
+    # The file each model's accuracies are added to as they are measured.
+    results = _EVALUATE.value or _OUTPUT.value
     if evaluated:
-        evaluate_arms(names, runs, settings, data.input_shape, x_test, y_test)
+        evaluate_arms(names, runs, settings, data.input_shape, x_test, y_test,
+                      lambda: results and write_results(results, settings, arms, load, runs, timing))
     print(f"{_RECIPE.value} recipe, {len(x_train)} training images, validation off, seeds "
           f"{[r['seed'] for r in runs]}; load average {min(load):.2f}-{max(load):.2f}")
     summary = {}
@@ -311,11 +348,8 @@ def main(argv):
                 line += (f"; steady epochs {torch_name} / this: median {pace['ratio']:.2f} "
                          f"(95 % interval {pace['ci_low']:.2f}-{pace['ci_high']:.2f})")
         print(line)
-    if _OUTPUT.value:
-        from he_keras.files import write_json
-
-        write_json(_OUTPUT.value, {"recipe": _RECIPE.value, "settings": settings, "arms": arms,
-                                   "load_average": load, "runs": runs, "summary": summary})
+    for path in {results, _OUTPUT.value} - {None}:
+        write_results(path, settings, arms, load, runs, summary)
 
 
 if __name__ == "__main__":
