@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 from he_keras.attacks import ProjectedGradientAttack, fgsm, project
+from he_keras.profiling import kernel_times
 from helpers import accuracy, digits_arrays, undefended_digits_model
 
 
@@ -177,29 +178,18 @@ def test_a_users_model_function_and_objective_still_get_autograph(test_data):
     assert margin_of(after).mean() < margin_of(logits).mean()
 
 
-def kernels_run(fn, logdir) -> set:
-    """The kernels TensorFlow ran during `fn()`, from its profiler's trace."""
-    import glob
+def test_kernel_times_count_each_kernels_calls(tmp_path):
+    """The profile totals what ran: three calls of a function with one `Sin`
+    and two `Cos` ops, and nothing that did not run."""
+    @tf.function
+    def step(x):
+        return tf.sin(x) + tf.cos(x) * tf.cos(2.0 * x)
 
-    from tensorflow.tsl.profiler.protobuf import xplane_pb2
-
-    tf.profiler.experimental.start(str(logdir))
-    try:
-        fn()
-    finally:
-        tf.profiler.experimental.stop()
-    kernels = set()
-    for path in glob.glob(f"{logdir}/**/*.xplane.pb", recursive=True):
-        space = xplane_pb2.XSpace()
-        with open(path, "rb") as f:
-            space.ParseFromString(f.read())
-        for plane in space.planes:
-            names = {key: meta.name for key, meta in plane.event_metadata.items()}
-            for line in plane.lines:
-                if line.name.startswith("tf_Compute"):
-                    # Op events are named "<node name>:<kernel>".
-                    kernels |= {names[e.metadata_id].rpartition(":")[2] for e in line.events}
-    return kernels
+    x = tf.random.uniform([256, 256])
+    step(x)  # traced before the profiled calls
+    times = kernel_times(lambda: [step(x).numpy() for _ in range(3)], tmp_path)
+    assert times["Sin"].calls == 3 and times["Cos"].calls == 6, times
+    assert times["Sin"].seconds > 0 and "Tan" not in times
 
 
 def test_attack_loops_run_onednns_max_pool_gradient_like_a_plain_step(tmp_path, test_data):
@@ -236,7 +226,7 @@ def test_attack_loops_run_onednns_max_pool_gradient_like_a_plain_step(tmp_path, 
     for name, group in runs.items():
         for run in group:
             run()  # Traced before the profiled calls.
-        kernels = kernels_run(lambda: [run() for run in group], tmp_path / name.replace(" ", "_"))
+        kernels = kernel_times(lambda: [run() for run in group], tmp_path / name.replace(" ", "_"))
         if not any(k.startswith("_MklNative") for k in kernels):
             pytest.skip(f"TensorFlow's oneDNN kernels are off here (ran {sorted(kernels)[:8]} ...)")
         assert "_MklNativeMaxPoolGrad" in kernels or "MaxPoolGrad" in kernels, (name, kernels)
