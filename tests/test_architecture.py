@@ -17,7 +17,7 @@ PACKAGE = os.path.join(ROOT, "he_keras")
 # other; above it, a room imports only itself and lower layers.
 LAYERS = (
     ("he_keras", "he_keras.defaults", "he_keras.files", "he_keras.validation", "he_keras.backends",
-     "he_keras.layers", "he_keras.losses"),
+     "he_keras.profiling", "he_keras.layers", "he_keras.losses"),
     ("he_keras.models", "he_keras.data"),
     ("he_keras.attacks",),
     ("he_keras.training", "he_keras.evaluation", "he_keras.export"),
