@@ -39,26 +39,35 @@ def shared_model_cache(tmp_path_factory):
 # --no-loadscope-reorder`: each file goes whole to one worker in this order, so
 # the long end-to-end files start at once instead of last (xdist's own order,
 # most tests first, left the quick study running alone on one core for the
-# last minutes). Seconds per file on 2 AMD EPYC cores (junit XML of `make
-# test`'s pytest, commit 98f6f92); files not listed follow in their usual order.
+# last minutes). Seconds per file on 2 Xeon cores (junit XML of `make test`'s
+# pytest, commit c7e643d, a niced benchmark running beside it); files under
+# 5 s are not listed and follow in their usual order.
 FILE_SECONDS = {
-    "test_experiments_quick.py": 379,
-    "test_frameworks.py": 322,
-    "test_pgdat.py": 186,
-    "test_fault_tolerance.py": 112,
-    "test_attacks_eval.py": 109,
-    "test_attack_fidelity.py": 86,
-    "test_distribution.py": 86,
-    "test_runner_fit.py": 81,
-    "test_evaluation_fidelity.py": 77,
-    "test_evaluation_suite.py": 62,
-    "test_attacks_blackbox.py": 53,
-    "test_export.py": 52,
-    "test_imagenet_data.py": 49,
-    "test_backends.py": 47,
-    "test_eps_warmup.py": 43,
-    "test_orchestration.py": 32,
-    "test_evaluate_app.py": 21,
+    "test_experiments_quick.py": 177,
+    "test_frameworks.py": 125,
+    "test_fault_tolerance.py": 96,
+    "test_attacks_core.py": 77,
+    "test_streaming.py": 56,
+    "test_attacks_eval.py": 53,
+    "test_distribution.py": 48,
+    "test_pgdat.py": 47,
+    "test_runner_fit.py": 32,
+    "test_evaluation_fidelity.py": 29,
+    "test_backends.py": 23,
+    "test_imagenet_data.py": 23,
+    "test_export.py": 23,
+    "test_eps_warmup.py": 23,
+    "test_evaluation_suite.py": 23,
+    "test_study_claims.py": 20,
+    "test_attacks_blackbox.py": 19,
+    "test_evaluate_app.py": 16,
+    "test_orchestration.py": 16,
+    "test_catastrophic_overfitting.py": 14,
+    "test_attack_fidelity.py": 12,
+    "test_study_stats.py": 9,
+    "test_freeat.py": 8,
+    "test_bad_input.py": 6,
+    "test_corruptions.py": 6,
 }
 
 
