@@ -70,8 +70,9 @@ _TORCH_PYTHON = flags.DEFINE_string(
 _OUTPUT = flags.DEFINE_string(
     "output", None, "Optional JSON file for the results, rewritten after every seed's runs.")
 _MODELS_DIR = flags.DEFINE_string(
-    "models_dir", None, "Directory for the trained models and the training split (default: a new "
-                        "temporary directory); keep it to --evaluate the models in a later session.")
+    "models_dir", None, "New or empty directory for the trained models and the training split "
+                        "(default: a new temporary directory); keep it to --evaluate the models in a "
+                        "later session.")
 _LEVERS = flags.DEFINE_multi_string(
     "lever", [], "apps/train.py flags and NAME=value environment variables (space-separated) of "
                  "one more he-keras arm, interleaved with the others; repeatable, e.g. "
@@ -270,8 +271,18 @@ def evaluate_arms(names: list, runs: list, settings: dict, input_shape: tuple, x
                   f"AutoAttack {100 * row[name]['autoattack']:.1f} %", flush=True)
 
 
+def fail(message: str) -> None:
+    """Ends the benchmark with one `error:` line and exit code 2."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 def main(argv):
     extra = list(argv[1:])
+    models = _MODELS_DIR.value
+    if models and not _EVALUATE.value and os.path.isdir(models) and os.listdir(models):
+        # apps/train.py would resume the runs there and time nothing.
+        fail(f"--models_dir={models} is not empty; give a new or empty directory")
     sys.path.insert(0, ROOT)
     from experiments import stats
 
@@ -291,8 +302,8 @@ def main(argv):
 
         earlier = read_json(_EVALUATE.value, "time_to_robust results")
         if (earlier.get("recipe"), earlier.get("settings")) != (_RECIPE.value, settings):
-            raise SystemExit(f"error: {_EVALUATE.value} holds a run of recipe {earlier.get('recipe')!r} with "
-                             f"settings {earlier.get('settings')}; now {_RECIPE.value!r} with {settings}")
+            fail(f"{_EVALUATE.value} holds a run of recipe {earlier.get('recipe')!r} with settings "
+                 f"{earlier.get('settings')}; now {_RECIPE.value!r} with {settings}")
         arms, runs, load = earlier["arms"], earlier["runs"], earlier["load_average"]
         timing = earlier.get("summary")
     else:
